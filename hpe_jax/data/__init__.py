@@ -1,0 +1,1 @@
+"""Datasets: TFDS builders, the stored format, augmentation and the grain input pipeline."""

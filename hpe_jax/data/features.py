@@ -1,0 +1,80 @@
+"""The stored example format shared by every pose dataset builder, and how to make one.
+
+Every builder stores one example per person: a person-centred JPEG crop with a margin around the
+person box (room for scale and rotation augmentation), the affine from crop pixels back to the
+original image, and the labels in original image pixels (2D) and camera millimetres (3D). Joints
+are always in the MPII-16 order of `hpe_jax.joints`; joints a dataset lacks have mask 0.
+
+The person box is a square: `box_center` (x, y) and `box_side`, in original image pixels. At
+augmentation scale 1 it is exactly the network's input region.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import tensorflow_datasets as tfds
+
+from hpe_jax import joints
+from hpe_jax import geometry
+
+# The stored crop spans CROP_MARGIN x the person box, so a 1.25x zoom-out with moderate rotation
+# still finds image content; beyond it the pipeline fills with zeros.
+CROP_MARGIN = 1.5
+JPEG_QUALITY = 90
+
+
+def pose_features() -> tfds.features.FeaturesDict:
+  """The features of one stored person (see the module docstring for units)."""
+  f32 = np.float32
+  return tfds.features.FeaturesDict({
+      'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
+      'image_name': tfds.features.Text(),  # the original image, relative to its dataset's root
+      'person_index': np.int32,  # which person of that image
+      'crop_to_image': tfds.features.Tensor(shape=(2, 3), dtype=f32),  # crop px -> original px
+      'box_center': tfds.features.Tensor(shape=(2,), dtype=f32),
+      'box_side': f32,
+      'joints_2d': tfds.features.Tensor(shape=(joints.NUM_JOINTS, 2), dtype=f32),
+      'joints_mask': tfds.features.Tensor(shape=(joints.NUM_JOINTS,), dtype=f32),  # annotated
+      'joints_visible': tfds.features.Tensor(shape=(joints.NUM_JOINTS,), dtype=f32),  # unoccluded
+      'has_3d': np.bool_,
+      'joints_3d': tfds.features.Tensor(shape=(joints.NUM_JOINTS, 3), dtype=f32),  # camera mm
+      'eval_joints_3d': tfds.features.Tensor(shape=(len(joints.H36M17), 3), dtype=f32),
+      'eval_mask': tfds.features.Tensor(shape=(len(joints.H36M17),), dtype=f32),
+      'intrinsics': tfds.features.Tensor(shape=(4,), dtype=f32),  # fx, fy, cx, cy; 0 if unknown
+      'torso_size': f32,  # PCK reference length in original px; 0 if unknown
+      'head_size': f32,  # PCKh reference (0.6 x head box diagonal) in original px; 0 if unknown
+  })
+
+
+def person_crop(image: np.ndarray, box_center, box_side: float, crop_size: int):
+  """Cuts the stored crop around a person.
+
+  Args:
+    image: (H, W, 3) uint8, the original image.
+    box_center: (2,) person box centre in original pixels.
+    box_side: side of the square person box in original pixels.
+    crop_size: side of the stored crop in pixels; it spans CROP_MARGIN * box_side.
+  Returns:
+    (crop (crop_size, crop_size, 3) uint8, crop_to_image (2, 3) float32).
+  """
+  image_to_crop = geometry.crop_affine(box_center, box_side * CROP_MARGIN, 0.0, crop_size)
+  crop = cv2.warpAffine(image, image_to_crop, (crop_size, crop_size), flags=cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+  return crop, geometry.invert_affine(image_to_crop).astype(np.float32)
+
+
+def encode_jpeg(image: np.ndarray) -> bytes:
+  """(H, W, 3) uint8 RGB -> JPEG bytes, the form tfds.features.Image takes without TensorFlow."""
+  ok, buffer = cv2.imencode('.jpg', image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+  if not ok:
+    raise ValueError(f'JPEG encoding failed for an image of shape {image.shape}')
+  return buffer.tobytes()
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+  """JPEG bytes -> (H, W, 3) uint8 RGB. Raises ValueError on undecodable bytes."""
+  image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+  if image is None:
+    raise ValueError('undecodable JPEG')
+  return image[..., ::-1]

@@ -1,0 +1,1 @@
+"""Evaluation on held-out splits: prediction readout and metric protocols."""

@@ -1,0 +1,97 @@
+"""Camera and image geometry on the host (numpy): crop affines, projection, depth, back-projection.
+
+Pixel convention: integer coordinates are pixel centres (as in cv2.warpAffine), so an image of
+side N spans [-0.5, N - 0.5].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def crop_affine(center, side: float, rotation_deg: float, output_size: int,
+                flip: bool = False) -> np.ndarray:
+  """The affine taking original pixels to the pixels of a square crop.
+
+  Args:
+    center: (2,) crop centre in original pixels.
+    side: crop side in original pixels; it fills the output exactly.
+    rotation_deg: rotation of the image content, counter-clockwise as seen on screen.
+    output_size: output side in pixels.
+    flip: mirror the output horizontally.
+  Returns:
+    (2, 3) float64 matrix A with [x_out, y_out] = A @ [x, y, 1].
+  """
+  scale = output_size / side
+  theta = np.deg2rad(rotation_deg)
+  cos, sin = np.cos(theta) * scale, np.sin(theta) * scale
+  # y points down on screen, so a counter-clockwise rotation on screen is clockwise in (x, y).
+  linear = np.array([[cos, sin], [-sin, cos]])
+  if flip:
+    linear[0] = -linear[0]
+  half = output_size / 2 - 0.5
+  offset = np.array([half, half]) - linear @ np.asarray(center, np.float64)
+  return np.concatenate([linear, offset[:, None]], axis=1)
+
+
+def invert_affine(affine: np.ndarray) -> np.ndarray:
+  """(2, 3) -> (2, 3): the inverse affine."""
+  linear_inv = np.linalg.inv(affine[:, :2])
+  return np.concatenate([linear_inv, -linear_inv @ affine[:, 2:]], axis=1)
+
+
+def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+  """(2, 3), (2, 3) -> (2, 3): the affine x -> outer(inner(x))."""
+  return np.concatenate([outer[:, :2] @ inner[:, :2],
+                         outer[:, :2] @ inner[:, 2:] + outer[:, 2:]], axis=1)
+
+
+def transform_points(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
+  """(2, 3) or (N, 2, 3) affine, (..., 2) points -> (..., 2)."""
+  affine = np.asarray(affine)
+  return (np.einsum('...ij,...kj->...ki', affine[..., :2], points)
+          + affine[..., None, :, 2]) if affine.ndim == 3 else points @ affine[:, :2].T + affine[:, 2]
+
+
+def affine_scale(affine: np.ndarray) -> np.ndarray:
+  """(..., 2, 3) -> (...,): the isotropic scale of a similarity affine."""
+  return np.sqrt(np.abs(np.linalg.det(np.asarray(affine)[..., :2])))
+
+
+def project(points_3d: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
+  """Pinhole projection. points_3d (..., J, 3) camera frame, intrinsics (..., 4) = fx, fy, cx, cy
+  -> (..., J, 2) pixels."""
+  intrinsics = np.asarray(intrinsics)[..., None, :]
+  z = points_3d[..., 2]
+  return np.stack([points_3d[..., 0] / z * intrinsics[..., 0] + intrinsics[..., 2],
+                   points_3d[..., 1] / z * intrinsics[..., 1] + intrinsics[..., 3]], axis=-1)
+
+
+def root_relative_depth_px(points_3d: np.ndarray, focal: np.ndarray, root: int) -> np.ndarray:
+  """Depth relative to the root joint in original-image pixels, under weak perspective at the
+  root: (Z_j - Z_root) * f / Z_root (REFERENCE.md 1, "Targets"). Dividing by the crop side in
+  pixels gives the depth target in crop units.
+
+  points_3d (..., J, 3) camera frame, focal (...,) pixels -> (..., J).
+  """
+  z_root = points_3d[..., root:root + 1, 2]
+  return (points_3d[..., 2] - z_root) * np.asarray(focal)[..., None] / z_root
+
+
+def backproject_root_relative(uv: np.ndarray, depth_px: np.ndarray, intrinsics: np.ndarray,
+                              root_depth: np.ndarray, root: int) -> np.ndarray:
+  """Inverts projection + `root_relative_depth_px` given the root's true depth.
+
+  Args:
+    uv: (N, J, 2) joints in original pixels.
+    depth_px: (N, J) root-relative depth in original pixels (weak perspective at the root).
+    intrinsics: (N, 4) fx, fy, cx, cy.
+    root_depth: (N,) the root's camera depth Z_root in mm.
+    root: index of the root joint.
+  Returns:
+    (N, J, 3) camera-frame joints in mm relative to the root.
+  """
+  fx, fy, cx, cy = (intrinsics[:, None, k] for k in range(4))
+  z = root_depth[:, None] * (1.0 + depth_px / fx)
+  points = np.stack([(uv[..., 0] - cx) / fx * z, (uv[..., 1] - cy) / fy * z, z], axis=-1)
+  return points - points[:, root:root + 1]

@@ -1,0 +1,119 @@
+"""The joint registry: every joint set, flip pair, bone and joint map lives here, and only here.
+
+Two sets matter to the method:
+- MPII-16, the heatmap set every model predicts and every dataset is mapped into;
+- Human3.6M-17, the 3D evaluation set.
+
+A `JointMap` says, for each joint of a target set, which source joints it comes from: one index
+(the same joint), two (the midpoint, e.g. pelvis = mid-hips) or none (the source lacks it). A
+derived joint is annotated only when all of its sources are; a missing joint is never filled in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+MPII16 = (
+    'r_ankle', 'r_knee', 'r_hip', 'l_hip', 'l_knee', 'l_ankle', 'pelvis', 'thorax',
+    'upper_neck', 'head_top', 'r_wrist', 'r_elbow', 'r_shoulder', 'l_shoulder', 'l_elbow',
+    'l_wrist',
+)
+NUM_JOINTS = len(MPII16)
+PELVIS = MPII16.index('pelvis')  # the root of every depth target
+
+# Left/right pairs of MPII-16, swapped when an image is mirrored.
+FLIP_PAIRS = ((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13))
+
+# The MPII-16 skeleton, for drawing and sanity checks: (parent, child).
+BONES = (
+    (0, 1), (1, 2), (2, 6), (6, 3), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9),
+    (10, 11), (11, 12), (12, 7), (7, 13), (13, 14), (14, 15),
+)
+
+# Bone groups of the geometric loss (REFERENCE.md 1): within a group the weighted bone lengths
+# should agree. The non-unit weights are canonical length ratios (thigh/shin, upper-arm/forearm).
+_THIGH_OVER_SHIN = 1.0085885098415446
+_UPPER_ARM_OVER_FOREARM = 1.1375361376887123
+GEOMETRIC_BONE_GROUPS = {
+    'legs': (((0, 1), _THIGH_OVER_SHIN), ((1, 2), 1.0), ((3, 4), 1.0), ((4, 5), _THIGH_OVER_SHIN)),
+    'arms': (((10, 11), _UPPER_ARM_OVER_FOREARM), ((11, 12), 1.0), ((13, 14), 1.0),
+             ((14, 15), _UPPER_ARM_OVER_FOREARM)),
+    'pelvis': (((2, 6), 1.0), ((3, 6), 1.0)),
+    'shoulders': (((12, 8), 1.0), ((13, 8), 1.0)),
+}
+
+H36M17 = (
+    'pelvis', 'r_hip', 'r_knee', 'r_ankle', 'l_hip', 'l_knee', 'l_ankle', 'spine', 'thorax',
+    'nose', 'head', 'l_shoulder', 'l_elbow', 'l_wrist', 'r_shoulder', 'r_elbow', 'r_wrist',
+)
+H36M_PELVIS = H36M17.index('pelvis')  # the root of every 3D metric
+H36M_FLIP_PAIRS = ((1, 4), (2, 5), (3, 6), (11, 14), (12, 15), (13, 16))
+
+
+@dataclasses.dataclass(frozen=True)
+class JointMap:
+  """Maps a source joint set onto a target set; `sources[t]` are the source indices of joint t."""
+
+  source: tuple[str, ...]
+  target: tuple[str, ...]
+  sources: tuple[tuple[int, ...], ...]
+
+  def __post_init__(self):
+    if len(self.sources) != len(self.target):
+      raise ValueError(f'JointMap needs {len(self.target)} entries, got {len(self.sources)}')
+    for srcs in self.sources:
+      if len(srcs) > 2 or any(not 0 <= s < len(self.source) for s in srcs):
+        raise ValueError(f'bad source indices {srcs} for a {len(self.source)}-joint source')
+
+  def __call__(self, points: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Maps joints. points (..., S, D), mask (..., S) -> (..., T, D) and mask (..., T).
+
+    Missing target joints are zeros with mask 0; a midpoint is annotated only if both ends are.
+    """
+    points = np.asarray(points, np.float32)
+    mask = np.asarray(mask, np.float32)
+    out = np.zeros(points.shape[:-2] + (len(self.target), points.shape[-1]), np.float32)
+    out_mask = np.zeros(mask.shape[:-1] + (len(self.target),), np.float32)
+    for t, srcs in enumerate(self.sources):
+      if not srcs:
+        continue
+      out[..., t, :] = points[..., list(srcs), :].mean(axis=-2)
+      out_mask[..., t] = mask[..., list(srcs)].min(axis=-1)
+    out[out_mask == 0] = 0.0
+    return out, out_mask
+
+
+def _by_name(source: tuple[str, ...], target: tuple[str, ...], spec: dict[str, tuple[str, ...]]):
+  """Builds a JointMap from {target name: source names}; unnamed targets map to the same name."""
+  sources = []
+  for name in target:
+    names = spec.get(name, (name,) if name in source else ())
+    sources.append(tuple(source.index(n) for n in names))
+  return JointMap(source, target, tuple(sources))
+
+
+# Human3.6M -> MPII. MPII's thorax is mid-shoulders; H36M's "thorax" sits at the base of the neck
+# and becomes MPII's upper neck; H36M's spine has no MPII counterpart (the reference wrongly
+# trained it into the thorax channel).
+MPII_FROM_H36M = _by_name(H36M17, MPII16, {
+    'thorax': ('l_shoulder', 'r_shoulder'), 'upper_neck': ('thorax',), 'head_top': ('head',),
+})
+# MPII predictions -> the H36M evaluation set: the inverse of the map above; spine and nose are
+# joints an MPII-16 model cannot predict, so they are left out of 3D metrics.
+H36M_FROM_MPII = _by_name(MPII16, H36M17, {
+    'thorax': ('upper_neck',), 'head': ('head_top',), 'spine': (), 'nose': (),
+})
+
+
+def flip_permutation(num_joints: int = NUM_JOINTS, pairs=FLIP_PAIRS) -> np.ndarray:
+  """The index permutation that swaps left and right joints (an involution)."""
+  perm = np.arange(num_joints)
+  for a, b in pairs:
+    perm[a], perm[b] = b, a
+  return perm
+
+
+MPII_FLIP = flip_permutation()
+H36M_FLIP = flip_permutation(len(H36M17), H36M_FLIP_PAIRS)

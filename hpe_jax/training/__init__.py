@@ -1,0 +1,1 @@
+"""Training: the train step, optimiser, checkpoints and the train loop."""
