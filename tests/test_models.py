@@ -1,0 +1,207 @@
+"""Model zoo tests: the sub-pixel deconvolution, shapes, dtypes, BatchNorm modes, grafting keys."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hpe_jax import default_config
+from hpe_jax import models
+from hpe_jax.models import layers
+
+J = 16
+
+
+def tiny_config(name: str, **overrides):
+  c = default_config.base_config().model
+  c.update(name=name, width=8, head_channels=16, num_stacks=1, hourglass_features=16,
+           image_size=64)
+  c.update(overrides)
+  return c
+
+
+def abstract_model(config, with_depth: bool):
+  """The model with ShapeDtypeStruct leaves: builds in milliseconds, allocates nothing."""
+  return nnx.eval_shape(lambda: models.create_model(config, with_depth=with_depth,
+                                                    rngs=nnx.Rngs(0)))
+
+
+def flat_shapes(tree) -> dict[tuple, tuple]:
+  return {path: tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(tree))[0]}
+
+
+def images(batch: int = 2, size: int = 64, seed: int = 0) -> jax.Array:
+  return jax.random.normal(jax.random.key(seed), (batch, size, size, 3), jnp.float32)
+
+
+def transposed_conv_reference(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+  """PyTorch ConvTranspose2d(4, stride=2, padding=1) by its definition: input pixel (i, j) adds
+  x[i, j] @ kernel[ky, kx] to output pixel (2i + ky - 1, 2j + kx - 1)."""
+  b, h, w, _ = x.shape
+  full = np.zeros((b, 2 * h + 2, 2 * w + 2, kernel.shape[-1]))
+  for i in range(h):
+    for j in range(w):
+      full[:, 2 * i:2 * i + 4, 2 * j:2 * j + 4] += np.einsum('bi,yxio->byxo', x[:, i, j], kernel)
+  return full[:, 1:-1, 1:-1]  # padding=1 crops one pixel on each side
+
+
+def lax_transposed_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """The same with lax: no kernel flip (transpose_kernel), PyTorch padding p -> k - 1 - p = 2."""
+  return jax.lax.conv_transpose(x, kernel.swapaxes(2, 3), (2, 2), ((2, 2), (2, 2)),
+                                dimension_numbers=('NHWC', 'HWIO', 'NHWC'), transpose_kernel=True)
+
+
+def test_subpixel_deconv_is_pytorch_transposed_conv():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, 5, 7, 3)).astype(np.float32)
+  kernel = rng.normal(size=(4, 4, 3, 6)).astype(np.float32)
+  cotangent = rng.normal(size=(2, 10, 14, 6)).astype(np.float32)
+  layer = layers.SubPixelConvTranspose(3, 6, dtype=jnp.float32, rngs=nnx.Rngs(0))
+  layer.kernel[...] = jnp.asarray(kernel)
+  with jax.default_matmul_precision('highest'):  # no TF32 on GPUs
+    out = layer(x)
+    assert out.shape == (2, 10, 14, 6)
+    np.testing.assert_allclose(out, transposed_conv_reference(x, kernel), atol=1e-5)
+    np.testing.assert_allclose(out, lax_transposed_conv(x, kernel), atol=1e-5)
+    # Gradients wrt the input and the kernel, through a random cotangent.
+    loss = lambda y: jnp.sum(y * cotangent)
+    got = (jax.grad(lambda x: loss(layer(x)))(x),
+           nnx.to_pure_dict(nnx.grad(lambda layer: loss(layer(x)))(layer))['kernel'])
+    want = jax.grad(lambda x, k: loss(lax_transposed_conv(x, k)), argnums=(0, 1))(x, kernel)
+  for g, w in zip(got, want):
+    assert g.shape == w.shape and np.abs(w).max() > 1  # not trivially zero
+    np.testing.assert_allclose(g, w, atol=1e-4)
+
+
+def output_shapes(model, size: int) -> dict[str, tuple]:
+  """Traces the forward pass only; checks every output is float32."""
+  out = nnx.eval_shape(lambda m, x: m(x), model,
+                       jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32))
+  assert all(v.dtype == jnp.float32 for v in out.values())
+  return {k: v.shape for k, v in out.items()}
+
+
+@pytest.mark.parametrize('name, with_depth', [
+    ('resnet18', False), ('resnet18', True), ('resnet34', True), ('resnet50', False),
+    ('resnet50', True), ('resnet101', True), ('resnet152', True),
+])
+def test_resnet_output_shapes(name, with_depth):
+  want = {'heatmaps': (1, 2, 16, 16, J)} | ({'depth_map': (2, 16, 16, J)} if with_depth else {})
+  assert output_shapes(abstract_model(tiny_config(name), with_depth), 64) == want
+
+
+@pytest.mark.parametrize('num_stacks, with_depth, size', [
+    (1, False, 64), (1, True, 64), (2, False, 64), (2, True, 64), (1, True, 128),
+])
+def test_hourglass_output_shapes(num_stacks, with_depth, size):
+  config = tiny_config('hourglass', num_stacks=num_stacks, image_size=size)
+  hm = size // 4
+  want = {'heatmaps': (num_stacks, 2, hm, hm, J)} | ({'depth': (2, J)} if with_depth else {})
+  assert output_shapes(abstract_model(config, with_depth), size) == want
+
+
+def test_hourglass_depth_needs_its_image_size():
+  model = abstract_model(tiny_config('hourglass', image_size=128), True)
+  with pytest.raises(ValueError, match='model.image_size'):
+    output_shapes(model, 64)
+
+
+def test_num_upsample_sets_output_stride():
+  shapes = output_shapes(abstract_model(tiny_config('resnet18', num_upsample=2), True), 64)
+  assert shapes == {'heatmaps': (1, 2, 8, 8, J), 'depth_map': (2, 8, 8, J)}
+
+
+@pytest.mark.parametrize('name', ['resnet18', 'hourglass'])
+def test_bfloat16_compute_float32_params_and_outputs(name):
+  f32 = models.create_model(tiny_config(name), with_depth=True, rngs=nnx.Rngs(0))
+  bf16 = models.create_model(tiny_config(name, dtype='bfloat16'), with_depth=True,
+                             rngs=nnx.Rngs(1))
+  nnx.update(bf16, nnx.state(f32))
+  assert {x.dtype for x in jax.tree.leaves(nnx.state(bf16))} == {jnp.dtype(jnp.float32)}
+  f32.eval()  # fresh running statistics: batch statistics of a tiny batch amplify rounding
+  bf16.eval()
+  x = images()
+  want, got = nnx.jit(lambda a, b: (a(x), b(x)))(f32, bf16)
+  for key in want:
+    assert got[key].dtype == jnp.float32
+    assert not np.array_equal(got[key], want[key])  # it did compute in bfloat16
+    assert np.linalg.norm(got[key] - want[key]) < 0.05 * np.linalg.norm(want[key])
+
+
+@pytest.mark.parametrize('name', ['resnet50', 'hourglass'])
+def test_depth_model_only_adds_depth_parameters(name):
+  config = tiny_config(name, num_stacks=2)
+  plain = flat_shapes(nnx.state(abstract_model(config, False)))
+  deep = flat_shapes(nnx.state(abstract_model(config, True)))
+  extra = set(deep) - set(plain)
+  assert set(plain) <= set(deep)
+  assert extra and all('depth' in '/'.join(map(str, path)) for path in extra)
+  assert all(deep[path] == shape for path, shape in plain.items())
+  assert all('depth' not in '/'.join(map(str, path)) for path in plain)
+
+
+@pytest.mark.parametrize('name', ['resnet18', 'hourglass'])
+def test_model_holds_no_rng_keys(name):
+  model = abstract_model(tiny_config(name), True)
+  assert not nnx.state(model, nnx.RngState)
+  state = nnx.state(model)
+  assert not any(jnp.issubdtype(x.dtype, jax.dtypes.prng_key) for x in jax.tree.leaves(state))
+
+
+def test_batchnorm_train_and_eval_modes():
+  model = models.create_model(tiny_config('resnet18'), with_depth=False, rngs=nnx.Rngs(0))
+  x = images(batch=4)
+  stats = lambda: [np.asarray(v) for v in jax.tree.leaves(nnx.state(model, nnx.BatchStat))]
+  run = nnx.jit(lambda m, x: m(x)['heatmaps'])
+  initial = stats()
+
+  # Inference, through a view (the model itself stays in training mode) and model.eval():
+  # running statistics are used and left alone, so each sample's output ignores the rest.
+  view = nnx.view(model, use_running_average=True)
+  assert not model.backbone.stem_bn.use_running_average
+  by_view = run(view, x)
+  model.eval()
+  by_eval = run(model, x)
+  np.testing.assert_array_equal(by_view, by_eval)
+  np.testing.assert_allclose(run(model, x[:2]), by_eval[:, :2], rtol=1e-5, atol=1e-9)
+  assert all(np.array_equal(a, b) for a, b in zip(initial, stats()))
+
+  # Training: batch statistics normalise (outputs depend on the batch) and the running ones move.
+  model.train()
+  by_train = run(model, x)
+  assert not np.allclose(by_train, by_eval)
+  assert not np.allclose(run(model, x[:2]), by_train[:, :2])
+  assert all(not np.array_equal(a, b) for a, b in zip(initial, stats()))
+
+
+def test_resnet50_backbone_matches_torchvision():
+  config = tiny_config('resnet50', width=64, head_channels=256, image_size=256)
+  model = abstract_model(config, False)
+  params = jax.tree.leaves(nnx.state(model.backbone, nnx.Param))
+  assert sum(math.prod(p.shape) for p in params) == 23_508_032  # torchvision resnet50 minus fc
+  assert output_shapes(model, 256) == {'heatmaps': (1, 2, 64, 64, J)}
+
+
+@pytest.mark.parametrize('field, value', [
+    ('dtype', 'float16'), ('width', 0), ('head_channels', 0),
+    ('num_upsample', -1), ('num_stacks', 0), ('hourglass_features', 15), ('image_size', 96),
+])
+def test_invalid_config_raises(field, value):
+  config = tiny_config('hourglass')
+  config[field] = value
+  with pytest.raises(ValueError, match=re.escape(f'model.{field}={value!r}')):
+    models.create_model(config, with_depth=False, rngs=nnx.Rngs(0))
+
+
+def test_invalid_name_lists_allowed_values():
+  message = ("model.name='resnet19' is not one of resnet18, resnet34, resnet50, resnet101, "
+             'resnet152, hourglass')
+  with pytest.raises(ValueError, match=re.escape(message)):
+    models.create_model(tiny_config('resnet19'), with_depth=False, rngs=nnx.Rngs(0))
