@@ -1,0 +1,48 @@
+"""Stage 2: fusion fine-tuning from a 2D checkpoint on batches that mix 2D and 3D samples.
+
+3D samples get the heatmap and depth losses (weight 0.1), 2D samples the heatmap and geometric
+losses (weight 0.01). Quick preset, after configs/pretrain.py:
+  python -m hpe_jax.main --config=configs/finetune.py
+The reference runs it as two stages, stage 2 without the geometric loss and stage 3 with it at a
+10x lower learning rate:
+  python -m hpe_jax.main --config=configs/finetune.py:paper,stage=2 --workdir=runs/stage2
+  python -m hpe_jax.main --config=configs/finetune.py:paper,stage=3 --workdir=runs/stage3 \
+      --config.init_from=runs/stage2
+"""
+
+from hpe_jax import default_config
+
+# Human3.6M training frames the reference counts an epoch on (S1, S5-S8, every 5th frame of the
+# 4 cameras; an assumption until the dataset builder fixes the stride).
+H36M_TRAIN_SIZE = 312188
+
+
+def get_config(arg=None):
+  args = default_config.parse_arg(arg, paper=False, stage='fusion')
+  if args.stage not in ('fusion', '2', '3'):
+    raise default_config.ConfigError(f"finetune stage={args.stage!r}: use 'fusion', '2' or '3'")
+  c = default_config.base_config()
+  c.model.depth = True
+  c.init_from = 'runs/pretrain'
+  c.train.depth_weight = 0.1
+  c.train.geometric_weight = 0.0 if args.stage == '2' else 0.01
+  c.train.lr = 1e-4 if args.stage == '3' else 1e-3
+  if args.paper:
+    steps_per_epoch = H36M_TRAIN_SIZE // 16  # half of each batch of 32 is 3D
+    epochs, drops = ((10, ()) if args.stage == '3' else (60, (45,)))
+    c.init_from = 'runs/pretrain_paper'
+    c.data.train_2d = 'mpii'
+    c.data.train_3d = 'human36m'
+    c.data.eval = 'human36m'
+    c.data.augment.rotate_3d = False
+    c.train.num_steps = epochs * steps_per_epoch
+    c.train.lr_drop_steps = tuple(e * steps_per_epoch for e in drops)
+    c.train.log_every = 100
+    c.train.checkpoint_every = 2000
+    c.train.eval_every = 5 * steps_per_epoch
+    return c
+  default_config.quick_preset(c)
+  c.data.train_3d = 'synthetic_humans'
+  c.train.num_steps = 1000
+  c.train.lr_drop_steps = (800,)
+  return c

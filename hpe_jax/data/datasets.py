@@ -1,0 +1,85 @@
+"""Finding built datasets: names, default splits per role, and clear errors when one is missing.
+
+A dataset is named as in TFDS, optionally with a builder config and a split:
+`synthetic_humans`, `synthetic_humans/tiny`, `mpii:validation`. A comma-separated list names
+several sources for one role (`mpii,lsp_extended`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import tensorflow_datasets as tfds
+
+from hpe_jax.data import builders  # noqa: F401  (registers our builders with TFDS)
+
+# Which split serves each role when the name does not say. Builders override it with a
+# DEFAULT_SPLITS class attribute (the synthetic set keeps its 2D and 3D sources disjoint).
+_DEFAULT_SPLITS = {'2d': 'train', '3d': 'train', 'eval': 'validation'}
+_ENV_DATA_DIR = 'HPE_DATA_DIR'
+
+
+class DatasetError(RuntimeError):
+  """A dataset cannot be used as asked; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetRef:
+  """One named split of one built dataset."""
+
+  name: str  # TFDS name, with /config if any
+  split: str
+  data_dir: str
+
+  def __str__(self):
+    return f'{self.name}:{self.split}'
+
+
+def default_data_dir(data_dir: str = '') -> str:
+  """The data directory: the argument, else $HPE_DATA_DIR, else ~/tensorflow_datasets."""
+  return os.path.expanduser(data_dir or os.environ.get(_ENV_DATA_DIR, '~/tensorflow_datasets'))
+
+
+def parse_list(spec: str) -> list[str]:
+  """'a, b:split' -> ['a', 'b:split']; '' -> []."""
+  return [item.strip() for item in spec.split(',') if item.strip()]
+
+
+def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+  try:
+    return tfds.builder(name, data_dir=data_dir, file_format='array_record')
+  except tfds.core.registered.DatasetNotFoundError as e:
+    known = ', '.join(sorted(builders.NAMES))
+    raise DatasetError(f'unknown dataset {name!r}: hpe_jax provides {known}') from e
+
+
+def resolve(spec: str, role: str, data_dir: str = '', build_if_missing: bool = True) -> DatasetRef:
+  """Turns 'name[/config][:split]' into a reference to a built split.
+
+  Datasets that need no download (the embedded synthetic set) are built on first use; any other
+  dataset that is not built is an error that says how to build it.
+  """
+  name, _, split = spec.partition(':')
+  data_dir = default_data_dir(data_dir)
+  builder = _builder(name, data_dir)
+  split = split or getattr(builder, 'DEFAULT_SPLITS', _DEFAULT_SPLITS)[role]
+  if not builder.is_prepared():
+    if getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None) or not build_if_missing:
+      raise DatasetError(
+          f'dataset {name!r} is not built in {data_dir}. Build it with\n'
+          f'  python tools/build_dataset.py {name} --manual_dir=DIR --data_dir={data_dir}\n'
+          f'or point --config.data.data_dir (or ${_ENV_DATA_DIR}) at the directory that holds it.')
+    print(f'Building {name} in {data_dir} (first use; it needs no download)...', flush=True)
+    builder.download_and_prepare()
+  if split not in builder.info.splits:
+    raise DatasetError(f'dataset {name!r} has no split {split!r}; it has '
+                       f'{", ".join(sorted(builder.info.splits))}')
+  return DatasetRef(name, split, data_dir)
+
+
+def data_source(ref: DatasetRef):
+  """Random-access source over one split; images stay encoded JPEG bytes."""
+  return tfds.data_source(ref.name, split=ref.split, data_dir=ref.data_dir,
+                          decoders={'image': tfds.decode.SkipDecoding()},
+                          builder_kwargs={'file_format': 'array_record'})

@@ -1,0 +1,124 @@
+"""The grain input pipeline: sources -> augmented samples -> mixed 2D/3D batches -> device arrays.
+
+Every training batch holds exactly `num_3d` samples from the 3D sources followed by the rest from
+the 2D sources: each role is batched at its own size and the two batches are zipped, so the ratio
+is exact in every batch (not just on average). Each process reads a disjoint slice of every
+source and builds its share of the global batch; `to_global` assembles the sharded global array.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+
+from hpe_jax import default_config
+from hpe_jax.data import augment
+from hpe_jax.data import datasets
+
+
+def _process_slice(dataset: grain.MapDataset) -> grain.MapDataset:
+  if jax.process_count() > 1:
+    dataset = dataset[jax.process_index()::jax.process_count()]
+  return dataset
+
+
+def _role_dataset(specs: list[str], role: str, data_config, seed: int) -> grain.MapDataset:
+  """An endless, shuffled, augmented stream of samples from the sources of one role."""
+  aug = data_config.augment
+  transform = augment.PoseTransform(
+      image_size=data_config.image_size, use_3d=role == '3d',
+      augmentation=augment.Augmentation(
+          scale_sigma=aug.scale_sigma, scale_limit=aug.scale_limit,
+          rotation_prob=aug.rotation_prob, rotation_sigma=aug.rotation_sigma,
+          rotation_limit=aug.rotation_limit, flip=aug.flip),
+      rotate=role == '2d' or aug.rotate_3d)
+  streams = []
+  for index, spec in enumerate(specs):
+    ref = datasets.resolve(spec, role, data_config.data_dir)
+    source = datasets.data_source(ref)
+    if role == '3d' and len(source) and not source[0]['has_3d']:
+      raise datasets.DatasetError(f'{ref} has no 3D labels and cannot be a 3D source '
+                                  '(data.train_3d); use it in data.train_2d')
+    streams.append(_process_slice(grain.MapDataset.source(source)).shuffle(seed=seed + index).repeat())
+  dataset = streams[0] if len(streams) == 1 else grain.MapDataset.mix(streams)
+  return dataset.random_map(transform, seed=seed)
+
+
+def batch_composition(batch_size: int, fraction_3d: float, has_2d: bool, has_3d: bool):
+  """-> (num_2d, num_3d) per global batch; the 3D share must be a whole number of samples."""
+  if not has_3d:
+    return batch_size, 0
+  if not has_2d:
+    return 0, batch_size
+  num_3d = batch_size * fraction_3d
+  if num_3d != int(num_3d) or not 0 < num_3d < batch_size:
+    raise default_config.ConfigError(f'data.fraction_3d={fraction_3d} does not split train.batch_size='
+                     f'{batch_size} into whole, non-empty 2D and 3D parts')
+  return batch_size - int(num_3d), int(num_3d)
+
+
+def _concat(batches: tuple[dict, ...]) -> dict:
+  return {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
+
+
+def train_dataset(config: ml_collections.ConfigDict) -> grain.IterDataset:
+  """The training stream of per-process batches (this process's share of each global batch)."""
+  specs_2d = datasets.parse_list(config.data.train_2d)
+  specs_3d = datasets.parse_list(config.data.train_3d)
+  if not specs_2d and not specs_3d:
+    raise default_config.ConfigError('no training data: set --config.data.train_2d and/or data.train_3d')
+  num_2d, num_3d = batch_composition(config.train.batch_size, config.data.fraction_3d,
+                                     bool(specs_2d), bool(specs_3d))
+  processes = jax.process_count()
+  if num_2d % processes or num_3d % processes:
+    raise default_config.ConfigError(f'the 2D ({num_2d}) and 3D ({num_3d}) parts of train.batch_size must '
+                     f'divide evenly over {processes} processes')
+  parts = []
+  if specs_3d:
+    parts.append(_role_dataset(specs_3d, '3d', config.data, config.seed + 1000)
+                 .batch(num_3d // processes, drop_remainder=True))
+  if specs_2d:
+    parts.append(_role_dataset(specs_2d, '2d', config.data, config.seed)
+                 .batch(num_2d // processes, drop_remainder=True))
+  dataset = parts[0] if len(parts) == 1 else grain.experimental.ZipMapDataset(parts).map(_concat)
+  iter_dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=config.data.threads,
+                                                           prefetch_buffer_size=4))
+  if config.data.workers > 0:
+    iter_dataset = iter_dataset.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=config.data.workers))
+  return iter_dataset
+
+
+def eval_batches(ref: datasets.DatasetRef, config: ml_collections.ConfigDict,
+                 limit: int = 0) -> Iterator[dict]:
+  """This process's share of each evaluation batch, in order, without augmentation.
+
+  Every process yields the same number of full batches (the step is compiled for one shape and
+  all processes must take part in each): missing samples are copies of the last real one with
+  `valid` False.
+  """
+  dataset = grain.MapDataset.source(datasets.data_source(ref))
+  if limit:
+    dataset = dataset[:limit]
+  num_batches = -(-len(dataset) // config.train.batch_size)
+  per_process = config.train.batch_size // jax.process_count()
+  transform = augment.PoseTransform(image_size=config.data.image_size, use_3d=True)
+  samples = iter(_process_slice(dataset).map(transform).to_iter_dataset(
+      grain.ReadOptions(num_threads=config.data.threads)))
+  last = None
+  for _ in range(num_batches):
+    batch = [sample for _, sample in zip(range(per_process), samples)]
+    last = batch[-1] if batch else last
+    valid = np.arange(per_process) < len(batch)
+    batch += [last] * (per_process - len(batch))
+    yield dict({key: np.stack([s[key] for s in batch]) for key in batch[0]}, valid=valid)
+
+
+def to_global(batch: dict, sharding: jax.sharding.NamedSharding) -> dict:
+  """Per-process numpy batch -> global jax arrays sharded along the batch axis."""
+  return {key: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+          for key, value in batch.items()}

@@ -1,0 +1,95 @@
+"""Every config field with its default, in one place; configs/*.py start from `base_config()`.
+
+Each field can be overridden on the command line: `--config.train.batch_size=64`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  """A config field has a value that cannot work; the message names the field and the fix."""
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """big_vision-style config args: 'paper,stage=3' -> {paper: True, stage: '3'} over defaults."""
+  parsed = dict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    key, has_value, value = item.partition('=')
+    if key not in defaults:
+      raise ConfigError(f'unknown config arg {key!r}; known: {", ".join(sorted(defaults))}')
+    parsed[key] = type(defaults[key])(value) if has_value else True
+  return ml_collections.ConfigDict(parsed)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.init_from = ''  # a 2D run's workdir (or checkpoint dir) whose weights start this run
+  c.distributed = False  # call jax.distributed.initialize() (multi-host; Slurm etc.)
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'resnet50'  # resnet18/34/50/101/152 or hourglass
+  c.model.width = 64  # ResNet base channels
+  c.model.head_channels = 256
+  c.model.num_upsample = 3  # x2 upsampling stages of the ResNet head: output stride 4
+  c.model.num_stacks = 2  # hourglass
+  c.model.hourglass_features = 256
+  c.model.dtype = 'float32'  # compute dtype; parameters are always float32
+  c.model.depth = False  # depth output (the 3D stages)
+
+  c.data = ml_collections.ConfigDict()
+  c.data.data_dir = ''  # '' -> $HPE_DATA_DIR or ~/tensorflow_datasets
+  c.data.train_2d = 'synthetic_humans'  # comma-separated dataset[:split] names
+  c.data.train_3d = ''
+  c.data.fraction_3d = 0.5  # share of 3D samples in every mixed batch (the reference's 1:1)
+  c.data.eval = 'synthetic_humans'  # held-out dataset[:split]; '' disables evaluation
+  c.data.eval_limit = 0  # evaluate on the first N examples only (0: all)
+  c.data.image_size = 256
+  c.model.image_size = c.data.get_ref('image_size')  # follows data.image_size
+  c.data.sigma = 2.0  # heatmap Gaussian, heatmap pixels
+  c.data.threads = 2  # decoding threads per process
+  c.data.workers = 0  # grain worker processes (on 2 cores, 0 is fastest)
+  c.data.augment = ml_collections.ConfigDict(dict(
+      scale_sigma=0.25, scale_limit=0.25, rotation_prob=0.6, rotation_sigma=30.0,
+      rotation_limit=60.0, flip=True, rotate_3d=False))
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_steps = 1000
+  c.train.batch_size = 32
+  c.train.lr = 1e-3
+  c.train.lr_drop_steps = ()
+  c.train.lr_drop_factor = 0.1
+  c.train.grad_clip = 0.0  # clip the global gradient norm (0: off)
+  c.train.depth_weight = 0.0
+  c.train.geometric_weight = 0.0
+  c.train.log_every = 50
+  c.train.checkpoint_every = 500
+  c.train.keep_checkpoints = 3
+  c.train.eval_every = 0  # 0: only at the end
+  return c
+
+
+def quick_preset(c: ml_collections.ConfigDict) -> None:
+  """A small model and images, sized so a stage trains in minutes on a 2-core CPU."""
+  c.model.name = 'resnet18'
+  c.model.width = 32
+  c.model.head_channels = 64
+  c.data.image_size = 128
+  c.train.batch_size = 16
+  c.train.log_every = 25
+  c.train.checkpoint_every = 250
+
+
+def load_config(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """Calls get_config(arg) of a config file, as `--config=path:arg` does."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'no config file {path!r} (see configs/ for the provided ones)')
+  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)

@@ -1,0 +1,55 @@
+"""Command line entry point.
+
+  python -m hpe_jax.main --config=configs/pretrain.py [--workdir=runs/pretrain] \
+      [--config.train.num_steps=2000 ...]
+
+The workdir defaults to runs/<config name>[_<config arg>]; re-running the same command resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/pretrain.py'
+                                          ' (optionally path:arg).', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (default runs/<config name>).')
+
+
+def default_workdir(config_flag: str) -> str:
+  """'configs/finetune.py:paper,stage=2' -> 'runs/finetune_paper_stage_2'."""
+  path, _, arg = config_flag.partition(':')
+  name = os.path.splitext(os.path.basename(path))[0]
+  return os.path.join('runs', name + ('_' + re.sub(r'[^A-Za-z0-9]+', '_', arg) if arg else ''))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  config = _CONFIG.value
+  logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every save and read at INFO
+  if config.distributed:  # before anything touches the devices
+    import jax
+    jax.distributed.initialize()
+  # Imported here so that --help and flag errors stay fast.
+  from hpe_jax import default_config
+  from hpe_jax.data import datasets
+  from hpe_jax.training import checkpoint
+  from hpe_jax.training import train
+  workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].serialize().partition('=')[2])
+  try:
+    train.train_and_evaluate(config, workdir)
+  except (default_config.ConfigError, datasets.DatasetError, checkpoint.CheckpointError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  flags.mark_flag_as_required('config')
+  app.run(main)

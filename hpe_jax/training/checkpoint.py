@@ -1,0 +1,134 @@
+"""Checkpoints with Orbax: resume a run exactly, or graft a 2D run's weights onto a 3D model.
+
+A checkpoint holds two items: `state` (a pure dict {'model': parameters and batch statistics,
+'optimizer': Adam moments and step}) and `data` (the grain iterator's position). Saving pure
+dicts keeps checkpoints free of NNX class names and RNG keys, so they outlive refactors.
+"""
+
+from __future__ import annotations
+
+import os
+
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+# Parameters that only a model with a depth output has; grafting a 2D checkpoint may miss them.
+DEPTH_PARTS = 'depth'
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint cannot be used as asked; the message lists what disagrees."""
+
+
+def manager(directory: str, *, save_every: int = 1, keep: int = 3, read_only: bool = False,
+            state_handler=None) -> ocp.CheckpointManager:
+  """A manager of `directory`; read-only ones only look (at another run's checkpoints).
+
+  `state_handler` replaces the standard handler of the state item (grafting restores a subset of
+  it, which only the PyTree handler does).
+  """
+  options = (ocp.CheckpointManagerOptions(read_only=True, create=False) if read_only else
+             ocp.CheckpointManagerOptions(save_interval_steps=max(save_every, 1),
+                                          max_to_keep=keep, enable_async_checkpointing=True))
+  # Handlers registered up front, so that metadata can be read before any restore.
+  return ocp.CheckpointManager(
+      os.path.abspath(directory), options=options,
+      item_handlers={'state': state_handler or ocp.StandardCheckpointHandler(),
+                     'data': grain.checkpoint.CheckpointHandler()})
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state: dict, data_iterator,
+         force: bool = False) -> bool:
+  """Saves asynchronously when `step` is due (or `force`); returns whether it saved."""
+  return mngr.save(step, force=force, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state),
+      data=grain.checkpoint.CheckpointSave(data_iterator)))
+
+
+def restore(mngr: ocp.CheckpointManager, step: int, state_like: dict, data_iterator) -> dict:
+  """Restores `state` (shaped and sharded like `state_like`) and the iterator in place."""
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract),
+      data=grain.checkpoint.CheckpointRestore(data_iterator)))
+  return restored.state
+
+
+def _flat(tree) -> dict[str, object]:
+  return {'/'.join(str(getattr(k, 'key', k)) for k in path): leaf
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def find_checkpoint(path: str) -> tuple[str, int]:
+  """A run's workdir or its checkpoint directory -> (checkpoint directory, latest step)."""
+  directory = os.path.join(path, 'checkpoints')
+  if not os.path.isdir(directory):
+    directory = path
+  step = None
+  if os.path.isdir(directory):
+    step = manager(directory, read_only=True).latest_step()
+  if step is None:
+    raise CheckpointError(
+        f'init_from={path!r} holds no checkpoint. Train the 2D stage first (python -m '
+        'hpe_jax.main --config=configs/pretrain.py), point --config.init_from at its workdir, '
+        "or set --config.init_from='' to start from scratch.")
+  return directory, step
+
+
+def graft(path: str, model_state: dict) -> tuple[dict, list[str]]:
+  """Loads a run's model weights into `model_state` (a pure dict of a freshly built model).
+
+  Every weight present in both must agree in shape; the fresh model may have extra depth parts
+  (they keep their fresh initialisation) and nothing else. Anything else is an error listing the
+  missing, unexpected and mismatched keys.
+  Returns (grafted pure dict, the keys left at their initialisation).
+  """
+  directory, step = find_checkpoint(path)
+  mngr = manager(directory, read_only=True, state_handler=ocp.PyTreeCheckpointHandler())
+  saved = _flat(mngr.item_metadata(step).state['model'])
+  fresh = _flat(model_state)
+  missing = sorted(set(fresh) - set(saved))
+  unexpected = sorted(set(saved) - set(fresh))
+  mismatched = sorted(f'{k}: checkpoint {tuple(saved[k].shape)} vs model {np.shape(fresh[k])}'
+                      for k in set(fresh) & set(saved)
+                      if tuple(saved[k].shape) != tuple(np.shape(fresh[k])))
+  not_depth = [k for k in missing if DEPTH_PARTS not in k]
+  if unexpected or not_depth or mismatched:
+    raise CheckpointError(
+        f'cannot graft {directory} (step {step}) onto this model: it needs the same architecture '
+        'apart from the depth output.\n'
+        f'  missing from the checkpoint: {not_depth or "none"}\n'
+        f'  unexpected in the checkpoint: {unexpected or "none"}\n'
+        f'  shape mismatches: {mismatched or "none"}')
+  shared = {k: fresh[k] for k in fresh if k in saved}
+  target = _prune(jax.tree.map(ocp.utils.to_shape_dtype_struct, model_state), set(shared))
+  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      {'model': target}, partial_restore=True)))
+  loaded = _flat(restored.state['model'])
+  if set(loaded) != set(shared):  # partial restore can silently skip weights: check
+    raise CheckpointError(f'grafting {directory} restored {len(loaded)} of {len(shared)} '
+                          f'weights; not restored: {sorted(set(shared) - set(loaded))[:10]}')
+  merged = {k: loaded.get(k, v) for k, v in fresh.items()}
+  return _unflat(model_state, merged), missing
+
+
+def _prune(tree: dict, keep: set[str], prefix: str = '') -> dict:
+  """The sub-dict of a nested dict whose flattened keys are in `keep`."""
+  out = {}
+  for key, value in tree.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, dict):
+      sub = _prune(value, keep, name + '/')
+      if sub:
+        out[key] = sub
+    elif name in keep:
+      out[key] = value
+  return out
+
+
+def _unflat(like: dict, flat: dict[str, object]) -> dict:
+  leaves = list(_flat(like))
+  return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like),
+                                      [flat[k] for k in leaves])

@@ -1,0 +1,54 @@
+"""Shared test fixtures: a tiny built synthetic dataset and a tiny training config."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from hpe_jax import default_config
+
+TINY_DATASET = 'synthetic_humans/tiny'
+
+
+def realdata_dir() -> str | None:
+  """$HPE_REALDATA or ../shared/realdata beside the repo, if present."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  for path in (os.environ.get('HPE_REALDATA', ''),
+               os.path.join(here, '..', '..', 'shared', 'realdata')):
+    if path and os.path.isdir(path):
+      return path
+  return None
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory) -> str:
+  """A data directory holding the tiny synthetic dataset, built once per test session."""
+  from hpe_jax.data import datasets
+  path = str(tmp_path_factory.mktemp('tfds'))
+  datasets.resolve(TINY_DATASET, '2d', path)
+  return path
+
+
+def tiny_config(data_dir: str, *, depth: bool = False, **overrides):
+  """A pretrain (or, with depth, fine-tune) config small enough for a test to train in seconds."""
+  c = default_config.base_config()
+  c.model.name = 'resnet18'
+  c.model.width = 8
+  c.model.head_channels = 16
+  c.model.depth = depth
+  c.data.data_dir = data_dir
+  c.data.train_2d = TINY_DATASET
+  c.data.train_3d = TINY_DATASET if depth else ''
+  c.data.eval = TINY_DATASET
+  c.data.image_size = 64
+  c.data.threads = 1
+  c.train.batch_size = 8
+  c.train.num_steps = 6
+  c.train.log_every = 1
+  c.train.checkpoint_every = 3
+  c.train.depth_weight = 0.1 if depth else 0.0
+  c.train.geometric_weight = 0.01 if depth else 0.0
+  for key, value in overrides.items():
+    c.update_from_flattened_dict({key: value})
+  return c
