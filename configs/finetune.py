@@ -4,10 +4,10 @@
 losses (weight 0.01). Quick preset, after configs/pretrain.py:
   python -m hpe_jax.main --config=configs/finetune.py
 The reference runs it as two stages, stage 2 without the geometric loss and stage 3 with it at a
-10x lower learning rate:
-  python -m hpe_jax.main --config=configs/finetune.py:paper,stage=2 --workdir=runs/stage2
-  python -m hpe_jax.main --config=configs/finetune.py:paper,stage=3 --workdir=runs/stage3 \
-      --config.init_from=runs/stage2
+10x lower learning rate, each starting from the one before (default workdirs chain them):
+  python -m hpe_jax.main --config=configs/pretrain.py:paper          # runs/pretrain_paper
+  python -m hpe_jax.main --config=configs/finetune.py:paper,stage=2  # runs/finetune_paper_stage_2
+  python -m hpe_jax.main --config=configs/finetune.py:paper,stage=3  # runs/finetune_paper_stage_3
 """
 
 from hpe_jax import default_config
@@ -23,14 +23,15 @@ def get_config(arg=None):
     raise default_config.ConfigError(f"finetune stage={args.stage!r}: use 'fusion', '2' or '3'")
   c = default_config.base_config()
   c.model.depth = True
-  c.init_from = 'runs/pretrain'
+  c.init_from = 'runs/pretrain_paper' if args.paper else 'runs/pretrain'
+  if args.stage == '3':
+    c.init_from = 'runs/finetune_paper_stage_2' if args.paper else 'runs/finetune_stage_2'
   c.train.depth_weight = 0.1
   c.train.geometric_weight = 0.0 if args.stage == '2' else 0.01
   c.train.lr = 1e-4 if args.stage == '3' else 1e-3
   if args.paper:
     steps_per_epoch = H36M_TRAIN_SIZE // 16  # half of each batch of 32 is 3D
     epochs, drops = ((10, ()) if args.stage == '3' else (60, (45,)))
-    c.init_from = 'runs/pretrain_paper'
     c.data.train_2d = 'mpii'
     c.data.train_3d = 'human36m'
     c.data.eval = 'human36m'
@@ -43,6 +44,6 @@ def get_config(arg=None):
     return c
   default_config.quick_preset(c)
   c.data.train_3d = 'synthetic_humans'
-  c.train.num_steps = 1000
-  c.train.lr_drop_steps = (800,)
+  c.train.num_steps = 2500
+  c.train.lr_drop_steps = (2000,)
   return c

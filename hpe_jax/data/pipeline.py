@@ -84,7 +84,11 @@ def train_dataset(config: ml_collections.ConfigDict) -> grain.IterDataset:
   if specs_2d:
     parts.append(_role_dataset(specs_2d, '2d', config.data, config.seed)
                  .batch(num_2d // processes, drop_remainder=True))
-  dataset = parts[0] if len(parts) == 1 else grain.experimental.ZipMapDataset(parts).map(_concat)
+  if len(parts) == 1:
+    dataset = parts[0]
+  else:  # both are endless, but batched at other sizes their nominal lengths differ
+    length = min(len(part) for part in parts)
+    dataset = grain.experimental.ZipMapDataset([part[:length] for part in parts]).map(_concat)
   iter_dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=config.data.threads,
                                                            prefetch_buffer_size=4))
   if config.data.workers > 0:

@@ -22,16 +22,14 @@ class CheckpointError(RuntimeError):
   """A checkpoint cannot be used as asked; the message lists what disagrees."""
 
 
-def manager(directory: str, *, save_every: int = 1, keep: int = 3, read_only: bool = False,
-            state_handler=None) -> ocp.CheckpointManager:
+def manager(directory: str, *, keep: int = 3, read_only: bool = False, state_handler=None) -> ocp.CheckpointManager:
   """A manager of `directory`; read-only ones only look (at another run's checkpoints).
 
   `state_handler` replaces the standard handler of the state item (grafting restores a subset of
   it, which only the PyTree handler does).
   """
   options = (ocp.CheckpointManagerOptions(read_only=True, create=False) if read_only else
-             ocp.CheckpointManagerOptions(save_interval_steps=max(save_every, 1),
-                                          max_to_keep=keep, enable_async_checkpointing=True))
+             ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True))
   # Handlers registered up front, so that metadata can be read before any restore.
   return ocp.CheckpointManager(
       os.path.abspath(directory), options=options,
@@ -39,10 +37,9 @@ def manager(directory: str, *, save_every: int = 1, keep: int = 3, read_only: bo
                      'data': grain.checkpoint.CheckpointHandler()})
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state: dict, data_iterator,
-         force: bool = False) -> bool:
-  """Saves asynchronously when `step` is due (or `force`); returns whether it saved."""
-  return mngr.save(step, force=force, args=ocp.args.Composite(
+def save(mngr: ocp.CheckpointManager, step: int, state: dict, data_iterator) -> None:
+  """Saves asynchronously: returns once the arrays are copied off the device."""
+  mngr.save(step, force=True, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state),
       data=grain.checkpoint.CheckpointSave(data_iterator)))
 

@@ -17,8 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hpe_jax import default_config
 from hpe_jax import losses
+from hpe_jax import models
 from hpe_jax import targets
+from hpe_jax.training import optimizer as optimizer_lib
 
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
@@ -31,6 +34,38 @@ class LossConfig:
   sigma: float = 2.0
   depth_weight: float = 0.0
   geometric_weight: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphDefs:
+  """The static halves of the split model (train and eval mode) and optimiser."""
+
+  model: nnx.GraphDef
+  eval_model: nnx.GraphDef
+  optimizer: nnx.GraphDef
+
+
+def init_state(config) -> tuple[GraphDefs, dict]:
+  """Builds the model and optimiser `config` describes -> (graph defs, state {'model',
+  'optimizer'}). Model config errors are raised as ConfigError."""
+  try:
+    model = models.create_model(config.model, with_depth=config.model.depth,
+                                rngs=nnx.Rngs(config.seed))
+  except ValueError as e:  # the model validates its fields; report them as config errors
+    raise default_config.ConfigError(str(e)) from e
+  optimizer = nnx.Optimizer(model, optimizer_lib.make_optimizer(config.train), wrt=nnx.Param)
+  model.eval()
+  eval_model_def = nnx.graphdef(model)
+  model.train()
+  model_def, model_state = nnx.split(model)
+  optimizer_def, optimizer_state = nnx.split(optimizer)
+  return (GraphDefs(model_def, eval_model_def, optimizer_def),
+          {'model': model_state, 'optimizer': optimizer_state})
+
+
+def loss_config(config) -> LossConfig:
+  return LossConfig(sigma=config.data.sigma, depth_weight=config.train.depth_weight,
+                    geometric_weight=config.train.geometric_weight)
 
 
 def normalize_images(images: jax.Array, dtype) -> jax.Array:
@@ -86,7 +121,7 @@ def train_step(model_def: nnx.GraphDef, optimizer_def: nnx.GraphDef, state: dict
   grad_fn = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True)
   (_, metrics), grads = grad_fn(model)
   optimizer.update(model, grads)
-  metrics['grad_norm'] = optax.global_norm(grads)
+  metrics['grad_norm'] = optax.tree.norm(grads)
   return {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}, metrics
 
 
@@ -106,14 +141,16 @@ def predict_step(model_def: nnx.GraphDef, model_state, images: jax.Array, *, dty
   return prediction
 
 
-def jit_steps(model_def, eval_model_def, optimizer_def, state, mesh, loss_config, dtype):
-  """Compiles the steps for `mesh`: state replicated (and donated), batch split along 'data'."""
+def jit_steps(defs: GraphDefs, state: dict, mesh, config):
+  """Compiles the steps for `mesh`: state replicated (and donated), batch split along 'data'.
+  -> (train(state, batch) -> (state, metrics), predict(model_state, images) -> prediction)."""
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   state_sharding = jax.tree.map(lambda _: replicated, state)
+  dtype = jnp.dtype(config.model.dtype)
   train = jax.jit(
-      functools.partial(train_step, model_def, optimizer_def, loss_config=loss_config,
+      functools.partial(train_step, defs.model, defs.optimizer, loss_config=loss_config(config),
                         dtype=dtype),
       donate_argnums=0, out_shardings=(state_sharding, replicated))
-  predict = jax.jit(functools.partial(predict_step, eval_model_def, dtype=dtype),
+  predict = jax.jit(functools.partial(predict_step, defs.eval_model, dtype=dtype),
                     out_shardings=replicated)
   return train, predict

@@ -19,7 +19,6 @@ import ml_collections
 import numpy as np
 
 from hpe_jax import default_config
-from hpe_jax import models
 from hpe_jax.data import datasets
 from hpe_jax.data import pipeline
 from hpe_jax.evaluation import evaluate
@@ -105,7 +104,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                        axis_types=(jax.sharding.AxisType.Auto,))
   batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  dtype = jnp.dtype(config.model.dtype)
 
   # Data first: a missing dataset should fail before minutes of compilation.
   train_data = pipeline.train_dataset(config)
@@ -119,21 +117,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         *(datasets.resolve(first[role][0], role, config.data.data_dir) if first[role] else None
           for role in ('2d', '3d')))
 
-  try:
-    model = models.create_model(config.model, with_depth=config.model.depth,
-                                rngs=nnx.Rngs(config.seed))
-  except ValueError as e:  # the model validates its fields; report them as config errors
-    raise default_config.ConfigError(str(e)) from e
-  optimizer = nnx.Optimizer(model, optimizer_lib.make_optimizer(config.train), wrt=nnx.Param)
-  model.eval()
-  eval_model_def = nnx.graphdef(model)
-  model.train()
-  model_def, model_state = nnx.split(model)
-  optimizer_def, optimizer_state = nnx.split(optimizer)
-  state = {'model': model_state, 'optimizer': optimizer_state}
+  defs, state = step_lib.init_state(config)
 
   mngr = checkpoint.manager(os.path.join(workdir, 'checkpoints'),
-                            save_every=config.train.checkpoint_every,
                             keep=config.train.keep_checkpoints)
   start = mngr.latest_step() or 0
   if start:
@@ -147,11 +133,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _log(f'Initialised from {config.init_from}; newly initialised: {fresh or "nothing"}.')
   state = jax.device_put(state, replicated)
 
-  loss_config = step_lib.LossConfig(sigma=config.data.sigma,
-                                    depth_weight=config.train.depth_weight,
-                                    geometric_weight=config.train.geometric_weight)
-  train_step, predict = step_lib.jit_steps(model_def, eval_model_def, optimizer_def, state,
-                                           mesh, loss_config, dtype)
+  train_step, predict = step_lib.jit_steps(defs, state, mesh, config)
   log = MetricsLog(workdir)
 
   def run_eval(step):
@@ -175,7 +157,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       batch = pipeline.to_global(next(train_iter), batch_sharding)
       state, metrics = train_step(state, batch)
       window.append(metrics)
-      if checkpoint.save(mngr, step, _pure(state), train_iter):
+      if step % config.train.checkpoint_every == 0:
+        checkpoint.save(mngr, step, _pure(state), train_iter)
         saved_step = step
       if step % config.train.log_every == 0 or step == num_steps:
         means = {k: float(np.mean(v)) for k, v in jax.device_get(
@@ -202,7 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   finally:
     stop.restore()
   if saved_step != step:
-    checkpoint.save(mngr, step, _pure(state), train_iter, force=True)
+    checkpoint.save(mngr, step, _pure(state), train_iter)
   mngr.wait_until_finished()
   if stop.requested:
     _log(f'Stopped after step {step}; checkpoint saved. Run the same command to resume.')

@@ -1,0 +1,149 @@
+"""The input pipeline: exact 2D:3D batches, determinism, resumable state, augmentation geometry."""
+
+import numpy as np
+import pytest
+
+from conftest import TINY_DATASET, tiny_config
+from hpe_jax import default_config
+from hpe_jax import geometry
+from hpe_jax import joints
+from hpe_jax.data import augment
+from hpe_jax.data import datasets
+from hpe_jax.data import pipeline
+
+
+def _batches(config, count):
+  iterator = iter(pipeline.train_dataset(config))
+  return [next(iterator) for _ in range(count)], iterator
+
+
+def test_every_batch_has_the_exact_2d_3d_split(data_dir):
+  config = tiny_config(data_dir, depth=True, **{'data.fraction_3d': 0.25})
+  batches, _ = _batches(config, 5)
+  for batch in batches:
+    assert batch['image'].shape == (8, 64, 64, 3) and batch['image'].dtype == np.uint8
+    np.testing.assert_array_equal(batch['has_3d'], [True] * 2 + [False] * 6)
+    assert np.all(batch['depth'][2:] == 0)  # 2D samples carry no depth target
+    assert np.any(batch['depth'][:2] != 0)
+
+
+def test_batch_composition_rejects_fractional_samples():
+  assert pipeline.batch_composition(32, 0.5, True, True) == (16, 16)
+  assert pipeline.batch_composition(32, 0.5, False, True) == (0, 32)
+  with pytest.raises(default_config.ConfigError, match='fraction_3d'):
+    pipeline.batch_composition(10, 0.25, True, True)
+
+
+def test_same_seed_same_batches_and_other_seed_differs(data_dir):
+  first, _ = _batches(tiny_config(data_dir), 3)
+  again, _ = _batches(tiny_config(data_dir), 3)
+  other, _ = _batches(tiny_config(data_dir, seed=1), 3)
+  for a, b in zip(first, again):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+  assert not np.array_equal(first[0]['joints'], other[0]['joints'])
+
+
+def test_epochs_are_reshuffled_and_cover_the_split(data_dir):
+  """64 training examples, batch 8: each epoch of 8 batches sees every example once."""
+  config = tiny_config(data_dir, **{'data.augment.flip': False, 'data.augment.scale_sigma': 0.0,
+                                    'data.augment.rotation_prob': 0.0})
+  batches, _ = _batches(config, 16)
+  keys = [tuple(np.round(j[6], 2)) for b in batches for j in b['joints']]  # pelvis position
+  first, second = keys[:64], keys[64:]
+  assert len(set(first)) == 64 and set(first) == set(second)
+  assert first != second
+
+
+def test_iterator_state_round_trip(data_dir):
+  config = tiny_config(data_dir, depth=True)
+  _, iterator = _batches(config, 2)
+  state = iterator.get_state()
+  expected = next(iterator)
+  resumed = iter(pipeline.train_dataset(config))
+  resumed.set_state(state)
+  actual = next(resumed)
+  for key in expected:
+    np.testing.assert_array_equal(expected[key], actual[key])
+
+
+def _example(data_dir, index=0):
+  ref = datasets.resolve(TINY_DATASET, '3d', data_dir)
+  return dict(datasets.data_source(ref)[index])
+
+
+class _FixedRng:
+  """Stands in for np.random.Generator: fixed normals and uniforms."""
+
+  def __init__(self, normal, uniform):
+    self.normal, self.uniform = normal, uniform
+
+  def standard_normal(self):
+    return self.normal
+
+  def random(self):
+    return self.uniform
+
+
+def test_flip_mirrors_image_and_swaps_left_right(data_dir):
+  example = _example(data_dir)
+  aug = augment.Augmentation(rotation_prob=0.0)
+  transform = augment.PoseTransform(image_size=64, use_3d=True, augmentation=aug)
+  plain = transform(example, _FixedRng(0.0, 0.9))  # uniform 0.9 > 0.5: no flip
+  flipped = transform(example, _FixedRng(0.0, 0.1))
+  perm = joints.MPII_FLIP
+  np.testing.assert_allclose(flipped['joints'][:, 0], 63 - plain['joints'][perm, 0], atol=1e-4)
+  np.testing.assert_allclose(flipped['joints'][:, 1], plain['joints'][perm, 1], atol=1e-4)
+  np.testing.assert_array_equal(flipped['depth'], plain['depth'][perm])
+  np.testing.assert_array_equal(flipped['joints_mask'], plain['joints_mask'][perm])
+  mirrored = plain['image'][:, ::-1].astype(int)
+  assert np.abs(flipped['image'].astype(int) - mirrored).mean() < 1.0
+
+
+def test_scale_and_rotation_move_joints_as_the_crop_affine_says(data_dir):
+  example = _example(data_dir)
+  aug = augment.Augmentation(flip=False)
+  # normal 1.0: scale 1.25; uniform 0.1 < 0.6: rotate by clip(1.0 * 30) = 30 degrees.
+  sample = augment.PoseTransform(64, True, aug)(example, _FixedRng(1.0, 0.1))
+  affine = geometry.crop_affine(example['box_center'], example['box_side'] * 1.25, 30.0, 64)
+  np.testing.assert_allclose(sample['joints'],
+                             geometry.transform_points(affine, example['joints_2d']), atol=1e-3)
+  # Depth is in crop units: the region is 1.25x larger, so the target is 1.25x smaller.
+  unscaled = augment.PoseTransform(64, True)(example)
+  np.testing.assert_allclose(sample['depth'] * 1.25, unscaled['depth'], rtol=1e-5, atol=1e-6)
+
+
+def test_depth_target_is_weak_perspective_at_the_pelvis(data_dir):
+  example = _example(data_dir)
+  sample = augment.PoseTransform(64, use_3d=True)(example)
+  z = example['joints_3d'][:, 2]
+  pelvis = z[joints.PELVIS]
+  expected = (z - pelvis) * example['intrinsics'][0] / pelvis / example['box_side']
+  np.testing.assert_allclose(sample['depth'], expected, rtol=1e-5, atol=1e-6)
+  assert sample['depth'][joints.PELVIS] == 0
+  # Without augmentation the original joints come back through input_to_image.
+  np.testing.assert_allclose(
+      geometry.transform_points(sample['input_to_image'], sample['joints']),
+      example['joints_2d'], atol=1e-3)
+
+
+def test_2d_sources_ignore_3d_labels(data_dir):
+  sample = augment.PoseTransform(64, use_3d=False)(_example(data_dir))
+  assert not sample['has_3d'] and np.all(sample['depth'] == 0)
+
+
+def test_eval_batches_pad_the_last_batch(data_dir):
+  config = tiny_config(data_dir, **{'train.batch_size': 12})
+  ref = datasets.resolve(TINY_DATASET, 'eval', data_dir)  # 32 test examples
+  batches = list(pipeline.eval_batches(ref, config))
+  assert [b['valid'].sum() for b in batches] == [12, 12, 8]
+  assert all(b['image'].shape[0] == 12 for b in batches)
+  limited = list(pipeline.eval_batches(ref, config, limit=5))
+  assert len(limited) == 1 and limited[0]['valid'].sum() == 5
+
+
+def test_unknown_and_unbuilt_datasets_say_what_to_do(data_dir):
+  with pytest.raises(datasets.DatasetError, match="unknown dataset 'nonexistent'"):
+    datasets.resolve('nonexistent', '2d', data_dir)
+  with pytest.raises(datasets.DatasetError, match='no split'):
+    datasets.resolve(TINY_DATASET + ':nosuchsplit', '2d', data_dir)

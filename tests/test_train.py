@@ -1,0 +1,225 @@
+"""Training end to end: stages, grafting, exact resume after SIGKILL, 1 vs 4 devices, CLI errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from flax import nnx
+import numpy as np
+import pytest
+
+from conftest import TINY_DATASET, tiny_config
+from hpe_jax import models
+from hpe_jax.training import checkpoint
+from hpe_jax.training import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _records(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope='module')
+def pretrained(data_dir, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('pretrain'))
+  train.train_and_evaluate(tiny_config(data_dir), workdir)
+  return workdir
+
+
+def test_pretrain_logs_losses_and_2d_metrics(pretrained):
+  records = _records(pretrained)
+  steps = [r for r in records if 'loss' in r]
+  assert [r['step'] for r in steps] == list(range(1, 7))
+  assert all(np.isfinite(r['loss']) and r['loss'] > 0 for r in steps)
+  final = records[-1]
+  assert final['split'] == f'{TINY_DATASET}:test' and final['num_examples'] == 32
+  assert 0 <= final['pck'] <= 1 and 0 <= final['pck_mean_pose'] <= 1
+  assert 'mpjpe' not in final  # a 2D model has no depth
+  assert sorted(os.listdir(os.path.join(pretrained, 'checkpoints'))) == ['3', '6']
+
+
+def test_finetune_grafts_the_2d_weights_and_reports_3d_metrics(pretrained, data_dir, tmp_path):
+  config = tiny_config(data_dir, depth=True, init_from=pretrained)
+  workdir = str(tmp_path)
+  train.train_and_evaluate(config, workdir)
+  final = _records(workdir)[-1]
+  for key in ('mpjpe', 'pa_mpjpe', 'mpjpe_mean_pose', 'pa_mpjpe_mean_pose', 'pck'):
+    assert np.isfinite(final[key]), key
+  assert final['pa_mpjpe'] <= final['mpjpe']
+  steps = [r for r in _records(workdir) if 'loss' in r]
+  assert all('depth_loss' in r and 'geometric_loss' in r for r in steps)
+
+
+def _model_state(config, depth):
+  model = models.create_model(config.model, with_depth=depth, rngs=nnx.Rngs(123))
+  return nnx.to_pure_dict(nnx.state(model))
+
+
+def _flat(tree, prefix=''):
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f'{prefix}{key}/'))
+    else:
+      out[f'{prefix}{key}'] = np.asarray(value)
+  return out
+
+
+def test_graft_copies_every_shared_weight_and_keeps_fresh_depth_parts(pretrained, data_dir):
+  config = tiny_config(data_dir)
+  saved = _flat(_model_state(config, False))  # the shapes; values come from the checkpoint
+  fresh = _model_state(config, True)
+  grafted, new_keys = checkpoint.graft(pretrained, fresh)
+  grafted, fresh = _flat(grafted), _flat(fresh)
+  assert new_keys == ['depth_conv/bias', 'depth_conv/kernel']
+  mngr = checkpoint.manager(os.path.join(pretrained, 'checkpoints'), read_only=True)
+  trained = _flat(mngr.restore(6, args=checkpoint.ocp.args.Composite(
+      state=checkpoint.ocp.args.StandardRestore())).state['model'])
+  assert set(trained) == set(saved)
+  for key in saved:
+    np.testing.assert_array_equal(grafted[key], trained[key], err_msg=key)
+  for key in new_keys:
+    np.testing.assert_array_equal(grafted[key], fresh[key])
+  assert not np.array_equal(grafted['heatmap_conv/kernel'], fresh['heatmap_conv/kernel'])
+
+
+def test_graft_onto_another_architecture_lists_the_disagreements(pretrained, data_dir):
+  config = tiny_config(data_dir, **{'model.name': 'resnet34'})
+  with pytest.raises(checkpoint.CheckpointError) as error:
+    checkpoint.graft(pretrained, _model_state(config, True))
+  message = str(error.value)
+  assert 'missing from the checkpoint' in message and 'backbone/layer1/2/conv1/kernel' in message
+  wider = tiny_config(data_dir, **{'model.width': 16})
+  with pytest.raises(checkpoint.CheckpointError, match='shape mismatches: .*stem_conv/kernel'):
+    checkpoint.graft(pretrained, _model_state(wider, True))
+
+
+def test_graft_from_a_path_without_checkpoints_says_what_to_do(tmp_path):
+  with pytest.raises(checkpoint.CheckpointError, match='holds no checkpoint.*init_from'):
+    checkpoint.find_checkpoint(str(tmp_path))
+
+
+def _main_command(workdir, data_dir, *overrides):
+  return [sys.executable, '-m', 'hpe_jax.main', f'--config={REPO}/configs/pretrain.py',
+          f'--workdir={workdir}', f'--config.data.data_dir={data_dir}',
+          f'--config.data.train_2d={TINY_DATASET}', '--config.data.eval=',
+          '--config.model.width=8', '--config.model.head_channels=16',
+          '--config.data.image_size=64', '--config.train.batch_size=8',
+          '--config.data.threads=1', '--config.train.log_every=1', *overrides]
+
+
+def test_resume_after_sigkill_logs_the_same_losses(data_dir, tmp_path):
+  args = ('--config.train.num_steps=80', '--config.train.checkpoint_every=5',
+          '--config.train.lr_drop_steps=(40,)')
+  reference = tmp_path / 'uninterrupted'
+  subprocess.run(_main_command(reference, data_dir, *args), check=True, capture_output=True)
+  expected = {r['step']: r['loss'] for r in _records(reference)}
+
+  interrupted = tmp_path / 'interrupted'
+  process = subprocess.Popen(_main_command(interrupted, data_dir, *args),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 120
+  while not (interrupted / 'checkpoints' / '10').is_dir() and time.time() < deadline:
+    time.sleep(0.02)
+  process.send_signal(signal.SIGKILL)
+  assert process.wait() == -signal.SIGKILL
+  logged = len(_records(interrupted))
+  assert logged < 80, 'the run finished before it could be killed'
+  resumed_from = checkpoint.manager(interrupted / 'checkpoints', read_only=True).latest_step()
+  assert resumed_from >= 10
+
+  subprocess.run(_main_command(interrupted, data_dir, *args), check=True, capture_output=True)
+  after = _records(interrupted)[logged:]
+  assert [r['step'] for r in after] == list(range(resumed_from + 1, 81))
+  for record in after:
+    assert record['loss'] == expected[record['step']], record['step']
+
+
+def test_sigterm_saves_a_checkpoint_at_the_current_step(data_dir, tmp_path):
+  workdir = tmp_path / 'preempted'
+  args = ('--config.train.num_steps=500', '--config.train.checkpoint_every=1000')
+  process = subprocess.Popen(_main_command(workdir, data_dir, *args),
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  for line in process.stdout:  # the first logged step: training is under way
+    if line.startswith('step 3/'):
+      process.send_signal(signal.SIGTERM)
+      break
+  output = process.stdout.read()
+  assert process.wait() == 130
+  assert 'checkpoint saved. Run the same command to resume' in output
+  last_logged = _records(workdir)[-1]['step']
+  saved = checkpoint.manager(workdir / 'checkpoints', read_only=True).latest_step()
+  assert 3 <= saved == last_logged < 500
+
+
+_DEVICES_SCRIPT = textwrap.dedent('''
+    import jax
+    jax.config.update('jax_num_cpu_devices', 4)
+    import json, sys
+    import numpy as np
+    from flax import nnx
+    sys.path.insert(0, sys.argv[2])
+    from conftest import tiny_config
+    from hpe_jax import models
+    from hpe_jax.data import pipeline
+    from hpe_jax.training import step
+
+    config = tiny_config(sys.argv[1], depth=True)
+    batch = next(iter(pipeline.train_dataset(config)))
+    loss_config = step.LossConfig(depth_weight=0.1, geometric_weight=0.01)
+    results = {}
+    for count in (1, 4):
+      mesh = jax.make_mesh((count,), ('data',), axis_types=(jax.sharding.AxisType.Auto,),
+                           devices=jax.devices()[:count])
+      model = models.create_model(config.model, with_depth=True, rngs=nnx.Rngs(0))
+      graphdef, state = nnx.split(model)
+
+      def loss_and_grads(state, batch):
+        images = step.normalize_images(batch['image'], 'float32')
+        loss_fn = lambda model: step.compute_losses(model(images), batch, loss_config)
+        (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(
+            nnx.merge(graphdef, state))
+        return metrics, grads
+
+      sharded = pipeline.to_global(batch, jax.sharding.NamedSharding(
+          mesh, jax.sharding.PartitionSpec('data')))
+      assert len(sharded['image'].sharding.device_set) == count
+      metrics, grads = jax.jit(loss_and_grads)(state, sharded)
+      results[count] = {'metrics': {k: float(v) for k, v in metrics.items()},
+                        'grads': [np.asarray(g).ravel().tolist()
+                                  for g in jax.tree.leaves(grads)]}
+    print(json.dumps(results))
+''')
+
+
+def test_four_devices_give_the_loss_and_gradients_of_one(data_dir):
+  out = subprocess.run([sys.executable, '-c', _DEVICES_SCRIPT, data_dir,
+                        os.path.dirname(os.path.abspath(__file__))],
+                       check=True, capture_output=True, text=True)
+  results = json.loads(out.stdout.strip().splitlines()[-1])
+  one, four = results['1'], results['4']
+  for key, value in one['metrics'].items():
+    np.testing.assert_allclose(four['metrics'][key], value, rtol=1e-5, err_msg=key)
+  for g1, g4 in zip(one['grads'], four['grads']):
+    g1, g4 = np.asarray(g1), np.asarray(g4)
+    np.testing.assert_allclose(g4, g1, rtol=1e-5, atol=1e-5 * np.abs(g1).max())
+
+
+@pytest.mark.parametrize('override, message', [
+    ('--config.model.name=resnet19', "model.name='resnet19' is not one of"),
+    ('--config.data.train_2d=nonexistent', "unknown dataset 'nonexistent'"),
+    ('--config.init_from=/no/such/run', "init_from='/no/such/run' holds no checkpoint"),
+    ('--config.data.image_size=100', 'data.image_size=100 must be a multiple of 32'),
+])
+def test_cli_errors_are_one_clear_message(data_dir, tmp_path, override, message):
+  result = subprocess.run(_main_command(tmp_path / 'run', data_dir, override),
+                          capture_output=True, text=True)
+  assert result.returncode == 2
+  assert message in result.stderr
+  assert 'Traceback' not in result.stderr
