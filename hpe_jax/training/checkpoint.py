@@ -28,7 +28,8 @@ def manager(directory: str, *, keep: int = 3, read_only: bool = False, state_han
   `state_handler` replaces the standard handler of the state item (grafting restores a subset of
   it, which only the PyTree handler does).
   """
-  options = (ocp.CheckpointManagerOptions(read_only=True, create=False) if read_only else
+  options = (ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0,
+                                          max_to_keep=None) if read_only else
              ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True))
   # Handlers registered up front, so that metadata can be read before any restore.
   return ocp.CheckpointManager(
@@ -101,8 +102,10 @@ def graft(path: str, model_state: dict) -> tuple[dict, list[str]]:
         f'  shape mismatches: {mismatched or "none"}')
   shared = {k: fresh[k] for k in fresh if k in saved}
   target = _prune(jax.tree.map(ocp.utils.to_shape_dtype_struct, model_state), set(shared))
+  target = {'model': target}
   restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-      {'model': target}, partial_restore=True)))
+      target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+      partial_restore=True)))
   loaded = _flat(restored.state['model'])
   if set(loaded) != set(shared):  # partial restore can silently skip weights: check
     raise CheckpointError(f'grafting {directory} restored {len(loaded)} of {len(shared)} '
