@@ -56,6 +56,18 @@ def test_finetune_grafts_the_2d_weights_and_reports_3d_metrics(pretrained, data_
   assert all('depth_loss' in r and 'geometric_loss' in r for r in steps)
 
 
+@pytest.mark.parametrize('overrides', [
+    {'model.name': 'hourglass', 'model.num_stacks': 2, 'model.hourglass_features': 16},
+    {'model.dtype': 'bfloat16'},
+], ids=['hourglass', 'bfloat16'])
+def test_other_models_and_bfloat16_train_from_scratch(data_dir, tmp_path, overrides):
+  config = tiny_config(data_dir, depth=True, **{'train.num_steps': 2, **overrides})
+  final = train.train_and_evaluate(config, str(tmp_path))
+  steps = [r for r in _records(tmp_path) if 'loss' in r]
+  assert len(steps) == 2 and all(np.isfinite(r['depth_loss']) for r in steps)
+  assert np.isfinite(final['mpjpe'])
+
+
 def _model_state(config, depth):
   model = models.create_model(config.model, with_depth=depth, rngs=nnx.Rngs(123))
   return nnx.to_pure_dict(nnx.state(model))
