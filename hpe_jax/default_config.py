@@ -46,6 +46,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.data_dir = ''  # '' -> $HPE_DATA_DIR or ~/tensorflow_datasets
   c.data.train_2d = 'synthetic_humans'  # comma-separated dataset[:split] names
   c.data.train_3d = ''
+  # Mixing weights of the sources of each role ('3,1'); '' mixes them in proportion to their
+  # sizes, as concatenating them would.
+  c.data.weights_2d = ''
+  c.data.weights_3d = ''
   c.data.fraction_3d = 0.5  # share of 3D samples in every mixed batch (the reference's 1:1)
   c.data.eval = 'synthetic_humans'  # held-out dataset[:split]; '' disables evaluation
   c.data.eval_limit = 0  # evaluate on the first N examples only (0: all)

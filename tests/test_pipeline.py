@@ -147,3 +147,21 @@ def test_unknown_and_unbuilt_datasets_say_what_to_do(data_dir):
     datasets.resolve('nonexistent', '2d', data_dir)
   with pytest.raises(datasets.DatasetError, match='no split'):
     datasets.resolve(TINY_DATASET + ':nosuchsplit', '2d', data_dir)
+
+
+def test_mixing_weights_set_the_share_of_each_source(data_dir):
+  no_aug = {'data.augment.flip': False, 'data.augment.scale_sigma': 0.0,
+            'data.augment.rotation_prob': 0.0}
+  sources = [f'{TINY_DATASET}:train_2d', f'{TINY_DATASET}:test']
+  pelvis = {}  # un-augmented pelvis position -> source index
+  for index, spec in enumerate(sources):
+    for batch in _batches(tiny_config(data_dir, **{'data.train_2d': spec}, **no_aug), 8)[0]:
+      pelvis.update({tuple(np.round(j[6], 2)): index for j in batch['joints']})
+  config = tiny_config(data_dir, **{'data.train_2d': ','.join(sources),
+                                    'data.weights_2d': '3,1'}, **no_aug)
+  drawn = [pelvis[tuple(np.round(j[6], 2))]
+           for batch in _batches(config, 40)[0] for j in batch['joints']]
+  assert abs(drawn.count(0) / len(drawn) - 0.75) < 0.03
+  with pytest.raises(default_config.ConfigError, match="weights_2d='3' must be 2"):
+    _batches(tiny_config(data_dir, **{'data.train_2d': ','.join(sources),
+                                      'data.weights_2d': '3'}), 1)

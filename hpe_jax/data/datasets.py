@@ -1,8 +1,8 @@
 """Finding built datasets: names, default splits per role, and clear errors when one is missing.
 
-A dataset is named as in TFDS, optionally with a builder config and a split:
-`synthetic_humans`, `synthetic_humans/tiny`, `mpii:validation`. A comma-separated list names
-several sources for one role (`mpii,lsp_extended`).
+A dataset is named as in TFDS, optionally with a builder config and a split (TFDS slicing
+included): `synthetic_humans`, `lsp_extended/small`, `mpii:validation`, `lsp_extended:train[:1800]`.
+A comma-separated list names several sources for one role (`mpii,lsp_extended`).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def resolve(spec: str, role: str, data_dir: str = '', build_if_missing: bool = T
           f'or point --config.data.data_dir (or ${_ENV_DATA_DIR}) at the directory that holds it.')
     print(f'Building {name} in {data_dir} (first use; it needs no download)...', flush=True)
     builder.download_and_prepare()
-  if split not in builder.info.splits:
+  if split.partition('[')[0] not in builder.info.splits:
     raise DatasetError(f'dataset {name!r} has no split {split!r}; it has '
                        f'{", ".join(sorted(builder.info.splits))}')
   return DatasetRef(name, split, data_dir)

@@ -36,16 +36,36 @@ def _role_dataset(specs: list[str], role: str, data_config, seed: int) -> grain.
           rotation_prob=aug.rotation_prob, rotation_sigma=aug.rotation_sigma,
           rotation_limit=aug.rotation_limit, flip=aug.flip),
       rotate=role == '2d' or aug.rotate_3d)
-  streams = []
+  streams, sizes = [], []
   for index, spec in enumerate(specs):
     ref = datasets.resolve(spec, role, data_config.data_dir)
     source = datasets.data_source(ref)
-    if role == '3d' and len(source) and not source[0]['has_3d']:
+    if not len(source):
+      raise datasets.DatasetError(f'{ref} is empty: nothing to train on')
+    if role == '3d' and not source[0]['has_3d']:
       raise datasets.DatasetError(f'{ref} has no 3D labels and cannot be a 3D source '
                                   '(data.train_3d); use it in data.train_2d')
-    streams.append(_process_slice(grain.MapDataset.source(source)).shuffle(seed=seed + index).repeat())
-  dataset = streams[0] if len(streams) == 1 else grain.MapDataset.mix(streams)
+    sizes.append(len(source))
+    streams.append(_process_slice(grain.MapDataset.source(source))
+                   .shuffle(seed=seed + index).repeat())
+  weights = _mixing_weights(data_config[f'weights_{role}'], sizes, role)
+  dataset = streams[0] if len(streams) == 1 else grain.MapDataset.mix(streams, weights)
   return dataset.random_map(transform, seed=seed)
+
+
+def _mixing_weights(spec: str, sizes: list[int], role: str) -> list[float]:
+  """'3,1' -> [0.75, 0.25]; '' -> proportional to the source sizes."""
+  if not spec:
+    return [size / sum(sizes) for size in sizes]
+  try:
+    weights = [float(w) for w in spec.split(',')]
+  except ValueError:
+    weights = []
+  if len(weights) != len(sizes) or min(weights) < 0 or sum(weights) <= 0:
+    raise default_config.ConfigError(
+        f"data.weights_{role}='{spec}' must be {len(sizes)} comma-separated non-negative "
+        f'numbers, one per source of data.train_{role}')
+  return [w / sum(weights) for w in weights]
 
 
 def batch_composition(batch_size: int, fraction_3d: float, has_2d: bool, has_3d: bool):

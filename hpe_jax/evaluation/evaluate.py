@@ -74,7 +74,8 @@ def _collect(predict, model_state, ref, config, sharding) -> dict[str, np.ndarra
 
 def evaluate(predict, model_state, ref: datasets.DatasetRef, config, sharding,
              baseline: MeanPose) -> dict[str, float]:
-  """-> {'pck', 'pck_mean_pose'} and, for a model with depth on a 3D split, {'mpjpe',
+  """-> {'pck', 'pck_mean_pose'} (PCK@0.2 torso), 'pckh' (PCKh@0.5, where head sizes are
+  known) and, for a model with depth on a 3D split, {'mpjpe',
   'pa_mpjpe', 'mpjpe_mean_pose', 'pa_mpjpe_mean_pose'}; plus 'num_examples'."""
   r = _collect(predict, model_state, ref, config, sharding)
   size = config.data.image_size
@@ -90,6 +91,10 @@ def evaluate(predict, model_state, ref: datasets.DatasetRef, config, sharding,
                                           np.broadcast_to(mean_input, xy.shape).copy())
       results['pck_mean_pose'] = metrics.pck(mean_xy, r['joints_2d'], r['joints_mask'],
                                              r['torso_size'], PCK_THRESHOLD)['mean']
+  has_head = r['head_size'] > 0
+  if has_head.any():  # MPII's PCKh@0.5
+    results['pckh'] = metrics.pckh(xy[has_head], r['joints_2d'][has_head],
+                                   r['joints_mask'][has_head], r['head_size'][has_head])['mean']
   has_3d = r['eval_mask'].sum(axis=1) > 0
   if 'pred_depth' in r and has_3d.any():
     pose = geometry.backproject_root_relative(

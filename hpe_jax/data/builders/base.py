@@ -1,0 +1,177 @@
+"""The common builder of the real pose datasets: annotations in, stored person crops out.
+
+A dataset module supplies a reader that parses the files a user downloads into `Person` records
+(MPII-16 joints in 0-based original pixels); this base turns them into the stored example format
+of `hpe_jax.data.features`. It never drops anything silently: missing images are an error (or,
+with `allow_missing`, a counted skip), unreadable images, people without annotated joints and
+joints outside their image are counted in the builder's `report` (tools/build_dataset.py prints it
+and saves it beside the data).
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+import dataclasses
+import os
+
+import cv2
+import numpy as np
+import tensorflow_datasets as tfds
+
+from hpe_jax import joints
+from hpe_jax.data import features
+
+_EXAMPLES_PER_REASON = 5  # how many names each report line keeps
+
+
+class AnnotationError(ValueError):
+  """An annotation file is malformed; the message names the file and the field."""
+
+
+class MissingImagesError(FileNotFoundError):
+  """Images named by the annotations are not in manual_dir."""
+
+
+@dataclasses.dataclass
+class Person:
+  """One annotated person, as a reader returns it. Pixels are 0-based (pixel centres are integers).
+
+  joints_2d (16, 2) MPII-16 order; joints_mask (16,) 1 = annotated; joints_visible (16,) 1 = not
+  occluded (1 where the dataset has no occlusion flag); box_center (2,) and box_side: the square
+  person box; head_size: 0.6 x head box diagonal (0 if none); torso_size: |l_shoulder - r_hip|
+  (0 if either is missing).
+  """
+
+  image: str  # relative to manual_dir
+  person_index: int
+  joints_2d: np.ndarray
+  joints_mask: np.ndarray
+  joints_visible: np.ndarray
+  box_center: np.ndarray
+  box_side: float
+  head_size: float = 0.0
+
+
+def torso_size(joints_2d: np.ndarray, mask: np.ndarray) -> float:
+  """PCK's reference length: |left shoulder - right hip| in pixels, 0 if either is missing."""
+  a, b = joints.MPII16.index('l_shoulder'), joints.MPII16.index('r_hip')
+  if not (mask[a] and mask[b]):
+    return 0.0
+  return float(np.linalg.norm(joints_2d[a] - joints_2d[b]))
+
+
+def box_from_joints(joints_2d: np.ndarray, mask: np.ndarray, pad: float = 1.25):
+  """A square box around the annotated joints: (centre (2,), side = pad x the longer extent)."""
+  points = joints_2d[mask > 0]
+  low, high = points.min(axis=0), points.max(axis=0)
+  return ((low + high) / 2).astype(np.float32), float(pad * max((high - low).max(), 1.0))
+
+
+class PoseBuilderConfig(tfds.core.BuilderConfig):
+  """crop_size: side in pixels of the stored crop, which spans 1.5x the person box (384 keeps a
+  256 px network input at native resolution; 'small' suits 128 px inputs)."""
+
+  def __init__(self, *, crop_size: int, **kwargs):
+    super().__init__(**kwargs)
+    self.crop_size = crop_size
+
+
+class PoseDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
+  """Subclasses set VERSION, MANUAL_DOWNLOAD_INSTRUCTIONS and implement `read_annotations`."""
+
+  BUILDER_CONFIGS = [
+      PoseBuilderConfig(name='default', crop_size=384, description='384 px crops'),
+      PoseBuilderConfig(name='small', crop_size=192, description='192 px crops (small inputs)'),
+  ]
+
+  def __init__(self, *, allow_missing: bool = False, **kwargs):
+    super().__init__(**kwargs)
+    self.allow_missing = allow_missing
+    self.report: dict[str, dict] = {}
+
+  @abc.abstractmethod
+  def read_annotations(self, manual_dir: str) -> dict[str, list[Person]]:
+    """Parses the annotation files in manual_dir -> {split name: people}. Raises AnnotationError
+    naming the file and field when a file is malformed."""
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(features=features.pose_features(),
+                                          disable_shuffling=True)
+
+  def _split_generators(self, dl_manager):
+    manual_dir = os.fspath(dl_manager.manual_dir)
+    people = self.read_annotations(manual_dir)
+    names = sorted({p.image for split in people.values() for p in split})
+    missing = [n for n in names if not os.path.isfile(os.path.join(manual_dir, n))]
+    if missing and not self.allow_missing:
+      raise MissingImagesError(
+          f'{len(missing)} of {len(names)} images named by the {self.name} annotations are not '
+          f'in {manual_dir}, e.g. {missing[:3]}. Download them as MANUAL_DOWNLOAD_INSTRUCTIONS '
+          'says, or pass --allow_missing to build from the images that are there.')
+    missing = set(missing)
+    return {split: self._generate_examples(manual_dir, split, people[split], missing)
+            for split in people}
+
+  def _generate_examples(self, manual_dir: str, split: str, people: list[Person],
+                         missing: set[str]):
+    counts, examples = collections.Counter(), collections.defaultdict(list)
+
+    def skip(reason, name):
+      counts[reason] += 1
+      if len(examples[reason]) < _EXAMPLES_PER_REASON:
+        examples[reason].append(name)
+
+    by_image = collections.defaultdict(list)
+    for person in people:
+      by_image[person.image].append(person)
+    for name, image_people in by_image.items():
+      if name in missing:
+        for _ in image_people:
+          skip('missing image', name)
+        continue
+      image = cv2.imread(os.path.join(manual_dir, name), cv2.IMREAD_COLOR)
+      if image is None:
+        for _ in image_people:
+          skip('unreadable image', name)
+        continue
+      image = image[..., ::-1]
+      height, width = image.shape[:2]
+      for person in image_people:
+        label = f'{name}#{person.person_index}'
+        mask = person.joints_mask.astype(np.float32).copy()
+        xy = person.joints_2d
+        outside = (mask > 0) & ((xy[:, 0] < -0.5) | (xy[:, 0] > width - 0.5) |
+                                (xy[:, 1] < -0.5) | (xy[:, 1] > height - 0.5))
+        if outside.any():  # an annotation error: never train towards it
+          skip('joints outside the image (masked)', label)
+          mask[outside] = 0
+        if not mask.any():
+          skip('no annotated joints', label)
+          continue
+        yield label, self._example(image, person, mask)
+        counts['written'] += 1
+    self.report[split] = {'counts': dict(counts), 'examples': dict(examples)}
+
+  def _example(self, image: np.ndarray, person: Person, mask: np.ndarray) -> dict:
+    crop, crop_to_image = features.person_crop(image, person.box_center, person.box_side,
+                                               self.builder_config.crop_size)
+    joints_2d = np.where(mask[:, None] > 0, person.joints_2d, 0).astype(np.float32)
+    return {
+        'image': features.encode_jpeg(crop),
+        'image_name': person.image,
+        'person_index': person.person_index,
+        'crop_to_image': crop_to_image,
+        'box_center': np.asarray(person.box_center, np.float32),
+        'box_side': np.float32(person.box_side),
+        'joints_2d': joints_2d,
+        'joints_mask': mask,
+        'joints_visible': (person.joints_visible * mask).astype(np.float32),
+        'has_3d': False,
+        'joints_3d': np.zeros((joints.NUM_JOINTS, 3), np.float32),
+        'eval_joints_3d': np.zeros((len(joints.H36M17), 3), np.float32),
+        'eval_mask': np.zeros(len(joints.H36M17), np.float32),
+        'intrinsics': np.zeros(4, np.float32),
+        'torso_size': np.float32(torso_size(joints_2d, mask)),
+        'head_size': np.float32(person.head_size),
+    }
