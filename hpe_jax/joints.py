@@ -107,6 +107,33 @@ H36M_FROM_MPII = _by_name(MPII16, H36M17, {
 })
 
 
+# The 14 joints of LSP and LSP-Extended, in their joints.mat order.
+LSP14 = (
+    'r_ankle', 'r_knee', 'r_hip', 'l_hip', 'l_knee', 'l_ankle', 'r_wrist', 'r_elbow',
+    'r_shoulder', 'l_shoulder', 'l_elbow', 'l_wrist', 'neck', 'head_top',
+)
+# LSP -> MPII: LSP's neck is MPII's upper neck; pelvis and thorax are midpoints.
+MPII_FROM_LSP = _by_name(LSP14, MPII16, {
+    'pelvis': ('r_hip', 'l_hip'), 'thorax': ('r_shoulder', 'l_shoulder'),
+    'upper_neck': ('neck',),
+})
+
+# FLIC's 29 coordinate slots, in examples.coords column order (1-based part numbers 1-29).
+# Only l/r shoulder, elbow, wrist, hip, eye and nose are labelled; 'm_*' are midpoint slots.
+FLIC29 = (
+    'l_shoulder', 'l_elbow', 'l_wrist', 'r_shoulder', 'r_elbow', 'r_wrist', 'l_hip', 'l_knee',
+    'l_ankle', 'r_hip', 'r_knee', 'r_ankle', 'l_eye', 'r_eye', 'l_ear', 'r_ear', 'nose',
+    'm_shoulder', 'm_hip', 'm_ear', 'm_torso', 'm_l_upper_arm', 'm_r_upper_arm',
+    'm_l_lower_arm', 'm_r_lower_arm', 'm_l_upper_leg', 'm_r_upper_leg', 'm_l_lower_leg',
+    'm_r_lower_leg',
+)
+# FLIC -> MPII: pelvis and thorax are midpoints; upper neck and head top have no FLIC source
+# (eyes and nose are not the head top).
+MPII_FROM_FLIC = _by_name(FLIC29, MPII16, {
+    'pelvis': ('r_hip', 'l_hip'), 'thorax': ('r_shoulder', 'l_shoulder'),
+})
+
+
 def flip_permutation(num_joints: int = NUM_JOINTS, pairs=FLIP_PAIRS) -> np.ndarray:
   """The index permutation that swaps left and right joints (an involution)."""
   perm = np.arange(num_joints)

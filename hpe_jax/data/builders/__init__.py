@@ -1,6 +1,9 @@
 """Our TFDS dataset builders; importing this package registers each of them with TFDS."""
 
+from hpe_jax.data.builders import flic
+from hpe_jax.data.builders import lsp
 from hpe_jax.data.builders import synthetic_humans
 
 # TFDS names of the builders above.
-NAMES = (synthetic_humans.SyntheticHumans.name,)
+NAMES = (synthetic_humans.SyntheticHumans.name, lsp.Lsp.name, lsp.LspExtended.name,
+         flic.Flic.name, flic.FlicFull.name)

@@ -17,6 +17,7 @@ import os
 
 import cv2
 import numpy as np
+import scipy.io
 import tensorflow_datasets as tfds
 
 from hpe_jax import joints
@@ -62,10 +63,28 @@ def torso_size(joints_2d: np.ndarray, mask: np.ndarray) -> float:
 
 
 def box_from_joints(joints_2d: np.ndarray, mask: np.ndarray, pad: float = 1.25):
-  """A square box around the annotated joints: (centre (2,), side = pad x the longer extent)."""
+  """A square box around the annotated joints: (centre (2,), side = pad x the longer extent).
+
+  A person without annotated joints gets a placeholder box (centre (0, 0), side 1): the builder
+  skips and counts such a person, so returning it keeps the skip visible in the build report.
+  """
+  if not np.any(mask):
+    return np.zeros(2, np.float32), 1.0
   points = joints_2d[mask > 0]
   low, high = points.min(axis=0), points.max(axis=0)
   return ((low + high) / 2).astype(np.float32), float(pad * max((high - low).max(), 1.0))
+
+
+def load_mat(path: str, variable: str) -> np.ndarray:
+  """Reads one variable of a MATLAB v5 file; AnnotationError names the file (and variable)."""
+  try:
+    contents = scipy.io.loadmat(path)
+  except Exception as e:  # scipy reports a malformed file as OSError, IndexError, MatReadError...
+    raise AnnotationError(f'cannot read {path}: {type(e).__name__}: {e}') from e
+  if variable not in contents:
+    found = sorted(k for k in contents if not k.startswith('__'))
+    raise AnnotationError(f'{path} has no variable {variable!r} (it has {found})')
+  return contents[variable]
 
 
 class PoseBuilderConfig(tfds.core.BuilderConfig):
@@ -110,8 +129,18 @@ class PoseDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
           f'in {manual_dir}, e.g. {missing[:3]}. Download them as MANUAL_DOWNLOAD_INSTRUCTIONS '
           'says, or pass --allow_missing to build from the images that are there.')
     missing = set(missing)
-    return {split: self._generate_examples(manual_dir, split, people[split], missing)
-            for split in people}
+    generators = {}
+    for split, split_people in people.items():
+      if split_people and all(p.image in missing for p in split_people):
+        # TFDS cannot write an empty split: leave it out, and say so in the report.
+        self.report[split] = {'counts': {'missing image': len(split_people)},
+                              'examples': {'missing image': [p.image for p in split_people[:5]]}}
+      else:
+        generators[split] = self._generate_examples(manual_dir, split, split_people, missing)
+    if not generators:
+      raise MissingImagesError(f'none of the images named by the {self.name} annotations are in '
+                               f'{manual_dir}: nothing to build')
+    return generators
 
   def _generate_examples(self, manual_dir: str, split: str, people: list[Person],
                          missing: set[str]):
