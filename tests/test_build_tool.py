@@ -20,7 +20,7 @@ def test_report_lists_written_and_every_skip_reason():
                       'examples': {'missing image': ['images/im02001.jpg']}}}
   assert build_dataset.format_report(report) == (
       'train: 2000 examples written\n'
-      '  skipped 8000: missing image (e.g. images/im02001.jpg)')
+      '  missing image: 8000 (e.g. images/im02001.jpg)')
 
 
 def test_builds_the_synthetic_dataset(tmp_path):

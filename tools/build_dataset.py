@@ -42,7 +42,7 @@ def format_report(report: dict[str, dict]) -> str:
     lines.append(f'{split}: {counts.pop("written", 0)} examples written')
     for reason, count in sorted(counts.items()):
       names = ', '.join(entry['examples'].get(reason, []))
-      lines.append(f'  skipped {count}: {reason} (e.g. {names})')
+      lines.append(f'  {reason}: {count} (e.g. {names})')
   return '\n'.join(lines)
 
 

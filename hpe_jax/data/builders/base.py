@@ -108,6 +108,9 @@ class PoseDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     super().__init__(**kwargs)
     self.allow_missing = allow_missing
     self.report: dict[str, dict] = {}
+    # {split: {reason: count}} of people a reader leaves out before building (e.g. MPII people
+    # without annotated joints); merged into `report`.
+    self.read_report: dict[str, dict[str, int]] = {}
 
   @abc.abstractmethod
   def read_annotations(self, manual_dir: str) -> dict[str, list[Person]]:
@@ -131,8 +134,10 @@ class PoseDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     missing = set(missing)
     generators = {}
     for split, split_people in people.items():
-      if split_people and all(p.image in missing for p in split_people):
-        # TFDS cannot write an empty split: leave it out, and say so in the report.
+      # TFDS cannot write an empty split: leave such splits out, and say so in the report.
+      if not split_people:
+        self.report[split] = {'counts': {'no people in the annotations': 1}, 'examples': {}}
+      elif all(p.image in missing for p in split_people):
         self.report[split] = {'counts': {'missing image': len(split_people)},
                               'examples': {'missing image': [p.image for p in split_people[:5]]}}
       else:
@@ -180,6 +185,7 @@ class PoseDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
           continue
         yield label, self._example(image, person, mask)
         counts['written'] += 1
+    counts.update({k: v for k, v in self.read_report.get(split, {}).items() if v})
     self.report[split] = {'counts': dict(counts), 'examples': dict(examples)}
 
   def _example(self, image: np.ndarray, person: Person, mask: np.ndarray) -> dict:
