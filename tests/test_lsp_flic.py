@@ -318,6 +318,6 @@ def test_corrupt_image_is_a_counted_skip(tmp_path):
 def test_missing_images_without_allow_missing(tmp_path):
   manual_dir = str(tmp_path / 'lspet')
   _write_lspet(manual_dir, _tiny_lspet(), {'im00001.jpg': None, 'im00002.jpg': None})
-  with pytest.raises(base.MissingImagesError, match=r"9998 of 10000 images .* e\.g\. "
+  with pytest.raises(base.MissingImagesError, match=r"9998 of 10000 files .* e\.g\. "
                      r"\['images/im00003\.jpg', 'images/im00004\.jpg'"):
     _build(lsp.LspExtended, manual_dir, str(tmp_path / 'tfds'))

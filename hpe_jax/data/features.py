@@ -41,9 +41,15 @@ def pose_features() -> tfds.features.FeaturesDict:
       'joints_3d': tfds.features.Tensor(shape=(joints.NUM_JOINTS, 3), dtype=f32),  # camera mm
       'eval_joints_3d': tfds.features.Tensor(shape=(len(joints.H36M17), 3), dtype=f32),
       'eval_mask': tfds.features.Tensor(shape=(len(joints.H36M17),), dtype=f32),
+      'eval_visible': tfds.features.Tensor(shape=(len(joints.H36M17),), dtype=f32),  # unoccluded
       'intrinsics': tfds.features.Tensor(shape=(4,), dtype=f32),  # fx, fy, cx, cy; 0 if unknown
       'torso_size': f32,  # PCK reference length in original px; 0 if unknown
       'head_size': f32,  # PCKh reference (0.6 x head box diagonal) in original px; 0 if unknown
+      # Where the image comes from, for per-subject / per-action tables ('' if not applicable).
+      'subject': tfds.features.Text(),
+      'action': tfds.features.Text(),
+      'camera': tfds.features.Text(),
+      'frame': np.int32,
   })
 
 

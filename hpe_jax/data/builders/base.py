@@ -44,7 +44,7 @@ class Person:
   (0 if either is missing).
   """
 
-  image: str  # relative to manual_dir
+  image: str  # relative to manual_dir (a builder may name video frames: see `image_file`)
   person_index: int
   joints_2d: np.ndarray
   joints_mask: np.ndarray
@@ -52,6 +52,18 @@ class Person:
   box_center: np.ndarray
   box_side: float
   head_size: float = 0.0
+  # 3D datasets: joints_3d (16, 3) camera-frame mm (MPII-16, masked like joints_2d);
+  # eval_joints_3d (17, 3) camera mm, eval_mask (17,) and eval_visible (17,) in Human3.6M-17
+  # order; intrinsics (4,) fx, fy, cx, cy in original pixels.
+  joints_3d: np.ndarray | None = None
+  eval_joints_3d: np.ndarray | None = None
+  eval_mask: np.ndarray | None = None
+  eval_visible: np.ndarray | None = None
+  intrinsics: np.ndarray | None = None
+  subject: str = ''
+  action: str = ''
+  camera: str = ''
+  frame: int = 0
 
 
 def torso_size(joints_2d: np.ndarray, mask: np.ndarray) -> float:
@@ -112,6 +124,16 @@ class PoseDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     # without annotated joints); merged into `report`.
     self.read_report: dict[str, dict[str, int]] = {}
 
+  def image_file(self, name: str) -> str:
+    """The file (relative to manual_dir) that holds image `name`; video builders override it."""
+    return name
+
+  def load_image(self, manual_dir: str, name: str) -> np.ndarray | None:
+    """Image `name` as (H, W, 3) uint8 RGB, or None if it cannot be decoded. The base calls it
+    once per image, grouped by file in order, so a video builder can decode sequentially."""
+    image = cv2.imread(os.path.join(manual_dir, name), cv2.IMREAD_COLOR)
+    return None if image is None else image[..., ::-1]
+
   @abc.abstractmethod
   def read_annotations(self, manual_dir: str) -> dict[str, list[Person]]:
     """Parses the annotation files in manual_dir -> {split name: people}. Raises AnnotationError
@@ -124,11 +146,11 @@ class PoseDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
   def _split_generators(self, dl_manager):
     manual_dir = os.fspath(dl_manager.manual_dir)
     people = self.read_annotations(manual_dir)
-    names = sorted({p.image for split in people.values() for p in split})
-    missing = [n for n in names if not os.path.isfile(os.path.join(manual_dir, n))]
+    files = sorted({self.image_file(p.image) for split in people.values() for p in split})
+    missing = [f for f in files if not os.path.isfile(os.path.join(manual_dir, f))]
     if missing and not self.allow_missing:
       raise MissingImagesError(
-          f'{len(missing)} of {len(names)} images named by the {self.name} annotations are not '
+          f'{len(missing)} of {len(files)} files named by the {self.name} annotations are not '
           f'in {manual_dir}, e.g. {missing[:3]}. Download them as MANUAL_DOWNLOAD_INSTRUCTIONS '
           'says, or pass --allow_missing to build from the images that are there.')
     missing = set(missing)
@@ -137,7 +159,7 @@ class PoseDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
       # TFDS cannot write an empty split: leave such splits out, and say so in the report.
       if not split_people:
         self.report[split] = {'counts': {'no people in the annotations': 1}, 'examples': {}}
-      elif all(p.image in missing for p in split_people):
+      elif all(self.image_file(p.image) in missing for p in split_people):
         self.report[split] = {'counts': {'missing image': len(split_people)},
                               'examples': {'missing image': [p.image for p in split_people[:5]]}}
       else:
@@ -160,16 +182,15 @@ class PoseDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     for person in people:
       by_image[person.image].append(person)
     for name, image_people in by_image.items():
-      if name in missing:
+      if self.image_file(name) in missing:
         for _ in image_people:
           skip('missing image', name)
         continue
-      image = cv2.imread(os.path.join(manual_dir, name), cv2.IMREAD_COLOR)
+      image = self.load_image(manual_dir, name)
       if image is None:
         for _ in image_people:
           skip('unreadable image', name)
         continue
-      image = image[..., ::-1]
       height, width = image.shape[:2]
       for person in image_people:
         label = f'{name}#{person.person_index}'
@@ -202,11 +223,24 @@ class PoseDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
         'joints_2d': joints_2d,
         'joints_mask': mask,
         'joints_visible': (person.joints_visible * mask).astype(np.float32),
-        'has_3d': False,
-        'joints_3d': np.zeros((joints.NUM_JOINTS, 3), np.float32),
-        'eval_joints_3d': np.zeros((len(joints.H36M17), 3), np.float32),
-        'eval_mask': np.zeros(len(joints.H36M17), np.float32),
-        'intrinsics': np.zeros(4, np.float32),
+        'has_3d': person.joints_3d is not None,
+        'joints_3d': _or_zeros(person.joints_3d, (joints.NUM_JOINTS, 3), mask),
+        'eval_joints_3d': _or_zeros(person.eval_joints_3d, (len(joints.H36M17), 3)),
+        'eval_mask': _or_zeros(person.eval_mask, (len(joints.H36M17),)),
+        'eval_visible': _or_zeros(person.eval_visible, (len(joints.H36M17),)),
+        'intrinsics': _or_zeros(person.intrinsics, (4,)),
         'torso_size': np.float32(torso_size(joints_2d, mask)),
         'head_size': np.float32(person.head_size),
+        'subject': person.subject,
+        'action': person.action,
+        'camera': person.camera,
+        'frame': np.int32(person.frame),
     }
+
+
+def _or_zeros(value, shape, mask=None) -> np.ndarray:
+  """A label as float32 of `shape`, zeros where absent or (per joint) where `mask` is 0."""
+  if value is None:
+    return np.zeros(shape, np.float32)
+  value = np.asarray(value, np.float32).reshape(shape)
+  return value if mask is None else np.where(mask[:, None] > 0, value, 0).astype(np.float32)

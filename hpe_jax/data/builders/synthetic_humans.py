@@ -68,17 +68,20 @@ def make_example(config: SyntheticHumansConfig, split: str, index: int) -> dict:
       'joints_3d': mpii.astype(np.float32),
       'eval_joints_3d': h36m.astype(np.float32),
       'eval_mask': np.ones(len(joints.H36M17), np.float32),
+      'eval_visible': scene.visible.astype(np.float32),
       'intrinsics': scene.intrinsics.astype(np.float32),
       # LSP's PCK reference: left shoulder to right hip.
       'torso_size': np.float32(np.linalg.norm(uv[name('l_shoulder')] - uv[name('r_hip')])),
       'head_size': np.float32(0.6 * np.sqrt(2) * head_side),
+      'subject': '', 'action': '', 'camera': '', 'frame': index,
   }
 
 
 class SyntheticHumans(tfds.core.GeneratorBasedBuilder):
   """Rendered people with 2D and 3D labels (camera mm, Human3.6M eval joints); no download."""
 
-  VERSION = tfds.core.Version('1.0.0')
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.1.0': 'eval_visible and image-origin fields (subject, action, camera, frame).'}
   BUILDER_CONFIGS = [
       SyntheticHumansConfig(name='default', description='3000 / 3000 / 500 people, 192 px crops'),
       SyntheticHumansConfig(name='tiny', num_train_2d=64, num_train_3d=64, num_test=32,
