@@ -109,3 +109,21 @@ def pa_mpjpe(pred: np.ndarray, gt: np.ndarray, root: int | None = joints.H36M_PE
   counted = _counted(pred, mask)
   pred, gt = _center(pred, root), _center(gt, root)
   return _mean_error(procrustes_align(pred, gt, counted), gt, counted)
+
+
+def pck_3d(pred: np.ndarray, gt: np.ndarray, threshold: float = 150.0,
+           root: int | None = joints.H36M_PELVIS, mask: np.ndarray | None = None) -> float:
+  """3D PCK (MPI-INF-3DHP's 3DPCK): the fraction of counted joints within `threshold` of the
+  ground truth after root alignment. pred, gt (N, J, 3) mm; mask (N, J)."""
+  pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+  counted = _counted(pred, mask)
+  error = np.linalg.norm(_center(pred, root) - _center(gt, root), axis=-1)
+  return float(_ratio((error[counted] <= threshold).sum(), counted.sum()))
+
+
+def auc_3d(pred: np.ndarray, gt: np.ndarray, max_threshold: float = 150.0, steps: int = 31,
+           root: int | None = joints.H36M_PELVIS, mask: np.ndarray | None = None) -> float:
+  """Area under the 3DPCK curve: the mean of `pck_3d` over `steps` thresholds evenly spaced in
+  [0, max_threshold] mm (MPI-INF-3DHP's protocol: 0, 5, ..., 150)."""
+  return float(np.mean([pck_3d(pred, gt, t, root, mask)
+                        for t in np.linspace(0.0, max_threshold, steps)]))

@@ -161,3 +161,27 @@ def test_procrustes_with_few_or_no_counted_joints(num_joints):
   assert np.all(np.isfinite(aligned))
   np.testing.assert_allclose(metrics.pa_mpjpe(pred, gt, mask=counted),
                              _np_pa_mpjpe(pred[:1], gt[:1], counted[:1]))
+
+
+def test_pck_3d_and_auc_against_numpy_loops():
+  rng = np.random.default_rng(5)
+  gt = rng.normal(0, 300, (6, 17, 3))
+  pred = gt + rng.normal(0, 60, gt.shape)
+  mask = rng.random((6, 17)) > 0.2
+
+  def reference_pck(threshold):
+    hits = total = 0
+    for n in range(6):
+      for j in range(17):
+        if mask[n, j]:
+          error = np.linalg.norm((pred[n, j] - pred[n, 0]) - (gt[n, j] - gt[n, 0]))
+          hits += error <= threshold
+          total += 1
+    return hits / total
+
+  for threshold in (50.0, 150.0):
+    assert metrics.pck_3d(pred, gt, threshold, root=0, mask=mask) == pytest.approx(
+        reference_pck(threshold))
+  expected_auc = np.mean([reference_pck(t) for t in np.arange(0, 151, 5)])
+  assert metrics.auc_3d(pred, gt, root=0, mask=mask) == pytest.approx(expected_auc)
+  assert metrics.pck_3d(gt, gt, 0.0, root=0) == 1.0  # a perfect prediction is within 0 mm

@@ -49,9 +49,12 @@ def test_finetune_grafts_the_2d_weights_and_reports_3d_metrics(pretrained, data_
   workdir = str(tmp_path)
   train.train_and_evaluate(config, workdir)
   final = _records(workdir)[-1]
-  for key in ('mpjpe', 'pa_mpjpe', 'mpjpe_mean_pose', 'pa_mpjpe_mean_pose', 'pck'):
+  for key in ('mpjpe', 'pa_mpjpe', 'mpjpe_mean_pose', 'pa_mpjpe_mean_pose', 'pck', 'pckh',
+              'mpjpe_visible', 'mpjpe_occluded'):
     assert np.isfinite(final[key]), key
   assert final['pa_mpjpe'] <= final['mpjpe']
+  assert 0 <= final['auc_3d'] <= final['pck3d_150'] <= 1
+  assert 'per_action' not in final  # the synthetic people do no named actions
   steps = [r for r in _records(workdir) if 'loss' in r]
   assert all('depth_loss' in r and 'geometric_loss' in r for r in steps)
 

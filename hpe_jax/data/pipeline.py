@@ -121,7 +121,8 @@ def eval_batches(ref: datasets.DatasetRef, config: ml_collections.ConfigDict,
                  limit: int = 0) -> Iterator[dict]:
   """This process's share of each evaluation batch, in order, without augmentation.
 
-  Every process yields the same number of full batches (the step is compiled for one shape and
+  Each sample carries `index`, its position in the split. Every process yields the same number
+  of full batches (the step is compiled for one shape and
   all processes must take part in each): missing samples are copies of the last real one with
   `valid` False.
   """
@@ -131,7 +132,8 @@ def eval_batches(ref: datasets.DatasetRef, config: ml_collections.ConfigDict,
   num_batches = -(-len(dataset) // config.train.batch_size)
   per_process = config.train.batch_size // jax.process_count()
   transform = augment.PoseTransform(image_size=config.data.image_size, use_3d=True)
-  samples = iter(_process_slice(dataset).map(transform).to_iter_dataset(
+  dataset = dataset.map(transform).map_with_index(_with_index)
+  samples = iter(_process_slice(dataset).to_iter_dataset(
       grain.ReadOptions(num_threads=config.data.threads)))
   last = None
   for _ in range(num_batches):
@@ -140,6 +142,10 @@ def eval_batches(ref: datasets.DatasetRef, config: ml_collections.ConfigDict,
     valid = np.arange(per_process) < len(batch)
     batch += [last] * (per_process - len(batch))
     yield dict({key: np.stack([s[key] for s in batch]) for key in batch[0]}, valid=valid)
+
+
+def _with_index(index: int, sample: dict) -> dict:
+  return {**sample, 'index': np.int32(index)}
 
 
 def to_global(batch: dict, sharding: jax.sharding.NamedSharding) -> dict:

@@ -75,8 +75,9 @@ def _collect(predict, model_state, ref, config, sharding) -> dict[str, np.ndarra
 def evaluate(predict, model_state, ref: datasets.DatasetRef, config, sharding,
              baseline: MeanPose) -> dict[str, float]:
   """-> {'pck', 'pck_mean_pose'} (PCK@0.2 torso), 'pckh' (PCKh@0.5, where head sizes are
-  known) and, for a model with depth on a 3D split, {'mpjpe',
-  'pa_mpjpe', 'mpjpe_mean_pose', 'pa_mpjpe_mean_pose'}; plus 'num_examples'."""
+  known) and, for a model with depth on a 3D split, {'mpjpe', 'pa_mpjpe', 'pck3d_150', 'auc_3d',
+  'mpjpe_visible', 'mpjpe_occluded', 'mpjpe_mean_pose', 'pa_mpjpe_mean_pose'} and, where the
+  split names actions, 'per_action' {action: those of the first four}; plus 'num_examples'."""
   r = _collect(predict, model_state, ref, config, sharding)
   size = config.data.image_size
   xy = geometry.transform_points(r['input_to_image'], r['pred_xy'])
@@ -98,14 +99,42 @@ def evaluate(predict, model_state, ref: datasets.DatasetRef, config, sharding,
   has_3d = r['eval_mask'].sum(axis=1) > 0
   if 'pred_depth' in r and has_3d.any():
     pose = geometry.backproject_root_relative(
-        xy, r['pred_depth'] * r['box_side'][:, None], r['intrinsics'], r['root_depth'], joints.PELVIS)
+        xy, r['pred_depth'] * r['box_side'][:, None], r['intrinsics'], r['root_depth'],
+        joints.PELVIS)
     pred, predicted = joints.H36M_FROM_MPII(pose, np.ones(pose.shape[:2]))
-    mask = r['eval_mask'] * predicted
-    gt = r['eval_joints_3d']
-    results['mpjpe'] = metrics.mpjpe(pred[has_3d], gt[has_3d], mask=mask[has_3d])
-    results['pa_mpjpe'] = metrics.pa_mpjpe(pred[has_3d], gt[has_3d], mask=mask[has_3d])
+    pred, gt = pred[has_3d], r['eval_joints_3d'][has_3d]
+    mask = (r['eval_mask'] * predicted)[has_3d]
+    visible = r['eval_visible'][has_3d]
+    results.update(_metrics_3d(pred, gt, mask))
+    results['mpjpe_visible'] = metrics.mpjpe(pred, gt, mask=mask * visible)
+    results['mpjpe_occluded'] = metrics.mpjpe(pred, gt, mask=mask * (1 - visible))
     if baseline.pose_3d is not None:
-      mean = np.broadcast_to(baseline.pose_3d, gt.shape)[has_3d]
-      results['mpjpe_mean_pose'] = metrics.mpjpe(mean, gt[has_3d], mask=mask[has_3d])
-      results['pa_mpjpe_mean_pose'] = metrics.pa_mpjpe(mean, gt[has_3d], mask=mask[has_3d])
-  return {k: float(v) for k, v in results.items()}
+      mean = np.broadcast_to(baseline.pose_3d, gt.shape)
+      results['mpjpe_mean_pose'] = metrics.mpjpe(mean, gt, mask=mask)
+      results['pa_mpjpe_mean_pose'] = metrics.pa_mpjpe(mean, gt, mask=mask)
+    actions = _labels_at(ref, r['index'][has_3d], 'action')
+    if any(actions):
+      results['per_action'] = {
+          action: {**_metrics_3d(pred[actions == action], gt[actions == action],
+                                 mask[actions == action]),
+                   'num_examples': int((actions == action).sum())}
+          for action in sorted(set(actions))}
+  return {k: v if isinstance(v, dict) else float(v) for k, v in results.items()}
+
+
+def _metrics_3d(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+  """MPJPE (P1), PA-MPJPE (P2), 3DPCK@150 mm and its AUC over 0-150 mm, root-relative mm."""
+  return {'mpjpe': metrics.mpjpe(pred, gt, mask=mask),
+          'pa_mpjpe': metrics.pa_mpjpe(pred, gt, mask=mask),
+          'pck3d_150': metrics.pck_3d(pred, gt, 150.0, mask=mask),
+          'auc_3d': metrics.auc_3d(pred, gt, mask=mask)}
+
+
+def _labels_at(ref: datasets.DatasetRef, indices: np.ndarray, key: str) -> np.ndarray:
+  """A text label (e.g. the action) of the given examples of a split, as a str array."""
+  source = datasets.data_source(ref)
+  return np.array([_text(source[int(i)][key]) for i in indices])
+
+
+def _text(value) -> str:
+  return value.decode() if isinstance(value, bytes) else str(value)

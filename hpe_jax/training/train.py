@@ -141,7 +141,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                 baseline)
     log.write({'step': step, 'split': str(eval_ref), **results})
     _log(f'eval {eval_ref} @ {step}: ' + ', '.join(
-        f'{k} {v:.4g}' for k, v in results.items()))
+        f'{k} {v:.4g}' for k, v in results.items() if not isinstance(v, dict)))
     return results
 
   num_steps = config.train.num_steps
