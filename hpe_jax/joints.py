@@ -144,3 +144,19 @@ def flip_permutation(num_joints: int = NUM_JOINTS, pairs=FLIP_PAIRS) -> np.ndarr
 
 MPII_FLIP = flip_permutation()
 H36M_FLIP = flip_permutation(len(H36M17), H36M_FLIP_PAIRS)
+
+# Occlusion Person's 15 joints (joints_2d / joints_3d order); 'hip' is the root. They are
+# Human3.6M-17 under multiview-pose's names without nose and head: belly = spine, neck = thorax.
+OCCLUSION_PERSON15 = (
+    'hip', 'r_hip', 'r_knee', 'r_ankle', 'l_hip', 'l_knee', 'l_ankle', 'belly', 'neck',
+    'l_shoulder', 'l_elbow', 'l_wrist', 'r_shoulder', 'r_elbow', 'r_wrist',
+)
+# Occlusion Person -> MPII: the root is the pelvis, the neck (its base, Human3.6M's thorax) is the
+# upper neck as in MPII_FROM_H36M, thorax = mid-shoulders; there is no head top.
+MPII_FROM_OCCLUSION_PERSON = _by_name(OCCLUSION_PERSON15, MPII16, {
+    'pelvis': ('hip',), 'thorax': ('l_shoulder', 'r_shoulder'), 'upper_neck': ('neck',),
+})
+# Occlusion Person -> Human3.6M-17 (nose and head missing).
+H36M_FROM_OCCLUSION_PERSON = _by_name(OCCLUSION_PERSON15, H36M17, {
+    'pelvis': ('hip',), 'spine': ('belly',), 'thorax': ('neck',),
+})

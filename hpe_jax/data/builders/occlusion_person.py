@@ -46,30 +46,17 @@ from hpe_jax import geometry
 from hpe_jax import joints
 from hpe_jax.data.builders import base
 
-# The release's 15 joints, in joints_2d / joints_3d order (REFERENCE.md 2); 'hip' is the root.
-OCCLUSION_PERSON15 = (
-    'hip', 'r_hip', 'r_knee', 'r_ankle', 'l_hip', 'l_knee', 'l_ankle', 'belly', 'neck',
-    'l_shoulder', 'l_elbow', 'l_wrist', 'r_shoulder', 'r_elbow', 'r_wrist',
-)
-# Occlusion Person -> MPII: the root is the pelvis, the neck (its base, Human3.6M's thorax) is the
-# upper neck as in joints.MPII_FROM_H36M, thorax = mid-shoulders; there is no head top.
-MPII_FROM_OCCLUSION_PERSON = joints._by_name(OCCLUSION_PERSON15, joints.MPII16, {  # pylint: disable=protected-access
-    'pelvis': ('hip',), 'thorax': ('l_shoulder', 'r_shoulder'), 'upper_neck': ('neck',),
-})
-# Occlusion Person -> Human3.6M-17: the same skeleton under multiview-pose's names (belly = spine,
-# neck = thorax); nose and head are missing.
-H36M_FROM_OCCLUSION_PERSON = joints._by_name(OCCLUSION_PERSON15, joints.H36M17, {  # pylint: disable=protected-access
-    'pelvis': ('hip',), 'spine': ('belly',), 'thorax': ('neck',),
-})
-
 SPLITS = {'train': 'unrealcv_train.pkl', 'validation': 'unrealcv_validation.pkl'}
-NUM_SOURCE_JOINTS = len(OCCLUSION_PERSON15)
+NUM_SOURCE_JOINTS = len(joints.OCCLUSION_PERSON15)
 PROJECTION_TOLERANCE_PX = 1.0
 # Median thigh length ranges that identify the unit of joints_3d (adult thighs are ~400-450 mm).
 THIGH_RANGE_MM = (300.0, 600.0)
 THIGH_RANGE_M = (0.3, 0.6)
-_THIGHS = tuple((OCCLUSION_PERSON15.index(f'{s}_hip'), OCCLUSION_PERSON15.index(f'{s}_knee'))
+_THIGHS = tuple((joints.OCCLUSION_PERSON15.index(f'{s}_hip'), joints.OCCLUSION_PERSON15.index(f'{s}_knee'))
                 for s in 'rl')
+
+# MPII joints that are midpoints of two source joints (the thorax).
+_DERIVED = np.array([len(s) == 2 for s in joints.MPII_FROM_OCCLUSION_PERSON.sources])
 
 OFF_PROJECTION = 'joints_2d off the projection of joints_3d by > 1 px'
 IN_METRES = 'joints_3d in metres (converted to mm)'
@@ -120,10 +107,15 @@ def _intrinsics(path: str, i: int, entry: dict) -> np.ndarray:
   return np.asarray(values, np.float32)
 
 
-def mm_per_unit(joints_3d: np.ndarray, path: str) -> float:
-  """1 if joints_3d (N, 15, 3) are in mm, 1000 if in metres, judged by the median thigh length."""
-  thighs = np.concatenate([np.linalg.norm(joints_3d[:, a] - joints_3d[:, b], axis=-1)
-                           for a, b in _THIGHS])
+def mm_per_unit(joints_3d: np.ndarray, annotated: np.ndarray, path: str) -> float:
+  """1 if joints_3d (N, 15, 3) are in mm, 1000 if in metres, judged by the median length of the
+  thighs whose ends are both annotated (annotated (N, 15))."""
+  thighs = np.concatenate([
+      np.linalg.norm(joints_3d[:, a] - joints_3d[:, b], axis=-1)[(annotated[:, a] > 0) &
+                                                                 (annotated[:, b] > 0)]
+      for a, b in _THIGHS])
+  if not thighs.size:
+    raise base.AnnotationError(f'{path}: no annotated thigh to tell the unit of joints_3d')
   median = float(np.median(thighs))
   if THIGH_RANGE_MM[0] <= median <= THIGH_RANGE_MM[1]:
     return 1.0
@@ -168,19 +160,26 @@ def read_split(path: str) -> tuple[list[base.Person], dict[str, int]]:
   if not count:
     return [], counts
   # The check runs before the unit conversion: the projection does not depend on the unit.
-  error = np.linalg.norm(geometry.project(xyz, intrinsics) - xy, axis=-1)
+  with np.errstate(divide='ignore', invalid='ignore'):  # z = 0 gives NaN, counted as off
+    error = np.linalg.norm(geometry.project(xyz, intrinsics) - xy, axis=-1)
   off = np.any((annotated > 0) & ~(error <= PROJECTION_TOLERANCE_PX), axis=-1)  # NaN counts
   counts[OFF_PROJECTION] = int(off.sum())
-  scale = mm_per_unit(xyz, path)
+  scale = mm_per_unit(xyz, annotated, path)
   xyz *= scale
   counts[IN_METRES] = count if scale != 1 else 0
 
   visible *= annotated
-  mpii_xy, mpii_mask = MPII_FROM_OCCLUSION_PERSON(xy, annotated)
-  mpii_visible = MPII_FROM_OCCLUSION_PERSON(xy, visible)[1]
-  mpii_xyz = MPII_FROM_OCCLUSION_PERSON(xyz, annotated)[0]
-  h36m_xyz, h36m_mask = H36M_FROM_OCCLUSION_PERSON(xyz, annotated)
-  h36m_visible = H36M_FROM_OCCLUSION_PERSON(xyz, visible)[1]
+  mpii_xy, mpii_mask = joints.MPII_FROM_OCCLUSION_PERSON(xy, annotated)
+  mpii_visible = joints.MPII_FROM_OCCLUSION_PERSON(xy, visible)[1]
+  mpii_xyz = joints.MPII_FROM_OCCLUSION_PERSON(xyz, annotated)[0]
+  # A derived joint's 2D is the projection of its 3D midpoint, not the midpoint of the two
+  # projections (they differ by perspective, ~0.1 px here): stored 2D and 3D must agree.
+  derived = (mpii_mask > 0) & _DERIVED
+  with np.errstate(divide='ignore', invalid='ignore'):  # masked joints are zeros: z = 0
+    projected = geometry.project(mpii_xyz, intrinsics)
+  mpii_xy = np.where(derived[..., None], projected, mpii_xy)
+  h36m_xyz, h36m_mask = joints.H36M_FROM_OCCLUSION_PERSON(xyz, annotated)
+  h36m_visible = joints.H36M_FROM_OCCLUSION_PERSON(xyz, visible)[1]
   people = []
   for i, entry in enumerate(entries):
     center, side = base.box_from_joints(mpii_xy[i], mpii_mask[i])
