@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 
 import ml_collections
 
@@ -97,3 +98,10 @@ def load_config(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
+
+
+def default_workdir(config_flag: str) -> str:
+  """The workdir of a run: 'configs/finetune.py:paper,stage=2' -> 'runs/finetune_paper_stage_2'."""
+  path, _, arg = config_flag.partition(':')
+  name = os.path.splitext(os.path.basename(path))[0]
+  return os.path.join('runs', name + ('_' + re.sub(r'[^A-Za-z0-9]+', '_', arg) if arg else ''))

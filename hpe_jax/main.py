@@ -8,8 +8,6 @@ The workdir defaults to runs/<config name>[_<config arg>]; re-running the same c
 
 from __future__ import annotations
 
-import os
-import re
 import sys
 
 from absl import app
@@ -20,13 +18,6 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/pretrain.py'
                                           ' (optionally path:arg).', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (default runs/<config name>).')
-
-
-def default_workdir(config_flag: str) -> str:
-  """'configs/finetune.py:paper,stage=2' -> 'runs/finetune_paper_stage_2'."""
-  path, _, arg = config_flag.partition(':')
-  name = os.path.splitext(os.path.basename(path))[0]
-  return os.path.join('runs', name + ('_' + re.sub(r'[^A-Za-z0-9]+', '_', arg) if arg else ''))
 
 
 def main(argv):
@@ -42,7 +33,8 @@ def main(argv):
   from hpe_jax.data import datasets
   from hpe_jax.training import checkpoint
   from hpe_jax.training import train
-  workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].serialize().partition('=')[2])
+  workdir = _WORKDIR.value or default_config.default_workdir(
+      flags.FLAGS['config'].serialize().partition('=')[2])
   try:
     train.train_and_evaluate(config, workdir)
   except (default_config.ConfigError, datasets.DatasetError, checkpoint.CheckpointError) as e:

@@ -27,7 +27,7 @@ def test_builds_the_synthetic_dataset(tmp_path):
   result = _run('synthetic_humans', '--config=tiny', f'--data_dir={tmp_path}')
   assert result.returncode == 0, result.stderr
   assert 'Built synthetic_humans/tiny' in result.stdout
-  assert os.path.isdir(tmp_path / 'synthetic_humans' / 'tiny' / '1.0.0')
+  assert list((tmp_path / 'synthetic_humans' / 'tiny').glob('*/dataset_info.json'))
   again = _run('synthetic_humans', '--config=tiny', f'--data_dir={tmp_path}')
   assert 'already built' in again.stderr
 

@@ -5,7 +5,6 @@ import os
 import pytest
 
 from hpe_jax import default_config
-from hpe_jax.main import default_workdir
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 
@@ -18,7 +17,7 @@ def test_quick_presets_train_on_the_embedded_data():
   pretrain, finetune, scratch = (_load(n) for n in ('pretrain.py', 'finetune.py', 'scratch3d.py'))
   assert pretrain.data.train_2d == 'synthetic_humans' and not pretrain.data.train_3d
   assert not pretrain.model.depth and finetune.model.depth
-  assert finetune.init_from == default_workdir('configs/pretrain.py')
+  assert finetune.init_from == default_config.default_workdir('configs/pretrain.py')
   assert (finetune.train.depth_weight, finetune.train.geometric_weight) == (0.1, 0.01)
   assert scratch.init_from == '' and scratch.data.train_2d == '' and scratch.data.train_3d
   assert pretrain.model.image_size == pretrain.data.image_size == 128
@@ -34,8 +33,8 @@ def test_paper_recipe():
 def test_reference_stages_chain_through_default_workdirs():
   stage2 = _load('finetune.py', 'paper,stage=2')
   stage3 = _load('finetune.py', 'paper,stage=3')
-  assert stage2.init_from == default_workdir('configs/pretrain.py:paper')
-  assert stage3.init_from == default_workdir('configs/finetune.py:paper,stage=2')
+  assert stage2.init_from == default_config.default_workdir('configs/pretrain.py:paper')
+  assert stage3.init_from == default_config.default_workdir('configs/finetune.py:paper,stage=2')
   assert stage2.train.geometric_weight == 0 and stage3.train.geometric_weight == 0.01
   assert stage2.train.lr == 1e-3 and stage3.train.lr == 1e-4
   assert stage2.data.train_3d == 'human36m' and not stage2.data.augment.rotate_3d
