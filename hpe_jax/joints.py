@@ -160,3 +160,23 @@ MPII_FROM_OCCLUSION_PERSON = _by_name(OCCLUSION_PERSON15, MPII16, {
 H36M_FROM_OCCLUSION_PERSON = _by_name(OCCLUSION_PERSON15, H36M17, {
     'pelvis': ('hip',), 'spine': ('belly',), 'thorax': ('neck',),
 })
+
+# MPI-INF-3DHP's 28 training joints, in annot2 / annot3 order.
+MPI_INF_3DHP28 = (
+    'spine3', 'spine4', 'spine2', 'spine', 'pelvis', 'neck', 'head', 'head_top', 'l_clavicle',
+    'l_shoulder', 'l_elbow', 'l_wrist', 'l_hand', 'r_clavicle', 'r_shoulder', 'r_elbow',
+    'r_wrist', 'r_hand', 'l_hip', 'l_knee', 'l_ankle', 'l_foot', 'l_toe', 'r_hip', 'r_knee',
+    'r_ankle', 'r_foot', 'r_toe',
+)
+# The 17 test joints (test-set and mmpose order): their indices among the 28.
+MPI_INF_3DHP_TEST_JOINTS = (7, 5, 14, 15, 16, 9, 10, 11, 23, 24, 25, 18, 19, 20, 4, 3, 6)
+MPI_INF_3DHP17 = tuple(MPI_INF_3DHP28[i] for i in MPI_INF_3DHP_TEST_JOINTS)
+# 3DHP -> MPII: thorax = mid-shoulders (3DHP's neck is 30-70 mm above it); pelvis is mid-hips.
+MPII_FROM_3DHP = _by_name(MPI_INF_3DHP28, MPII16, {
+    'thorax': ('l_shoulder', 'r_shoulder'), 'upper_neck': ('neck',),
+})
+# 3DHP -> Human3.6M-17: H36M thorax = neck base, head = head top (3DHP 'head' is the head's
+# centre); 3DHP spine is about halfway from pelvis to neck, as H36M's; no nose.
+H36M_FROM_3DHP = _by_name(MPI_INF_3DHP28, H36M17, {
+    'thorax': ('neck',), 'head': ('head_top',), 'nose': (),
+})

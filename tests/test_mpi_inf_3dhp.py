@@ -1,0 +1,258 @@
+"""The MPI-INF-3DHP builder: training videos and test frames from tiny fixtures, real frames."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+import tensorflow_datasets as tfds
+
+from hpe_jax import geometry
+from hpe_jax import joints
+from hpe_jax.data import features
+from hpe_jax.data.builders import base
+from hpe_jax.data.builders import mpi_inf_3dhp as m3
+from conftest import realdata_dir
+
+_SIZE = (160, 120)  # video / image width, height
+_INTRINSICS = np.array([200.0, 210.0, 79.5, 59.5])
+_FRAMES = 12
+
+
+def _poses(rng, count: int) -> np.ndarray:
+  """(count, 28, 3) camera mm: random joints within +-500 mm of a point 4 m ahead."""
+  return rng.uniform(-500, 500, (count, 28, 3)) + np.array([0, 0, 4000.0])
+
+
+def _calibration(cameras) -> str:
+  lines = ['Skeletool Camera Calibration File V1.0']
+  for camera in cameras:
+    k = np.eye(4)
+    k[[0, 1, 0, 1], [0, 1, 2, 2]] = _INTRINSICS
+    lines += [f'name          {camera}', '  sensor      10 10', '  size        160 120',
+              '  animated    0', '  intrinsic   ' + ' '.join(f'{v:g}' for v in k.ravel()),
+              '  extrinsic   ' + ' '.join(f'{v:g}' for v in np.eye(4).ravel())]
+  return '\n'.join(lines) + '\n'
+
+
+def _brightness(frame: int) -> int:
+  return 20 * frame % 250 + 5
+
+
+def _write_train(manual_dir: str, rng, file_cameras=(0, 1, 2), videos=(0, 2),
+                 calibration_cameras=(0, 1, 2)) -> dict[int, np.ndarray]:
+  """S1/Seq1 with annot.mat, camera.calibration and videos; returns {camera: (F, 28, 3) mm}."""
+  folder = os.path.join(manual_dir, 'S1', 'Seq1')
+  os.makedirs(os.path.join(folder, 'imageSequence'))
+  poses = {c: _poses(rng, _FRAMES) for c in file_cameras}
+  cell = lambda rows: np.array([[r] for r in rows] + [[None]], dtype=object)[:-1]
+  scipy.io.savemat(os.path.join(folder, 'annot.mat'), {
+      'annot2': cell([geometry.project(poses[c], _INTRINSICS).reshape(_FRAMES, 56)
+                      for c in file_cameras]),
+      'annot3': cell([poses[c].reshape(_FRAMES, 84) for c in file_cameras]),
+      'univ_annot3': cell([poses[c].reshape(_FRAMES, 84) * 0.9 for c in file_cameras]),
+      'cameras': np.array([file_cameras]), 'frames': np.arange(_FRAMES)[:, None]})
+  with open(os.path.join(folder, 'camera.calibration'), 'w') as f:
+    f.write(_calibration(calibration_cameras))
+  for camera in videos:
+    writer = cv2.VideoWriter(os.path.join(folder, 'imageSequence', f'video_{camera}.avi'),
+                             cv2.VideoWriter_fourcc(*'MJPG'), 25, _SIZE)
+    for frame in range(_FRAMES):
+      writer.write(np.full((_SIZE[1], _SIZE[0], 3), _brightness(frame), np.uint8))
+    writer.release()
+  return poses
+
+
+def _write_test(manual_dir: str, rng, valid=(1, 0, 1, 1)) -> np.ndarray:
+  """TS1 (annot_data.mat as HDF5, jpgs) and cameras_test.pkl; returns (N, 17, 3) annot3 mm."""
+  folder = os.path.join(manual_dir, 'mpi_inf_3dhp_test_set', 'TS1')
+  os.makedirs(os.path.join(folder, 'imageSequence'))
+  poses = _poses(rng, len(valid))[:, joints.MPI_INF_3DHP_TEST_JOINTS]
+  with h5py.File(os.path.join(folder, 'annot_data.mat'), 'w') as f:
+    f['annot2'] = geometry.project(poses, _INTRINSICS)[:, None]
+    f['annot3'] = poses[:, None]
+    f['univ_annot3'] = poses[:, None] * 0.9
+    f['valid_frame'] = np.array(valid, np.float64)
+    f['activity_annotation'] = np.full(len(valid), 3.0)
+  for i in range(len(valid)):
+    cv2.imwrite(os.path.join(folder, 'imageSequence', f'img_{i + 1:06d}.jpg'),
+                np.full((_SIZE[1], _SIZE[0], 3), _brightness(i), np.uint8))
+  cameras = {f'TS{n}': {'f': _INTRINSICS[:2, None], 'c': _INTRINSICS[2:, None]}
+             for n in m3.TEST_SEQUENCES}
+  with open(os.path.join(manual_dir, 'cameras_test.pkl'), 'wb') as f:
+    pickle.dump(cameras, f)
+  return poses
+
+
+def _records(builder, split: str) -> list[dict]:
+  source = builder.as_data_source(split, decoders={'image': tfds.decode.SkipDecoding()})
+  return [{k: v.decode() if isinstance(v, bytes) and k != 'image' else v
+           for k, v in source[i].items()} for i in range(len(source))]
+
+
+def _check_projection(record: dict):
+  """joints_2d is the projection of joints_3d, except the derived thorax: the midpoint of the
+  projected shoulders is not the projection of their 3D midpoint."""
+  uv = geometry.project(record['joints_3d'].astype(np.float64), record['intrinsics'])
+  direct = np.arange(16) != joints.MPII16.index('thorax')
+  assert record['joints_mask'].all()
+  np.testing.assert_allclose(uv[direct], record['joints_2d'][direct], atol=1e-3)
+
+
+def test_build_train_and_test(tmp_path):
+  manual_dir = str(tmp_path / 'manual')
+  rng = np.random.default_rng(0)
+  train_poses = _write_train(manual_dir, rng)
+  test_poses = _write_test(manual_dir, rng)
+  config = m3.MpiInf3dhpConfig(name='tiny', crop_size=64, frame_stride=5, cameras=(0, 2))
+  builder = m3.MpiInf3dhp(config=config, data_dir=str(tmp_path / 'tfds'),
+                          file_format='array_record')
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+
+  train = _records(builder, 'train')
+  assert [(r['camera'], int(r['frame'])) for r in train] == [
+      (c, f) for c in ('0', '2') for f in (0, 5, 10)]
+  for record in train:
+    camera, frame = int(record['camera']), int(record['frame'])
+    assert record['image_name'] == f'S1/Seq1/imageSequence/video_{camera}.avi@{frame:06d}'
+    assert record['subject'] == 'S1' and record['action'] == '' and record['has_3d']
+    np.testing.assert_allclose(record['intrinsics'], _INTRINSICS)
+    expected, mask = joints.MPII_FROM_3DHP(train_poses[camera][frame], np.ones(28))
+    assert mask.all() and np.array_equal(record['joints_mask'], mask)
+    np.testing.assert_allclose(record['joints_3d'], expected, rtol=1e-6)
+    univ, eval_mask = joints.H36M_FROM_3DHP(train_poses[camera][frame] * 0.9, np.ones(28))
+    np.testing.assert_allclose(record['eval_joints_3d'], univ, rtol=1e-6)
+    assert np.array_equal(record['eval_mask'], eval_mask)
+    assert eval_mask[joints.H36M17.index('nose')] == 0 and eval_mask.sum() == 16
+    _check_projection(record)
+    # The crop shows the requested frame: its brightness, within JPEG/MJPEG error.
+    crop = features.decode_jpeg(record['image'])
+    assert abs(np.median(crop[24:40, 24:40]) - _brightness(frame)) < 4, (camera, frame)
+
+  test = _records(builder, 'test')
+  assert [int(r['frame']) for r in test] == [0, 1, 2, 3]
+  for record in test:
+    frame = int(record['frame'])
+    assert record['subject'] == 'TS1' and record['action'] == 'sit_on_chair'
+    _check_projection(record)
+    pose28 = np.zeros((28, 3))
+    pose28[list(joints.MPI_INF_3DHP_TEST_JOINTS)] = test_poses[frame]
+    np.testing.assert_allclose(record['joints_3d'], joints.MPII_FROM_3DHP(pose28, np.ones(28))[0],
+                               rtol=1e-6)
+    assert record['eval_mask'].sum() == (0 if frame == 1 else 16)  # frame 1 is invalid
+    crop = features.decode_jpeg(record['image'])
+    assert abs(np.median(crop[24:40, 24:40]) - _brightness(frame)) < 4
+  assert builder.report['test']['counts'][
+      'invalid frames (kept, excluded from 3D metrics)'] == 1
+  assert builder.report['train']['counts']['written'] == 6
+
+
+def test_missing_video_frames_are_counted(tmp_path):
+  manual_dir = str(tmp_path / 'manual')
+  _write_train(manual_dir, np.random.default_rng(1), videos=(0,))
+  # Camera 2's video is absent; camera 0's video ends before frame 15 (stride 5 asks for it).
+  path = os.path.join(manual_dir, 'S1', 'Seq1', 'annot.mat')
+  contents = scipy.io.loadmat(path)
+  contents['frames'] = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 11])[:, None]
+  scipy.io.savemat(path, {k: v for k, v in contents.items() if not k.startswith('__')})
+  config = m3.MpiInf3dhpConfig(name='tiny', crop_size=64, frame_stride=5, cameras=(0, 2))
+  builder = m3.MpiInf3dhp(config=config, data_dir=str(tmp_path / 'tfds'),
+                          file_format='array_record', allow_missing=True)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  counts = builder.report['train']['counts']
+  assert counts == {'written': 2, 'missing image': 3, 'unreadable image': 1}, counts
+
+
+def test_bad_input(tmp_path):
+  manual_dir = str(tmp_path / 'manual')
+  _write_train(manual_dir, np.random.default_rng(2), calibration_cameras=(0, 1))
+  with pytest.raises(base.AnnotationError, match=r'camera\.calibration has no camera 2'):
+    m3.read_sequence(manual_dir, 1, 1, (0, 2), 5)
+  path = os.path.join(manual_dir, 'S1', 'Seq1', 'annot.mat')
+  contents = scipy.io.loadmat(path)
+  contents['annot2'][1, 0] = np.zeros((_FRAMES, 50))
+  scipy.io.savemat(path, {k: v for k, v in contents.items() if not k.startswith('__')})
+  with pytest.raises(base.AnnotationError, match=r'annot\.mat: annot2\{2\} has shape'):
+    m3.read_sequence(manual_dir, 1, 1, (0, 1), 5)
+  os.remove(path)
+  with pytest.raises(base.AnnotationError, match='annot.mat'):
+    m3.read_sequence(manual_dir, 1, 1, (0,), 5)
+
+
+@pytest.fixture
+def real() -> str:
+  path = realdata_dir()
+  if path is None or not os.path.isdir(os.path.join(path, 'mpi_inf_3dhp')):
+    pytest.skip('realdata is absent')
+  return os.path.join(path, 'mpi_inf_3dhp')
+
+
+def _real(real: str, split: str):
+  """The real npz rows as 28-joint arrays: names, cameras (N, 4), uv (N, 28, 2), xyz mm, mask."""
+  data = np.load(os.path.join(real, f'test_3dhp_{split}.npz'))
+  with open(os.path.join(real, f'cameras_{split}.pkl'), 'rb') as f:
+    cameras = pickle.load(f)
+  names = [str(n) for n in data['imgname']]
+  intrinsics = np.stack([np.ravel([cameras[n.rsplit('_', 1)[0]][k] for k in 'fc'])
+                         for n in names])
+  uv, xyz = np.zeros((len(names), 28, 2)), np.zeros((len(names), 28, 3))
+  # mmpose's 17 joints are the test joints in TEST_JOINTS order; S is in metres.
+  uv[:, joints.MPI_INF_3DHP_TEST_JOINTS], xyz[:, joints.MPI_INF_3DHP_TEST_JOINTS] = data['part'][..., :2], data['S'][..., :3] * 1000
+  mask = np.zeros((len(names), 28))
+  mask[:, list(joints.MPI_INF_3DHP_TEST_JOINTS)] = 1
+  return names, intrinsics, uv, xyz, mask
+
+
+@pytest.mark.parametrize('split', ['train', 'test'])
+def test_real_projection_and_anatomy(real, split):
+  names, intrinsics, uv, xyz, mask = _real(real, split)
+  sel = list(joints.MPI_INF_3DHP_TEST_JOINTS)
+  error = np.linalg.norm(geometry.project(xyz[:, sel], intrinsics) - uv[:, sel], axis=-1)
+  assert error.max() < 2.5, error.max()  # mmpose's own files: up to 2.14 px
+  if split == 'test':  # the published cameras roughly agree with mmpose's per-sequence ones
+    published = np.stack([m3.TEST_INTRINSICS[m3.TEST_CAMERA[int(n[2])]] for n in names])
+    error = np.linalg.norm(geometry.project(xyz[:, sel], published) - uv[:, sel], axis=-1)
+    assert error.max() < 10.0, error.max()  # TS2: 8 px (its c differs by ~5 px)
+  pose, pose_mask = joints.H36M_FROM_3DHP(xyz, mask)
+  assert pose_mask.sum(-1).tolist() == [16] * len(names)
+  at = lambda name: pose[:, joints.H36M17.index(name)]
+  # Pelvis is mid-hips, the spine lies between pelvis and thorax, the head above the thorax.
+  np.testing.assert_allclose(at('pelvis'), (at('l_hip') + at('r_hip')) / 2, atol=1e-3)
+  up = at('thorax') - at('pelvis')
+  assert np.all(np.sum((at('spine') - at('pelvis')) * up, -1) > 0)
+  assert np.all(np.sum((at('thorax') - at('spine')) * up, -1) > 0)
+  assert np.all(np.sum((at('head') - at('thorax')) * up, -1) > 0)
+  # Left is left: knees bend backwards, so the hinge cross(thigh, shin) points to the person's
+  # left (a rotated thigh can turn it sideways: on S4 a 13 deg bend has it ~perpendicular, so
+  # only clear bends are asserted); the left shoulder lies on the same side as the left hip.
+  across = at('l_hip') - at('r_hip')
+  across /= np.linalg.norm(across, axis=-1, keepdims=True)
+  unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
+  for side in 'lr':
+    thigh, shin = at(f'{side}_knee') - at(f'{side}_hip'), at(f'{side}_ankle') - at(f'{side}_knee')
+    hinge = np.cross(unit(thigh), unit(shin))
+    bent = np.linalg.norm(hinge, axis=-1) > np.sin(np.deg2rad(15))
+    assert np.all(np.sum(hinge * across, -1)[bent] > 0.05), (split, side)
+  assert np.all(np.sum((at('l_shoulder') - at('r_shoulder')) * across, -1) > 0)
+
+
+def test_real_crop_with_joints(real):
+  """Draws the MPII-16 joints (left red, right blue) on the real training crops for a look."""
+  names, intrinsics, uv, _, mask = _real(real, 'train')
+  mpii, mpii_mask = joints.MPII_FROM_3DHP(uv, mask)
+  assert mpii_mask.sum(-1).tolist() == [16] * len(names)
+  for name, points in zip(names, mpii):
+    image = cv2.imread(os.path.join(real, name))[..., ::-1]
+    center, side = base.box_from_joints(points, np.ones(16))
+    crop, crop_to_image = features.person_crop(image, center, side, 384)
+    crop = np.ascontiguousarray(crop[..., ::-1])
+    to_crop = geometry.invert_affine(crop_to_image)
+    for j, (x, y) in enumerate(geometry.transform_points(to_crop, points)):
+      color = (0, 0, 255) if joints.MPII16[j].startswith('l_') else (255, 0, 0)
+      cv2.circle(crop, (int(round(x)), int(round(y))), 4, color, -1)
+    cv2.imwrite(f'/tmp/mpi_inf_3dhp_{name[:-4]}.png', crop)
