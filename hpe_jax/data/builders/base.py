@@ -99,6 +99,42 @@ def load_mat(path: str, variable: str) -> np.ndarray:
   return contents[variable]
 
 
+_VIDEO_FRAME_SEPARATOR = '@'
+
+
+def video_frame_name(video: str, frame: int) -> str:
+  """The image name of 0-based frame `frame` of `video` (relative to manual_dir)."""
+  return f'{video}{_VIDEO_FRAME_SEPARATOR}{frame:06d}'
+
+
+def _split_video_frame(name: str) -> tuple[str | None, int]:
+  video, separator, frame = name.rpartition(_VIDEO_FRAME_SEPARATOR)
+  return (video, int(frame)) if separator and frame.isdigit() else (None, 0)
+
+
+class _SequentialVideo:
+  """Decodes frames of one open video forward (seeking in compressed video is slow and, for
+  MJPEG AVIs in OpenCV, unreliable); reopens the video when asked for an earlier frame."""
+
+  def __init__(self):
+    self._path, self._capture, self._next = None, None, 0
+
+  def read(self, path: str, frame: int) -> np.ndarray | None:
+    if path != self._path or frame < self._next:
+      if self._capture is not None:
+        self._capture.release()
+      self._path, self._capture, self._next = path, cv2.VideoCapture(path), 0
+    while self._next < frame:  # grab() skips a frame without converting it
+      if not self._capture.grab():
+        return None
+      self._next += 1
+    ok, image = self._capture.read()
+    if not ok:
+      return None
+    self._next += 1
+    return image[..., ::-1]
+
+
 class PoseBuilderConfig(tfds.core.BuilderConfig):
   """crop_size: side in pixels of the stored crop, which spans 1.5x the person box (384 keeps a
   256 px network input at native resolution; 'small' suits 128 px inputs)."""
@@ -123,14 +159,19 @@ class PoseDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     # {split: {reason: count}} of people a reader leaves out before building (e.g. MPII people
     # without annotated joints); merged into `report`.
     self.read_report: dict[str, dict[str, int]] = {}
+    self._videos = _SequentialVideo()
 
   def image_file(self, name: str) -> str:
-    """The file (relative to manual_dir) that holds image `name`; video builders override it."""
-    return name
+    """The file (relative to manual_dir) that holds image `name`: the video of a video frame."""
+    video, frame = _split_video_frame(name)
+    return name if video is None else video
 
   def load_image(self, manual_dir: str, name: str) -> np.ndarray | None:
-    """Image `name` as (H, W, 3) uint8 RGB, or None if it cannot be decoded. The base calls it
-    once per image, grouped by file in order, so a video builder can decode sequentially."""
+    """Image `name` as (H, W, 3) uint8 RGB, or None if it cannot be decoded. The base asks for
+    each image once, grouped by file in order, so video frames decode sequentially."""
+    video, frame = _split_video_frame(name)
+    if video is not None:
+      return self._videos.read(os.path.join(manual_dir, video), frame)
     image = cv2.imread(os.path.join(manual_dir, name), cv2.IMREAD_COLOR)
     return None if image is None else image[..., ::-1]
 

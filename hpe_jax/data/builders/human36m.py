@@ -37,7 +37,6 @@ import os
 import pickle
 import re
 
-import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -52,7 +51,6 @@ H36M32_TO_17 = (0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27)
 NUM_JOINTS_32 = 32
 SPLIT_OF_SUBJECT = {**{s: 'train' for s in ('S1', 'S5', 'S6', 'S7', 'S8')},
                     **{s: 'test' for s in ('S9', 'S11')}}
-FRAME_SEPARATOR = '@'  # video frame names: '<video path>@<0-based frame, 6 digits>'
 
 
 class Human36mConfig(base.PoseBuilderConfig):
@@ -203,7 +201,7 @@ def read_official(manual_dir: str, frame_stride: int) -> dict[str, list[base.Per
     poses = read_pose_cdf(path)
     for frame in range(0, len(poses), frame_stride):
       splits[split].append(make_person(
-          f'{video}{FRAME_SEPARATOR}{frame:06d}', poses[frame], cameras[subject, camera],
+          base.video_frame_name(video, frame), poses[frame], cameras[subject, camera],
           subject, action_name(sequence), camera, frame))
   return splits
 
@@ -239,37 +237,8 @@ Human3.6M needs a licence (http://vision.imar.ro/human3.6m). Put ONE of these la
 """
   DEFAULT_SPLITS = {'2d': 'train', '3d': 'train', 'eval': 'test'}
 
-  def __init__(self, **kwargs):
-    super().__init__(**kwargs)
-    # The open video, so that consecutive frames of one video decode sequentially:
-    # (video path, cv2.VideoCapture, index of the frame the next read returns).
-    self._video = None
-
   def read_annotations(self, manual_dir: str) -> dict[str, list[base.Person]]:
     npz_files = mmpose_npz_files(manual_dir)
     if npz_files:
       return read_mmpose(manual_dir, npz_files)
     return read_official(manual_dir, self.builder_config.frame_stride)
-
-  def image_file(self, name: str) -> str:
-    return name.split(FRAME_SEPARATOR)[0]
-
-  def load_image(self, manual_dir: str, name: str) -> np.ndarray | None:
-    if FRAME_SEPARATOR not in name:
-      return super().load_image(manual_dir, name)
-    video, frame = name.split(FRAME_SEPARATOR)
-    frame, path = int(frame), os.path.join(manual_dir, video)
-    if self._video is None or self._video[0] != path or self._video[2] > frame:
-      if self._video is not None:
-        self._video[1].release()
-      self._video = [path, cv2.VideoCapture(path), 0]
-    capture = self._video[1]
-    while self._video[2] < frame:  # grab() skips a frame without converting it
-      if not capture.grab():
-        return None
-      self._video[2] += 1
-    ok, image = capture.read()
-    if not ok:
-      return None
-    self._video[2] += 1
-    return image[..., ::-1]

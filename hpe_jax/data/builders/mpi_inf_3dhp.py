@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import os
 import pickle
-import re
 
-import cv2
 import h5py
 import numpy as np
 import tensorflow_datasets as tfds
@@ -58,12 +56,6 @@ ACTIVITIES = ('stand_walk', 'exercise', 'sit_on_chair', 'reach_crouch', 'on_floo
 MAX_REPROJECTION_PX = 3.0  # the real frames reach 2.1 px (norm)
 _INVALID = 'invalid frames (kept, excluded from 3D metrics)'
 _OFF_PROJECTION = f'frames whose 2D labels are > {MAX_REPROJECTION_PX:g} px from projected 3D (kept)'
-_VIDEO_FRAME = re.compile(r'^(.*\.avi)@(\d+)$')
-
-
-def video_frame_name(video: str, frame: int) -> str:
-  """The image name of 0-based frame `frame` of `video` (relative to manual_dir)."""
-  return f'{video}@{frame:06d}'
 
 
 def read_calibration(path: str, cameras) -> dict[int, np.ndarray]:
@@ -156,7 +148,7 @@ def read_sequence(manual_dir: str, subject: int, sequence: int, cameras,
     off_projection += _count_off_projection(xy[keep], xyz[keep], intrinsics[camera])
     video = f'{folder}/imageSequence/video_{camera}.avi'
     people += _people(
-        [video_frame_name(video, frames[i]) for i in keep], xy[keep], xyz[keep], univ[keep],
+        [base.video_frame_name(video, frames[i]) for i in keep], xy[keep], xyz[keep], univ[keep],
         np.ones(28, np.float32), np.ones(len(keep), np.float32), intrinsics[camera],
         subject=f'S{subject}',
         actions=[''] * len(keep), camera=str(camera), frames=frames[keep])
@@ -286,36 +278,6 @@ Download MPI-INF-3DHP with the release's get_dataset.sh / get_testset.sh
   manual_dir/cameras_test.pkl   (optional: mmpose's test cameras; else the published ones)
 """
   DEFAULT_SPLITS = {'2d': 'train', '3d': 'train', 'eval': 'test'}
-
-  def __init__(self, **kwargs):
-    super().__init__(**kwargs)
-    self._video = None  # (path, cv2.VideoCapture, index of the next frame it decodes)
-
-  def image_file(self, name: str) -> str:
-    match = _VIDEO_FRAME.match(name)
-    return match.group(1) if match else name
-
-  def load_image(self, manual_dir: str, name: str) -> np.ndarray | None:
-    match = _VIDEO_FRAME.match(name)
-    if not match:
-      return super().load_image(manual_dir, name)
-    path, frame = os.path.join(manual_dir, match.group(1)), int(match.group(2))
-    # Seeking in MJPEG/AVI is unreliable in OpenCV; the base asks for frames in order, so one
-    # capture per video decodes forward.
-    if self._video is None or self._video[0] != path or self._video[2] > frame:
-      if self._video is not None:
-        self._video[1].release()
-      self._video = [path, cv2.VideoCapture(path), 0]
-    capture = self._video[1]
-    while self._video[2] < frame:
-      if not capture.grab():
-        return None
-      self._video[2] += 1
-    ok, image = capture.read()
-    if not ok:
-      return None
-    self._video[2] += 1
-    return image[..., ::-1]
 
   def read_annotations(self, manual_dir: str) -> dict[str, list[base.Person]]:
     config = self.builder_config
