@@ -8,6 +8,7 @@ The workdir defaults to runs/<config name>[_<config arg>]; re-running the same c
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app
@@ -36,6 +37,11 @@ def main(argv):
   workdir = _WORKDIR.value or default_config.default_workdir(
       flags.FLAGS['config'].serialize().partition('=')[2])
   try:
+    try:
+      os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+      raise default_config.ConfigError(
+          f'--workdir={workdir} cannot be created ({e.strerror}); choose another one') from e
     train.train_and_evaluate(config, workdir)
   except (default_config.ConfigError, datasets.DatasetError, checkpoint.CheckpointError) as e:
     print(f'error: {e}', file=sys.stderr)

@@ -35,3 +35,8 @@ def test_builds_the_synthetic_dataset(tmp_path):
 def test_unknown_dataset_is_named(tmp_path):
   result = _run('nonexistent', f'--data_dir={tmp_path}')
   assert result.returncode != 0 and "unknown dataset 'nonexistent'" in result.stderr
+
+
+def test_unknown_config_is_named(tmp_path):
+  result = _run('lsp', '--config=huge', f'--data_dir={tmp_path}')
+  assert result.returncode != 0 and "lsp has no config 'huge'; it has default, small" in result.stderr

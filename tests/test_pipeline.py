@@ -145,6 +145,8 @@ def test_eval_batches_pad_the_last_batch(data_dir):
 def test_unknown_and_unbuilt_datasets_say_what_to_do(data_dir):
   with pytest.raises(datasets.DatasetError, match="unknown dataset 'nonexistent'"):
     datasets.resolve('nonexistent', '2d', data_dir)
+  with pytest.raises(datasets.DatasetError, match="no config 'huge'; it has default, tiny"):
+    datasets.resolve('synthetic_humans/huge', '2d', data_dir)
   with pytest.raises(datasets.DatasetError, match='no split'):
     datasets.resolve(TINY_DATASET + ':nosuchsplit', '2d', data_dir)
 

@@ -231,6 +231,7 @@ def test_four_devices_give_the_loss_and_gradients_of_one(data_dir):
     ('--config.data.train_2d=nonexistent', "unknown dataset 'nonexistent'"),
     ('--config.init_from=/no/such/run', "init_from='/no/such/run' holds no checkpoint"),
     ('--config.data.image_size=100', 'data.image_size=100 must be a multiple of 32'),
+    ('--workdir=/proc/hpe_jax_run', '--workdir=/proc/hpe_jax_run cannot be created'),
 ])
 def test_cli_errors_are_one_clear_message(data_dir, tmp_path, override, message):
   result = subprocess.run(_main_command(tmp_path / 'run', data_dir, override),

@@ -57,6 +57,9 @@ def main(argv):
   if _HELP_DOWNLOAD.value:
     print(instructions or f'{name} needs no download.')
     return
+  configs = builder_class.builder_configs
+  if _CONFIG.value not in configs:
+    sys.exit(f'error: {name} has no config {_CONFIG.value!r}; it has {", ".join(sorted(configs))}')
   data_dir = datasets.default_data_dir(_DATA_DIR.value)
   kwargs = {'allow_missing': _ALLOW_MISSING.value} if issubclass(
       builder_class, base.PoseDatasetBuilder) else {}

@@ -47,11 +47,15 @@ def parse_list(spec: str) -> list[str]:
 
 
 def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
-  try:
-    return tfds.builder(name, data_dir=data_dir, file_format='array_record')
-  except tfds.core.registered.DatasetNotFoundError as e:
-    known = ', '.join(sorted(builders.NAMES))
-    raise DatasetError(f'unknown dataset {name!r}: hpe_jax provides {known}') from e
+  dataset, _, config = name.partition('/')
+  if dataset not in builders.NAMES:
+    raise DatasetError(f'unknown dataset {dataset!r}: hpe_jax provides '
+                       f'{", ".join(sorted(builders.NAMES))}')
+  configs = tfds.builder_cls(dataset).builder_configs
+  if config and config not in configs:
+    raise DatasetError(f'dataset {dataset!r} has no config {config!r}; it has '
+                       f'{", ".join(sorted(configs))}')
+  return tfds.builder(name, data_dir=data_dir, file_format='array_record')
 
 
 def resolve(spec: str, role: str, data_dir: str = '', build_if_missing: bool = True) -> DatasetRef:
