@@ -58,13 +58,43 @@ def affine_scale(affine: np.ndarray) -> np.ndarray:
   return np.sqrt(np.abs(np.linalg.det(np.asarray(affine)[..., :2])))
 
 
-def project(points_3d: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
-  """Pinhole projection. points_3d (..., J, 3) camera frame, intrinsics (..., 4) = fx, fy, cx, cy
-  -> (..., J, 2) pixels."""
+def project(points_3d: np.ndarray, intrinsics: np.ndarray,
+            distortion: np.ndarray | None = None) -> np.ndarray:
+  """Camera projection. points_3d (..., J, 3) camera frame, intrinsics (..., 4) = fx, fy, cx, cy,
+  distortion (..., 5) = k1, k2, p1, p2, k3 (OpenCV's radial-tangential model; None or zeros:
+  pinhole) -> (..., J, 2) pixels."""
   intrinsics = np.asarray(intrinsics)[..., None, :]
-  z = points_3d[..., 2]
-  return np.stack([points_3d[..., 0] / z * intrinsics[..., 0] + intrinsics[..., 2],
-                   points_3d[..., 1] / z * intrinsics[..., 1] + intrinsics[..., 3]], axis=-1)
+  normalized = points_3d[..., :2] / points_3d[..., 2:3]
+  if distortion is not None:
+    normalized = distort(normalized, distortion)
+  return normalized * intrinsics[..., :2] + intrinsics[..., 2:]
+
+
+def distort(normalized: np.ndarray, distortion: np.ndarray) -> np.ndarray:
+  """Lens distortion of normalised image points. normalized (..., J, 2) = (X/Z, Y/Z), distortion
+  (..., 5) = k1, k2, p1, p2, k3 -> (..., J, 2)."""
+  k1, k2, p1, p2, k3 = (np.asarray(distortion)[..., None, k] for k in range(5))
+  x, y = normalized[..., 0], normalized[..., 1]
+  r2 = x * x + y * y
+  radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
+  return np.stack([x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x),
+                   y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y], axis=-1)
+
+
+def undistort_pixels(uv: np.ndarray, intrinsics: np.ndarray, distortion: np.ndarray,
+                     iterations: int = 20) -> np.ndarray:
+  """Inverts `distort` on pixels: where a pinhole camera would have imaged the same ray.
+
+  Fixed-point iteration (as OpenCV's undistortPoints), exact to ~1e-6 px for the mild distortion
+  of real lenses within the image. uv (..., J, 2) pixels, intrinsics (..., 4), distortion (..., 5)
+  -> (..., J, 2) pixels.
+  """
+  intrinsics = np.asarray(intrinsics, np.float64)[..., None, :]
+  target = (np.asarray(uv, np.float64) - intrinsics[..., 2:]) / intrinsics[..., :2]
+  normalized = target
+  for _ in range(iterations):
+    normalized = normalized + target - distort(normalized, distortion)
+  return normalized * intrinsics[..., :2] + intrinsics[..., 2:]
 
 
 def root_relative_depth_px(points_3d: np.ndarray, focal: np.ndarray, root: int) -> np.ndarray:

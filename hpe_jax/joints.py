@@ -50,6 +50,8 @@ H36M17 = (
 )
 H36M_PELVIS = H36M17.index('pelvis')  # the root of every 3D metric
 H36M_FLIP_PAIRS = ((1, 4), (2, 5), (3, 6), (11, 14), (12, 15), (13, 16))
+# The kinematic tree of Human3.6M-17: the parent of each joint (-1 for the pelvis).
+H36M_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 9, 8, 11, 12, 8, 14, 15)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,7 @@ from conftest import realdata_dir
 
 H36M = joints.H36M17.index
 INTRINSICS = np.array([60.0, 62.0, 31.5, 30.5], np.float32)  # fx, fy, cx, cy of the fixture
+RADIAL, TANGENTIAL = [-0.2, 0.24, -0.0025], [-0.0018, -0.0009]  # k, p: Human3.6M-like values
 VIDEO_FRAMES, VIDEO_SIZE = 12, 64
 BRIGHTNESS_STEP = 20  # fixture frame i is a uniform grey of i x BRIGHTNESS_STEP
 
@@ -84,7 +85,8 @@ def _write_official(manual_dir: str, sequences: dict[tuple[str, str], np.ndarray
     table = {}
     for subject, sequence in sequences:
       table.setdefault(subject, {})[sequence.rsplit('.', 1)[1]] = {
-          'f': INTRINSICS[:2].tolist(), 'c': INTRINSICS[2:].tolist()}
+          'f': INTRINSICS[:2].tolist(), 'c': INTRINSICS[2:].tolist(), 'k': RADIAL,
+          'p': TANGENTIAL}
     with open(os.path.join(manual_dir, 'cameras.json'), 'w') as f:
       json.dump(table, f)
 
@@ -105,15 +107,22 @@ def test_official_layout_builds_strided_video_frames(tmp_path):
     assert (record['subject'], record['action'], record['camera']) == (
         b'S9', b'Directions', b'54138969')
     np.testing.assert_allclose(record['intrinsics'], INTRINSICS)
+    distortion = np.array([*RADIAL[:2], *TANGENTIAL, RADIAL[2]])
+    np.testing.assert_allclose(record['distortion'], distortion, rtol=1e-6)
     pose = poses[frame, list(human36m.H36M32_TO_17)]
     np.testing.assert_allclose(record['eval_joints_3d'], pose, rtol=1e-6)
     np.testing.assert_array_equal(record['eval_mask'], 1)
     mpii_3d, _ = joints.MPII_FROM_H36M(pose, np.ones(17))
     np.testing.assert_allclose(record['joints_3d'], mpii_3d, rtol=1e-6)
-    # 2D = the projection of the 17 joints, mapped to MPII-16 (the thorax is then the midpoint
-    # of the projected shoulders, not the projection of the 3D midpoint).
-    projected, _ = joints.MPII_FROM_H36M(geometry.project(pose, INTRINSICS), np.ones(17))
+    # 2D = OpenCV's projection of the 17 joints with the lens distortion, mapped to MPII-16 (the
+    # thorax is then the midpoint of the projected shoulders, not the projection of the 3D one).
+    fx, fy, cx, cy = INTRINSICS
+    distorted, _ = cv2.projectPoints(pose.astype(np.float64), np.zeros(3), np.zeros(3),
+                                     np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]]), distortion)
+    projected, _ = joints.MPII_FROM_H36M(distorted[:, 0], np.ones(17))
     np.testing.assert_allclose(record['joints_2d'], projected, atol=1e-3)
+    assert np.abs(record['joints_2d'] - joints.MPII_FROM_H36M(
+        geometry.project(pose, INTRINSICS), np.ones(17))[0]).max() > 0.1  # distortion matters
     crop = features.decode_jpeg(record['image'])
     middle = crop[crop.shape[0] // 3:-crop.shape[0] // 3, crop.shape[1] // 3:-crop.shape[1] // 3]
     assert abs(middle.mean() - frame * BRIGHTNESS_STEP) < 8, frame
@@ -174,18 +183,16 @@ def test_mmpose_layout_matches_the_npz(mmpose_build):
     assert record['subject'].decode() == subject
     assert int(record['frame']) == int(name[-10:-4]) - 1  # mmpose numbers frames from 1
     np.testing.assert_allclose(record['eval_joints_3d'], pose[:, :3] * 1000, rtol=1e-5)
-    # The pinhole projection vs mmpose's `part`, which includes lens distortion: up to 3.4 px
-    # apart; adding the camera's distortion (k, p) explains `part` within 0.25 px.
-    error = np.linalg.norm(geometry.project(record['eval_joints_3d'], record['intrinsics']) -
-                           part[:, :2], axis=-1)
-    assert error.mean() < 1.5 and error.max() < 3.5, (name, error)
+    # The stored 2D labels (the distorted projection) vs mmpose's `part` (the release's 2D
+    # labels): within 0.25 px. A pinhole projection is up to 3.4 px off.
+    part_mpii, _ = joints.MPII_FROM_H36M(part[:, :2], np.ones(17))
+    assert np.abs(record['joints_2d'] - part_mpii).max() < 0.25, name
+    pinhole = geometry.project(record['eval_joints_3d'], record['intrinsics'])
+    assert np.linalg.norm(pinhole - part[:, :2], axis=-1).max() > 1.0, name
     camera = cameras[subject, name.split('/')[1].rsplit('.', 1)[1]]
-    fx, fy, cx, cy = record['intrinsics']
-    distorted, _ = cv2.projectPoints(
-        record['eval_joints_3d'].astype(np.float64), np.zeros(3), np.zeros(3),
-        np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]]),
-        np.concatenate([camera['k'][:2, 0], camera['p'][:, 0], camera['k'][2:, 0]]))
-    assert np.abs(distorted[:, 0] - part[:, :2]).max() < 0.25, name
+    np.testing.assert_allclose(
+        record['distortion'], np.concatenate([camera['k'][:2, 0], camera['p'][:, 0],
+                                              camera['k'][2:, 0]]), rtol=1e-6)
     # The person is inside the crop: every joint maps into it.
     size = features.decode_jpeg(record['image']).shape[0]
     in_crop = geometry.transform_points(

@@ -43,6 +43,8 @@ def pose_features() -> tfds.features.FeaturesDict:
       'eval_mask': tfds.features.Tensor(shape=(len(joints.H36M17),), dtype=f32),
       'eval_visible': tfds.features.Tensor(shape=(len(joints.H36M17),), dtype=f32),  # unoccluded
       'intrinsics': tfds.features.Tensor(shape=(4,), dtype=f32),  # fx, fy, cx, cy; 0 if unknown
+      # Lens distortion k1, k2, p1, p2, k3 (geometry.distort); zeros: pinhole or unknown.
+      'distortion': tfds.features.Tensor(shape=(5,), dtype=f32),
       'torso_size': f32,  # PCK reference length in original px; 0 if unknown
       'head_size': f32,  # PCKh reference (0.6 x head box diagonal) in original px; 0 if unknown
       # Where the image comes from, for per-subject / per-action tables ('' if not applicable).

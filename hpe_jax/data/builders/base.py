@@ -54,12 +54,14 @@ class Person:
   head_size: float = 0.0
   # 3D datasets: joints_3d (16, 3) camera-frame mm (MPII-16, masked like joints_2d);
   # eval_joints_3d (17, 3) camera mm, eval_mask (17,) and eval_visible (17,) in Human3.6M-17
-  # order; intrinsics (4,) fx, fy, cx, cy in original pixels.
+  # order; intrinsics (4,) fx, fy, cx, cy in original pixels; distortion (5,) k1, k2, p1, p2, k3
+  # (joints_2d then include it: they are where the joints appear in the image).
   joints_3d: np.ndarray | None = None
   eval_joints_3d: np.ndarray | None = None
   eval_mask: np.ndarray | None = None
   eval_visible: np.ndarray | None = None
   intrinsics: np.ndarray | None = None
+  distortion: np.ndarray | None = None
   subject: str = ''
   action: str = ''
   camera: str = ''
@@ -270,6 +272,7 @@ class PoseDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
         'eval_mask': _or_zeros(person.eval_mask, (len(joints.H36M17),)),
         'eval_visible': _or_zeros(person.eval_visible, (len(joints.H36M17),)),
         'intrinsics': _or_zeros(person.intrinsics, (4,)),
+        'distortion': _or_zeros(person.distortion, (5,)),
         'torso_size': np.float32(torso_size(joints_2d, mask)),
         'head_size': np.float32(person.head_size),
         'subject': person.subject,

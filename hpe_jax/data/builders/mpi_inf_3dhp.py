@@ -265,7 +265,8 @@ class MpiInf3dhp(base.PoseDatasetBuilder):
   """MPI-INF-3DHP: training videos (S1-S8, 8 cameras) and the 6 test sequences TS1-TS6."""
 
   name = 'mpi_inf_3dhp'  # TFDS would derive 'mpi_inf3dhp' from the class name
-  VERSION = tfds.core.Version('1.0.0')
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.1.0': 'distortion field (zeros here).'}
   BUILDER_CONFIGS = [
       MpiInf3dhpConfig(name='default', crop_size=384, description='384 px crops'),
       MpiInf3dhpConfig(name='small', crop_size=192, description='192 px crops (small inputs)'),

@@ -196,7 +196,8 @@ def read_split(path: str) -> tuple[list[base.Person], dict[str, int]]:
 class OcclusionPerson(base.PoseDatasetBuilder):
   """Occlusion Person: synthetic multi-view renders with exact 3D joints and occlusion flags."""
 
-  VERSION = tfds.core.Version('1.0.0')
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.1.0': 'distortion field (zeros here).'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Get the Occlusion Person release (github.com/zhezh/occlusion_person: the annotation pickles and
 the image archive) and arrange manual_dir so that the `image` path of every pickle entry is

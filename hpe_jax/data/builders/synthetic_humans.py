@@ -70,6 +70,7 @@ def make_example(config: SyntheticHumansConfig, split: str, index: int) -> dict:
       'eval_mask': np.ones(len(joints.H36M17), np.float32),
       'eval_visible': scene.visible.astype(np.float32),
       'intrinsics': scene.intrinsics.astype(np.float32),
+      'distortion': np.zeros(5, np.float32),  # rendered through a pinhole camera
       # LSP's PCK reference: left shoulder to right hip.
       'torso_size': np.float32(np.linalg.norm(uv[name('l_shoulder')] - uv[name('r_hip')])),
       'head_size': np.float32(0.6 * np.sqrt(2) * head_side),
@@ -80,8 +81,9 @@ def make_example(config: SyntheticHumansConfig, split: str, index: int) -> dict:
 class SyntheticHumans(tfds.core.GeneratorBasedBuilder):
   """Rendered people with 2D and 3D labels (camera mm, Human3.6M eval joints); no download."""
 
-  VERSION = tfds.core.Version('1.1.0')
-  RELEASE_NOTES = {'1.1.0': 'eval_visible and image-origin fields (subject, action, camera, frame).'}
+  VERSION = tfds.core.Version('1.2.0')
+  RELEASE_NOTES = {'1.1.0': 'eval_visible and image-origin fields (subject, action, camera, frame).',
+                   '1.2.0': 'distortion field (zeros: a pinhole camera).'}
   BUILDER_CONFIGS = [
       SyntheticHumansConfig(name='default', description='3000 / 3000 / 500 people, 192 px crops'),
       SyntheticHumansConfig(name='tiny', num_train_2d=64, num_train_3d=64, num_test=32,
