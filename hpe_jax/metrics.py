@@ -81,6 +81,50 @@ def mpjpe(pred: np.ndarray, gt: np.ndarray, root: int | None = joints.H36M_PELVI
   return _mean_error(_center(pred, root), _center(gt, root), _counted(pred, mask))
 
 
+LEGACY_BONE_SUM_MM = 4000.0  # the reference's fixed skeleton size (REFERENCE.md 4)
+
+
+def skeleton_bones(parents: tuple[int, ...], present: np.ndarray | None = None
+                   ) -> list[tuple[int, int]]:
+  """The (joint, parent) bones of a kinematic tree over the `present` joints only: a joint whose
+  parent is absent hangs from its nearest present ancestor (the MPII-16 joints in Human3.6M-17
+  order have no spine or nose, so the thorax hangs from the pelvis and the head from the thorax).
+  parents (J,) with -1 at the root; present (J,) bool, None: all."""
+  present = np.ones(len(parents), bool) if present is None else np.asarray(present, bool)
+  bones = []
+  for joint, parent in enumerate(parents):
+    while parent >= 0 and not present[parent]:
+      parent = parents[parent]
+    if present[joint] and parent >= 0:
+      bones.append((joint, parent))
+  return bones
+
+
+def mpjpe_fixed_bone_sum(pred: np.ndarray, gt: np.ndarray,
+                         parents: tuple[int, ...] = joints.H36M_PARENTS,
+                         bone_sum: float = LEGACY_BONE_SUM_MM,
+                         root: int = joints.H36M_PELVIS, mask: np.ndarray | None = None) -> float:
+  """The reference's legacy MPJPE, kept for comparison only: each root-relative pred is scaled so
+  the lengths of its skeleton's bones sum to `bone_sum` (the true scale being unknown at test
+  time), then compared as in `mpjpe`.
+
+  Args:
+    pred, gt: (N, J, 3) mm.
+    parents: the kinematic tree (J,); bones run between the joints counted for every sample
+      (`skeleton_bones`).
+    bone_sum: the skeleton size in mm.
+    root: the joint the scaling keeps fixed.
+    mask: (N, J) joints that count; None: all.
+  """
+  pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+  counted = _counted(pred, mask)
+  pred = _center(pred, root)
+  child, parent = np.array(skeleton_bones(parents, counted.all(0))).T
+  length = np.linalg.norm(pred[:, child] - pred[:, parent], axis=-1).sum(1)
+  scale = bone_sum / np.maximum(length, np.finfo(np.float64).tiny)
+  return _mean_error(scale[:, None, None] * pred, _center(gt, root), counted)
+
+
 def procrustes_align(pred: np.ndarray, gt: np.ndarray, counted: np.ndarray) -> np.ndarray:
   """Moves each pred by the similarity (rotation, uniform scale, translation) closest to its gt.
 

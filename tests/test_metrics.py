@@ -185,3 +185,34 @@ def test_pck_3d_and_auc_against_numpy_loops():
   expected_auc = np.mean([reference_pck(t) for t in np.arange(0, 151, 5)])
   assert metrics.auc_3d(pred, gt, root=0, mask=mask) == pytest.approx(expected_auc)
   assert metrics.pck_3d(gt, gt, 0.0, root=0) == 1.0  # a perfect prediction is within 0 mm
+
+
+def test_skeleton_bones_bridge_over_absent_joints():
+  name = joints.H36M17.index
+  assert len(metrics.skeleton_bones(joints.H36M_PARENTS)) == 16
+  predicted = np.ones(17, bool)
+  predicted[[name('spine'), name('nose')]] = False  # what an MPII-16 model leaves out
+  bones = metrics.skeleton_bones(joints.H36M_PARENTS, predicted)
+  assert len(bones) == 14
+  assert (name('thorax'), name('pelvis')) in bones and (name('head'), name('thorax')) in bones
+  assert all(predicted[a] and predicted[b] for a, b in bones)
+
+
+def test_mpjpe_fixed_bone_sum_matches_numpy():
+  pred, gt, _ = _poses(7)
+  mask = np.ones(pred.shape[:2], bool)
+  mask[:, [joints.H36M17.index('spine'), joints.H36M17.index('nose')]] = False
+  want = []
+  for n in range(len(pred)):  # scale each pred about its pelvis to a 4000 mm skeleton
+    p = pred[n] - pred[n, 0]
+    total = sum(np.linalg.norm(p[j] - p[parent]) for j, parent in
+                metrics.skeleton_bones(joints.H36M_PARENTS, mask[n]))
+    want.append(p * 4000.0 / total)
+  np.testing.assert_allclose(metrics.mpjpe_fixed_bone_sum(pred, gt, mask=mask),
+                             _np_mpjpe(np.stack(want), gt, 0, mask), rtol=1e-10)
+  # A scaled copy of a ground truth whose skeleton measures 4000 mm scores 0 at any scale.
+  bones = metrics.skeleton_bones(joints.H36M_PARENTS)
+  gt_4000 = gt * 4000.0 / np.stack([sum(np.linalg.norm(g[j] - g[p]) for j, p in bones)
+                                    for g in gt])[:, None, None]
+  assert metrics.mpjpe_fixed_bone_sum(0.37 * gt_4000, gt_4000) < 1e-9
+  assert metrics.mpjpe(0.37 * gt_4000, gt_4000) > 100

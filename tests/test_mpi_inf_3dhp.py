@@ -241,18 +241,65 @@ def test_real_projection_and_anatomy(real, split):
   assert np.all(np.sum((at('l_shoulder') - at('r_shoulder')) * across, -1) > 0)
 
 
-def test_real_crop_with_joints(real):
-  """Draws the MPII-16 joints (left red, right blue) on the real training crops for a look."""
-  names, intrinsics, uv, _, mask = _real(real, 'train')
-  mpii, mpii_mask = joints.MPII_FROM_3DHP(uv, mask)
-  assert mpii_mask.sum(-1).tolist() == [16] * len(names)
-  for name, points in zip(names, mpii):
-    image = cv2.imread(os.path.join(real, name))[..., ::-1]
-    center, side = base.box_from_joints(points, np.ones(16))
-    crop, crop_to_image = features.person_crop(image, center, side, 384)
-    crop = np.ascontiguousarray(crop[..., ::-1])
-    to_crop = geometry.invert_affine(crop_to_image)
-    for j, (x, y) in enumerate(geometry.transform_points(to_crop, points)):
-      color = (0, 0, 255) if joints.MPII16[j].startswith('l_') else (255, 0, 0)
-      cv2.circle(crop, (int(round(x)), int(round(y))), 4, color, -1)
-    cv2.imwrite(f'/tmp/mpi_inf_3dhp_{name[:-4]}.png', crop)
+def test_real_test_frames_build_from_the_release_layout(real, tmp_path):
+  """TS1 and TS2 laid out as the release has them (annot_data.mat as HDF5 over every frame up to
+  the real one, imageSequence/img_%06d.jpg, mmpose's cameras_test.pkl); the frames without an
+  image are counted skips. The built crops contain the person and the labels agree with the npz."""
+  data = np.load(os.path.join(real, 'test_3dhp_test.npz'))
+  manual_dir = tmp_path / 'manual'
+  expected = {}
+  for name, part, pose in zip(data['imgname'], data['part'], data['S']):
+    sequence, number = str(name)[:-4].split('_')  # 'TS1_002001.jpg': frame 2001, 1-based
+    frame = int(number) - 1
+    folder = manual_dir / 'mpi_inf_3dhp_test_set' / sequence
+    (folder / 'imageSequence').mkdir(parents=True)
+    os.symlink(os.path.join(real, str(name)), folder / 'imageSequence' / f'img_{number}.jpg')
+    fields = {'annot2': np.zeros((frame + 1, 1, 17, 2)), 'annot3': np.zeros((frame + 1, 1, 17, 3)),
+              'valid_frame': np.zeros(frame + 1), 'activity_annotation': np.ones(frame + 1)}
+    fields['annot2'][frame, 0], fields['annot3'][frame, 0] = part[:, :2], pose[:, :3] * 1000
+    fields['valid_frame'][frame] = 1
+    fields['univ_annot3'] = fields['annot3'] * 0.95
+    with h5py.File(folder / 'annot_data.mat', 'w') as f:
+      for key, value in fields.items():
+        f[key] = value
+    expected[sequence] = (frame, part[:, :2], pose[:, :3] * 1000)
+  os.symlink(os.path.join(real, 'cameras_test.pkl'), manual_dir / 'cameras_test.pkl')
+  builder = m3.MpiInf3dhp(config=m3.MpiInf3dhpConfig(name='real', crop_size=192),
+                          data_dir=str(tmp_path / 'tfds'), file_format='array_record',
+                          allow_missing=True)
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+  counts = builder.report['test']['counts']
+  assert counts['written'] == 2
+  frames = sum(frame + 1 for frame, _, _ in expected.values())
+  assert counts['missing image'] == counts[m3._INVALID] == frames - 2
+  # TS2's frame shows the person at the image's left edge: one joint lies outside the image.
+  assert counts['joints outside the image (masked)'] == 1
+  for record in _records(builder, 'test'):
+    frame, part, pose = expected[record['subject']]
+    assert int(record['frame']) == frame and record['eval_mask'].sum() == 16
+    xy, _ = joints.MPII_FROM_3DHP(_test_joints_28(part), _test_mask_28())
+    inside = record['joints_mask'] > 0
+    np.testing.assert_allclose(record['joints_2d'][inside], xy[inside], atol=1e-3)
+    # The 3D labels projected through the stored camera land on the 2D labels.
+    direct = (np.arange(16) != joints.MPII16.index('thorax')) & inside
+    uv = geometry.project(record['joints_3d'][direct].astype(np.float64), record['intrinsics'])
+    error = np.linalg.norm(uv - record['joints_2d'][direct], axis=-1)
+    assert error.mean() < 1.0 and error.max() < 2.5, error
+    # The crop holds the person: every joint inside it, on image content (not the black border).
+    crop = features.decode_jpeg(record['image'])
+    in_crop = geometry.transform_points(
+        geometry.invert_affine(record['crop_to_image'].astype(np.float64)), record['joints_2d'])
+    assert np.all((in_crop[inside] > 0) & (in_crop[inside] < crop.shape[0] - 1))
+    for x, y in np.round(in_crop[inside]).astype(int):
+      assert crop[max(y - 2, 0):y + 3, max(x - 2, 0):x + 3].max() > 20, (x, y)
+
+
+def _test_joints_28(points17: np.ndarray) -> np.ndarray:
+  full = np.zeros((28, points17.shape[-1]))
+  full[list(joints.MPI_INF_3DHP_TEST_JOINTS)] = points17
+  return full
+
+
+def _test_mask_28() -> np.ndarray:
+  return _test_joints_28(np.ones((17, 1)))[:, 0]
