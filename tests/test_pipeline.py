@@ -1,5 +1,6 @@
 """The input pipeline: exact 2D:3D batches, determinism, resumable state, augmentation geometry."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -25,6 +26,24 @@ def test_every_batch_has_the_exact_2d_3d_split(data_dir):
     np.testing.assert_array_equal(batch['has_3d'], [True] * 2 + [False] * 6)
     assert np.all(batch['depth'][2:] == 0)  # 2D samples carry no depth target
     assert np.any(batch['depth'][:2] != 0)
+
+
+def test_processes_split_each_global_batch_without_overlap_or_gaps(data_dir, monkeypatch):
+  """With 2 processes, process p reads the p-th half of both the 3D and the 2D part of every
+  global batch of 1 process: no sample read twice or skipped, the same augmentation."""
+  config = tiny_config(data_dir, depth=True)
+  single, _ = _batches(config, 3)
+  shares = []
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  for process in range(2):
+    monkeypatch.setattr(jax, 'process_index', lambda process=process: process)
+    shares.append(_batches(config, 3)[0])
+  for step, batch in enumerate(single):
+    first, second = shares[0][step], shares[1][step]
+    for key in batch:  # single = [3D 0-3, 2D 4-7]; process p = [3D 2p, 2p+1; 2D 4+2p, 5+2p]
+      np.testing.assert_array_equal(
+          np.concatenate([first[key][:2], second[key][:2], first[key][2:], second[key][2:]]),
+          batch[key], err_msg=key)
 
 
 def test_batch_composition_rejects_fractional_samples():
@@ -145,7 +164,7 @@ def test_eval_batches_pad_the_last_batch(data_dir):
 def test_unknown_and_unbuilt_datasets_say_what_to_do(data_dir):
   with pytest.raises(datasets.DatasetError, match="unknown dataset 'nonexistent'"):
     datasets.resolve('nonexistent', '2d', data_dir)
-  with pytest.raises(datasets.DatasetError, match="no config 'huge'; it has default, tiny"):
+  with pytest.raises(datasets.DatasetError, match="no config 'huge'; it has default, overhead, tiny"):
     datasets.resolve('synthetic_humans/huge', '2d', data_dir)
   with pytest.raises(datasets.DatasetError, match='no split'):
     datasets.resolve(TINY_DATASET + ':nosuchsplit', '2d', data_dir)

@@ -2,8 +2,9 @@
 
 Every training batch holds exactly `num_3d` samples from the 3D sources followed by the rest from
 the 2D sources: each role is batched at its own size and the two batches are zipped, so the ratio
-is exact in every batch (not just on average). Each process reads a disjoint slice of every
-source and builds its share of the global batch; `to_global` assembles the sharded global array.
+is exact in every batch (not just on average). Each process reads only its consecutive share of
+every global batch, so the global batches are the same whatever the number of processes;
+`to_global` assembles the sharded global array.
 """
 
 from __future__ import annotations
@@ -21,9 +22,19 @@ from hpe_jax.data import datasets
 
 
 def _process_slice(dataset: grain.MapDataset) -> grain.MapDataset:
+  """Every process_count-th element, from this process's index (evaluation's share)."""
   if jax.process_count() > 1:
     dataset = dataset[jax.process_index()::jax.process_count()]
   return dataset
+
+
+def _process_batches(dataset: grain.MapDataset, global_size: int) -> grain.MapDataset:
+  """This process's consecutive share of each global batch of `dataset` (lazily: the other
+  processes' samples are never read). Every process slices the same global stream, so the
+  global batches, and hence the losses, do not depend on the number of processes."""
+  processes = jax.process_count()
+  return dataset.batch(global_size // processes, drop_remainder=True)[
+      jax.process_index()::processes]
 
 
 def _role_dataset(specs: list[str], role: str, data_config, seed: int) -> grain.MapDataset:
@@ -46,8 +57,7 @@ def _role_dataset(specs: list[str], role: str, data_config, seed: int) -> grain.
       raise datasets.DatasetError(f'{ref} has no 3D labels and cannot be a 3D source '
                                   '(data.train_3d); use it in data.train_2d')
     sizes.append(len(source))
-    streams.append(_process_slice(grain.MapDataset.source(source))
-                   .shuffle(seed=seed + index).repeat())
+    streams.append(grain.MapDataset.source(source).shuffle(seed=seed + index).repeat())
   weights = _mixing_weights(data_config[f'weights_{role}'], sizes, role)
   dataset = streams[0] if len(streams) == 1 else grain.MapDataset.mix(streams, weights)
   return dataset.random_map(transform, seed=seed)
@@ -99,11 +109,11 @@ def train_dataset(config: ml_collections.ConfigDict) -> grain.IterDataset:
                      f'divide evenly over {processes} processes')
   parts = []
   if specs_3d:
-    parts.append(_role_dataset(specs_3d, '3d', config.data, config.seed + 1000)
-                 .batch(num_3d // processes, drop_remainder=True))
+    parts.append(_process_batches(_role_dataset(specs_3d, '3d', config.data, config.seed + 1000),
+                                  num_3d))
   if specs_2d:
-    parts.append(_role_dataset(specs_2d, '2d', config.data, config.seed)
-                 .batch(num_2d // processes, drop_remainder=True))
+    parts.append(_process_batches(_role_dataset(specs_2d, '2d', config.data, config.seed),
+                                  num_2d))
   if len(parts) == 1:
     dataset = parts[0]
   else:  # both are endless, but batched at other sizes their nominal lengths differ
@@ -115,6 +125,12 @@ def train_dataset(config: ml_collections.ConfigDict) -> grain.IterDataset:
     iter_dataset = iter_dataset.mp_prefetch(
         grain.MultiprocessingOptions(num_workers=config.data.workers))
   return iter_dataset
+
+
+def eval_size(ref: datasets.DatasetRef, limit: int = 0) -> int:
+  """How many examples `eval_batches` evaluates."""
+  size = len(datasets.data_source(ref))
+  return min(size, limit) if limit else size
 
 
 def eval_batches(ref: datasets.DatasetRef, config: ml_collections.ConfigDict,

@@ -1,0 +1,68 @@
+"""Scale-out on JAX's own runtime: two processes on this machine (jax.distributed over loopback,
+each with 2 simulated CPU devices) train on one 4-device global mesh and log the losses that one
+process with 4 devices logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+# argv: data_dir, workdir, process id or -1 (one process), coordinator port.
+_TRAIN = textwrap.dedent('''
+    import sys
+    sys.path.insert(0, %r)
+    import jax
+    data_dir, workdir, process_id, port = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    if process_id >= 0:
+      jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+      jax.distributed.initialize(coordinator_address=f'127.0.0.1:{port}', num_processes=2,
+                                 process_id=process_id)
+    from conftest import tiny_config
+    from hpe_jax.training import train
+    config = tiny_config(data_dir, depth=True, **{'train.num_steps': 3, 'data.eval': ''})
+    train.train_and_evaluate(config, workdir)
+''' % TESTS)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _losses(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [{k: v for k, v in json.loads(line).items() if k.endswith('loss')} for line in f]
+
+
+def test_two_processes_log_the_losses_of_one(data_dir, tmp_path):
+  port = str(_free_port())
+
+  def start(workdir, process_id, devices):
+    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+               JAX_PLATFORMS='cpu')
+    return subprocess.Popen([sys.executable, '-c', _TRAIN, data_dir, str(workdir),
+                             str(process_id), port], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+  two = [start(tmp_path / 'two', p, 2) for p in (0, 1)]
+  one = start(tmp_path / 'one', -1, 4)
+  for process in (*two, one):
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output[-3000:]
+  single, distributed = _losses(tmp_path / 'one'), _losses(tmp_path / 'two')
+  assert len(single) == len(distributed) == 3
+  for a, b in zip(single, distributed):
+    assert a.keys() == b.keys() == {'loss', 'heatmap_loss', 'depth_loss', 'geometric_loss'}
+    for key in a:
+      np.testing.assert_allclose(b[key], a[key], rtol=2e-5, err_msg=key)
+  # Both processes saved the checkpoint together (Orbax's multi-process save).
+  assert os.listdir(tmp_path / 'two' / 'checkpoints') == ['3']
