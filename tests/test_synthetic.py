@@ -42,7 +42,7 @@ def examples(builder):
 def _scene(config, split, index) -> render.Scene:
   """The scene behind a stored example (make_example draws its rng the same way)."""
   rng = np.random.default_rng([config.seed, synthetic_humans.SPLIT_IDS[split], index])
-  return render.render_scene(rng, config.image_size)
+  return render.render_scene(rng, config.image_size, config.elevation_deg)
 
 
 def test_splits_and_roles(builder, examples):
@@ -237,3 +237,15 @@ assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'
 """
   result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
   assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize('elevation_deg', [(-5.0, 20.0), (30.0, 60.0)])
+def test_camera_elevation_range(elevation_deg):
+  """The `overhead` config's cameras look down from 30-60 degrees; the default's from -5-20."""
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    pose = body.sample_pose(rng)
+    _, eye, _ = render.sample_camera(rng, pose.joints, 320, elevation_deg)
+    offset = eye - (pose.joints.min(0) + pose.joints.max(0)) / 2
+    elevation = np.rad2deg(np.arcsin(offset[1] / np.linalg.norm(offset)))
+    assert elevation_deg[0] - 1e-6 <= elevation <= elevation_deg[1] + 1e-6

@@ -22,13 +22,15 @@ BOX_MARGIN = 1.25  # person box side / longest side of the joints' bounding box
 
 @dataclasses.dataclass(eq=False)
 class SyntheticHumansConfig(tfds.core.BuilderConfig):
-  """Split sizes, original image side, stored crop side (px) and seed."""
+  """Split sizes, original image side, stored crop side (px), camera elevation range (degrees)
+  and seed."""
 
   num_train_2d: int = 3000
   num_train_3d: int = 3000
   num_test: int = 500
   image_size: int = 320
   crop_size: int = 192
+  elevation_deg: tuple[float, float] = (-5.0, 20.0)
   seed: int = 0
 
   def num_examples(self, split: str) -> int:
@@ -39,7 +41,7 @@ class SyntheticHumansConfig(tfds.core.BuilderConfig):
 def make_example(config: SyntheticHumansConfig, split: str, index: int) -> dict:
   """Renders example `index` of `split` and labels it in the `features.pose_features()` format."""
   rng = np.random.default_rng([config.seed, SPLIT_IDS[split], index])
-  scene = render.render_scene(rng, config.image_size)
+  scene = render.render_scene(rng, config.image_size, config.elevation_deg)
   h36m = scene.pose.joints
   mpii, _ = joints.MPII_FROM_H36M(h36m, np.ones(len(joints.H36M17)))
   _, visible = joints.MPII_FROM_H36M(h36m, scene.visible)
@@ -88,6 +90,10 @@ class SyntheticHumans(tfds.core.GeneratorBasedBuilder):
       SyntheticHumansConfig(name='default', description='3000 / 3000 / 500 people, 192 px crops'),
       SyntheticHumansConfig(name='tiny', num_train_2d=64, num_train_3d=64, num_test=32,
                             crop_size=96, description='for tests'),
+      # Another camera setup, for cross-dataset generalisation studies on CPU: the cameras look
+      # down on the people, as ceiling-mounted ones do.
+      SyntheticHumansConfig(name='overhead', elevation_deg=(30.0, 60.0), seed=1,
+                            description='3000 / 3000 / 500 people seen from 30-60 degrees above'),
   ]
   # The split serving each training role: disjoint 2D and 3D sources, a held-out test split.
   DEFAULT_SPLITS = {'2d': 'train_2d', '3d': 'train_3d', 'eval': 'test'}

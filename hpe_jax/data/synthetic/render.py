@@ -237,11 +237,13 @@ def draw_background(rng: np.random.Generator, size: int) -> np.ndarray:
   return image
 
 
-def sample_camera(rng: np.random.Generator, points: np.ndarray, image_size: int):
+def sample_camera(rng: np.random.Generator, points: np.ndarray, image_size: int,
+                  elevation_deg: tuple[float, float] = (-5.0, 20.0)):
   """A pinhole camera that sees the points (world mm, y up), mostly inside the image.
 
   Focal length 1.0-1.6 x image width, principal point near the centre, distance 3-7 m (growing
-  when the person does not fit), elevation -5..20 degrees, the person anywhere near the middle.
+  when the person does not fit), elevation uniform in `elevation_deg` (degrees above the
+  person's centre), the person anywhere near the middle.
   Returns:
     (world-to-camera rotation (3, 3), camera position (3,), intrinsics (4,)).
   """
@@ -252,7 +254,7 @@ def sample_camera(rng: np.random.Generator, points: np.ndarray, image_size: int)
   centre = (points.min(0) + points.max(0)) / 2
   for attempt in range(30):
     distance = u(3000, 7000) * 1.1 ** max(0, attempt - 10)
-    elevation = np.deg2rad(u(-5, 20))
+    elevation = np.deg2rad(u(*elevation_deg))
     eye = centre + distance * np.array([0, np.sin(elevation), -np.cos(elevation)])
     # Aim off-centre (up to 30% of the half-width) so people are not always centred.
     half_width_mm = distance * image_size / (2 * focal)
@@ -265,12 +267,14 @@ def sample_camera(rng: np.random.Generator, points: np.ndarray, image_size: int)
   return rotation, eye, intrinsics
 
 
-def render_scene(rng: np.random.Generator, image_size: int) -> Scene:
-  """A random person (body.sample_pose), global rotation, camera, background and drawing."""
+def render_scene(rng: np.random.Generator, image_size: int,
+                 elevation_deg: tuple[float, float] = (-5.0, 20.0)) -> Scene:
+  """A random person (body.sample_pose), global rotation, camera (`sample_camera`), background
+  and drawing."""
   u = rng.uniform
   pose = body.sample_pose(rng)
   pose = pose.transformed(body.global_rotation(u(0, 360), rng.normal(0, 6), rng.normal(0, 5)), 0)
-  rotation, eye, intrinsics = sample_camera(rng, pose.joints, image_size)
+  rotation, eye, intrinsics = sample_camera(rng, pose.joints, image_size, elevation_deg)
   pose = pose.transformed(rotation, -rotation @ eye)
   image = draw_background(rng, image_size)
   light = np.array([u(-1, 1), u(-1, -0.2), -1.0])  # from the camera side, above
