@@ -42,6 +42,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.hourglass_features = 256
   c.model.dtype = 'float32'  # compute dtype; parameters are always float32
   c.model.depth = False  # depth output (the 3D stages)
+  # ImageNet ResNet weights for the backbone at the start of a run that neither resumes nor has an
+  # init_from: a torchvision state_dict (.pth/.pt, needs torch) or an .npz of
+  # tools/import_weights.py imagenet. '' = random initialisation.
+  c.model.init = ''
 
   c.data = ml_collections.ConfigDict()
   c.data.data_dir = ''  # '' -> $HPE_DATA_DIR or ~/tensorflow_datasets
@@ -76,6 +80,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 500
   c.train.keep_checkpoints = 3
   c.train.eval_every = 0  # 0: only at the end
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.flip_test = True  # average with the prediction on the mirrored image
+  c.eval.subpixel = True  # quarter-pixel peak refinement (False: plain argmax)
   return c
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hpe_jax import joints
+
 
 def crop_affine(center, side: float, rotation_deg: float, output_size: int,
                 flip: bool = False) -> np.ndarray:
@@ -125,3 +127,12 @@ def backproject_root_relative(uv: np.ndarray, depth_px: np.ndarray, intrinsics: 
   z = root_depth[:, None] * (1.0 + depth_px / fx)
   points = np.stack([(uv[..., 0] - cx) / fx * z, (uv[..., 1] - cy) / fy * z, z], axis=-1)
   return points - points[:, root:root + 1]
+
+
+def canonical_limb_scale(pose: np.ndarray) -> np.ndarray:
+  """The factor that gives an MPII-16 pose of unknown scale the canonical limb lengths: the sum of
+  joints.CANONICAL_LIMB_LENGTHS_MM over the sum of the pose's 8 limb lengths (thighs, shins,
+  upper arms, forearms). pose (..., 16, 3) in any unit -> (...,) mm per unit."""
+  child, parent = np.array(list(joints.CANONICAL_LIMB_LENGTHS_MM)).T
+  length = np.linalg.norm(pose[..., child, :] - pose[..., parent, :], axis=-1).sum(-1)
+  return sum(joints.CANONICAL_LIMB_LENGTHS_MM.values()) / np.maximum(length, 1e-9)

@@ -32,6 +32,13 @@ BONES = (
     (10, 11), (11, 12), (12, 7), (7, 13), (13, 14), (14, 15),
 )
 
+# Canonical limb lengths in mm (REFERENCE.md 1: shin, thigh, forearm, upper arm), the scale given
+# to poses predicted without a camera (geometry.canonical_limb_scale).
+CANONICAL_LIMB_LENGTHS_MM = {
+    (0, 1): 452.1255, (1, 2): 456.0086, (3, 4): 456.0086, (4, 5): 452.1255,
+    (10, 11): 249.7726, (11, 12): 284.1253, (13, 14): 284.1253, (14, 15): 249.7726,
+}
+
 # Bone groups of the geometric loss (REFERENCE.md 1): within a group the weighted bone lengths
 # should agree. The non-unit weights are canonical length ratios (thigh/shin, upper-arm/forearm).
 _THIGH_OVER_SHIN = 1.0085885098415446

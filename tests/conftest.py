@@ -52,3 +52,12 @@ def tiny_config(data_dir: str, *, depth: bool = False, **overrides):
   for key, value in overrides.items():
     c.update_from_flattened_dict({key: value})
   return c
+
+
+@pytest.fixture(scope='session')
+def tiny_depth_run(data_dir, tmp_path_factory) -> str:
+  """The workdir of a tiny depth model trained for a few steps (evaluate, predict, study)."""
+  from hpe_jax.training import train
+  workdir = str(tmp_path_factory.mktemp('tiny_depth_run'))
+  train.train_and_evaluate(tiny_config(data_dir, depth=True), workdir)
+  return workdir

@@ -229,7 +229,7 @@ def test_four_devices_give_the_loss_and_gradients_of_one(data_dir):
 @pytest.mark.parametrize('override, message', [
     ('--config.model.name=resnet19', "model.name='resnet19' is not one of"),
     ('--config.data.train_2d=nonexistent', "unknown dataset 'nonexistent'"),
-    ('--config.init_from=/no/such/run', "init_from='/no/such/run' holds no checkpoint"),
+    ('--config.init_from=/no/such/run', "'/no/such/run' holds no checkpoint. Train the 2D"),
     ('--config.data.image_size=100', 'data.image_size=100 must be a multiple of 32'),
     ('--workdir=/proc/hpe_jax_run', '--workdir=/proc/hpe_jax_run cannot be created'),
 ])

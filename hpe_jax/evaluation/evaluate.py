@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 
 import jax
 from jax.experimental import multihost_utils
@@ -55,40 +56,65 @@ def mean_pose(ref_2d: datasets.DatasetRef | None, ref_3d: datasets.DatasetRef | 
   return MeanPose(box_xy, pose_3d)
 
 
+def training_mean_pose(config) -> MeanPose:
+  """`mean_pose` of the first 2D and first 3D training source of a run's config."""
+  refs = []
+  for role in ('2d', '3d'):
+    names = datasets.parse_list(config.data[f'train_{role}'])
+    refs.append(datasets.resolve(names[0], role, config.data.data_dir) if names else None)
+  return mean_pose(*refs)
+
+
 def _masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
   weight = mask[..., None]
   return (values * weight).sum(0) / np.maximum(weight.sum(0), 1)
 
 
-def _collect(predict, model_state, ref, config, sharding) -> dict[str, np.ndarray]:
-  """Runs the model over a split; -> every batch field and prediction, valid samples only."""
+def _collect(predict, model_state, ref, config, sharding, log=None
+             ) -> tuple[dict[str, np.ndarray], float]:
+  """Runs the model over a split; -> every batch field and prediction, valid samples only, and
+  'images_per_s' (after the first batch, which includes compilation; NaN with one batch).
+  `log(line)` gets a progress line about every 10% of the batches."""
   parts = []
-  for batch in pipeline.eval_batches(ref, config, limit=config.data.eval_limit):
+  total = -(-pipeline.eval_size(ref, config.data.eval_limit) // config.train.batch_size)
+  start = None
+  for number, batch in enumerate(pipeline.eval_batches(ref, config,
+                                                       limit=config.data.eval_limit), 1):
     images = pipeline.to_global({'image': batch.pop('image')}, sharding)['image']
-    prediction = predict(model_state, images)
+    prediction = jax.tree.map(np.asarray, predict(model_state, images))
     batch = multihost_utils.process_allgather(batch, tiled=True)
-    parts.append({**batch, **jax.tree.map(np.asarray, prediction)})
+    parts.append({**batch, **prediction})
+    if start is None:
+      start = time.perf_counter()
+    elif log and (number == total or number % max(total // 10, 1) == 0):
+      rate = (number - 1) * config.train.batch_size / (time.perf_counter() - start)
+      log(f'eval {ref}: batch {number}/{total} | {rate:.1f} img/s | ETA '
+          f'{(total - number) * config.train.batch_size / rate:.0f} s')
   merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
   valid = merged.pop('valid')
-  return {k: v[valid] for k, v in merged.items()}
+  seconds = time.perf_counter() - start
+  rate = (len(parts) - 1) * config.train.batch_size / seconds if len(parts) > 1 else np.nan
+  return {k: v[valid] for k, v in merged.items()}, rate
 
 
 def evaluate(predict, model_state, ref: datasets.DatasetRef, config, sharding,
-             baseline: MeanPose) -> dict[str, float]:
+             baseline: MeanPose | None, log=None) -> dict[str, float]:
   """-> {'pck', 'pck_mean_pose'} (PCK@0.2 torso), 'pckh' (PCKh@0.5, where head sizes are
   known) and, for a model with depth on a 3D split, {'mpjpe', 'pa_mpjpe', 'mpjpe_legacy_4000',
   'pck3d_150', 'auc_3d',
   'mpjpe_visible', 'mpjpe_occluded', 'mpjpe_mean_pose', 'pa_mpjpe_mean_pose'} and, where the
-  split names actions, 'per_action' {action: those of `_metrics_3d`}; plus 'num_examples'."""
-  r = _collect(predict, model_state, ref, config, sharding)
+  split names actions, 'per_action' {action: those of `_metrics_3d`}; plus 'num_examples' and
+  'images_per_s' (the prediction rate, input pipeline included). Baselines need `baseline`;
+  `log(line)` gets progress lines."""
+  r, images_per_s = _collect(predict, model_state, ref, config, sharding, log)
   size = config.data.image_size
   xy = geometry.transform_points(r['input_to_image'], r['pred_xy'])
   has_torso = r['torso_size'] > 0
-  results = {'num_examples': len(xy)}
+  results = {'num_examples': int(len(xy)), 'images_per_s': images_per_s}
   if has_torso.any():
     results['pck'] = metrics.pck(xy, r['joints_2d'], r['joints_mask'], r['torso_size'],
                                  PCK_THRESHOLD)['mean']
-    if baseline.box_xy is not None:
+    if baseline is not None and baseline.box_xy is not None:
       mean_input = baseline.box_xy * size + size / 2 - 0.5
       mean_xy = geometry.transform_points(r['input_to_image'],
                                           np.broadcast_to(mean_input, xy.shape).copy())
@@ -111,7 +137,7 @@ def evaluate(predict, model_state, ref: datasets.DatasetRef, config, sharding,
     results.update(_metrics_3d(pred, gt, mask))
     results['mpjpe_visible'] = metrics.mpjpe(pred, gt, mask=mask * visible)
     results['mpjpe_occluded'] = metrics.mpjpe(pred, gt, mask=mask * (1 - visible))
-    if baseline.pose_3d is not None:
+    if baseline is not None and baseline.pose_3d is not None:
       mean = np.broadcast_to(baseline.pose_3d, gt.shape)
       results['mpjpe_mean_pose'] = metrics.mpjpe(mean, gt, mask=mask)
       results['pa_mpjpe_mean_pose'] = metrics.pa_mpjpe(mean, gt, mask=mask)
@@ -122,7 +148,7 @@ def evaluate(predict, model_state, ref: datasets.DatasetRef, config, sharding,
                                  mask[actions == action]),
                    'num_examples': int((actions == action).sum())}
           for action in sorted(set(actions))}
-  return {k: v if isinstance(v, dict) else float(v) for k, v in results.items()}
+  return {k: v if isinstance(v, (dict, int)) else float(v) for k, v in results.items()}
 
 
 def _metrics_3d(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> dict[str, float]:

@@ -59,31 +59,41 @@ def _flat(tree) -> dict[str, object]:
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def find_checkpoint(path: str) -> tuple[str, int]:
-  """A run's workdir or its checkpoint directory -> (checkpoint directory, latest step)."""
+INIT_FROM_HINT = ('Train the 2D stage first (python -m hpe_jax.main --config=configs/pretrain.py),'
+                  ' point --config.init_from at its workdir, or set --config.init_from=\'\' to '
+                  'start from scratch.')
+
+
+def find_checkpoint(path: str, step: int | None = None, hint: str = INIT_FROM_HINT
+                    ) -> tuple[str, int]:
+  """A run's workdir or its checkpoint directory -> (checkpoint directory, `step` or the latest).
+
+  Raises:
+    CheckpointError: no checkpoint there (the message ends with `hint`), or no such step.
+  """
   directory = os.path.join(path, 'checkpoints')
   if not os.path.isdir(directory):
     directory = path
-  step = None
-  if os.path.isdir(directory):
-    step = manager(directory, read_only=True).latest_step()
+  steps = manager(directory, read_only=True).all_steps() if os.path.isdir(directory) else []
+  if not steps:
+    raise CheckpointError(f'{path!r} holds no checkpoint. {hint}')
   if step is None:
-    raise CheckpointError(
-        f'init_from={path!r} holds no checkpoint. Train the 2D stage first (python -m '
-        'hpe_jax.main --config=configs/pretrain.py), point --config.init_from at its workdir, '
-        "or set --config.init_from='' to start from scratch.")
+    return directory, max(steps)
+  if step not in steps:
+    raise CheckpointError(f'{directory} has no step {step}; it has {sorted(steps)}')
   return directory, step
 
 
-def graft(path: str, model_state: dict) -> tuple[dict, list[str]]:
-  """Loads a run's model weights into `model_state` (a pure dict of a freshly built model).
+def graft(path: str, model_state: dict, step: int | None = None) -> tuple[dict, list[str]]:
+  """Loads a run's model weights (at `step`, None: the latest) into `model_state` (a pure dict of
+  a freshly built model).
 
   Every weight present in both must agree in shape; the fresh model may have extra depth parts
   (they keep their fresh initialisation) and nothing else. Anything else is an error listing the
   missing, unexpected and mismatched keys.
   Returns (grafted pure dict, the keys left at their initialisation).
   """
-  directory, step = find_checkpoint(path)
+  directory, step = find_checkpoint(path, step)
   mngr = manager(directory, read_only=True, state_handler=ocp.PyTreeCheckpointHandler())
   saved = _flat(mngr.item_metadata(step).state['model'])
   fresh = _flat(model_state)

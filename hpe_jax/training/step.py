@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from hpe_jax import default_config
+from hpe_jax import joints
 from hpe_jax import losses
 from hpe_jax import models
 from hpe_jax import targets
@@ -125,13 +126,39 @@ def train_step(model_def: nnx.GraphDef, optimizer_def: nnx.GraphDef, state: dict
   return {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}, metrics
 
 
-def predict_step(model_def: nnx.GraphDef, model_state, images: jax.Array, *, dtype) -> dict:
-  """Inference: sub-pixel heatmap peaks as input-image pixels `pred_xy` (B, J, 2), their heatmap
-  values `pred_peak` (B, J), and `pred_depth` (B, J) in crop units read at those peaks (models
-  with depth)."""
-  outputs = nnx.merge(model_def, model_state)(normalize_images(images, dtype))
-  heatmaps = outputs['heatmaps'][-1]
-  xy_hm, peak = targets.heatmap_peaks(heatmaps, subpixel=True)
+def unmirror_outputs(outputs: dict) -> dict:
+  """The model's outputs on a mirrored image -> outputs for the original image: maps flipped
+  back along x (pixel centres map onto pixel centres, so this is exact) and left/right joints
+  swapped. Depth is unchanged by a mirror in x. Maps are (..., h, w, J), depth vectors (..., J)."""
+  unmirrored = {}
+  for key, value in outputs.items():
+    if value.ndim >= 4:  # heatmaps (S, B, h, w, J) and depth maps (B, h, w, J)
+      value = value[..., ::-1, :]
+    unmirrored[key] = value[..., joints.MPII_FLIP]
+  return unmirrored
+
+
+def predict_step(model_def: nnx.GraphDef, model_state, images: jax.Array, *, dtype,
+                 flip_test: bool = False, subpixel: bool = True) -> dict:
+  """Inference: heatmap peaks as input-image pixels `pred_xy` (B, J, 2), their heatmap values
+  `pred_peak` (B, J), and `pred_depth` (B, J) in crop units read at those peaks (models with
+  depth).
+
+  flip_test: also run the mirrored images and average both predictions (`unmirror_outputs`).
+  subpixel: refine each peak by a quarter pixel towards its higher neighbour
+  (targets.heatmap_peaks); False: the plain argmax.
+  """
+  model = nnx.merge(model_def, model_state)
+  outputs = model(normalize_images(images, dtype))
+  outputs = {k: v for k, v in outputs.items() if k in ('heatmaps', 'depth_map', 'depth')}
+  outputs['heatmaps'] = outputs['heatmaps'][-1]
+  if flip_test:
+    mirrored = model(normalize_images(images[:, :, ::-1], dtype))
+    mirrored = unmirror_outputs({k: mirrored[k][-1] if k == 'heatmaps' else mirrored[k]
+                                 for k in outputs})
+    outputs = jax.tree.map(lambda a, b: (a + b) / 2, outputs, mirrored)
+  heatmaps = outputs['heatmaps']
+  xy_hm, peak = targets.heatmap_peaks(heatmaps, subpixel=subpixel)
   prediction = {
       'pred_xy': targets.heatmap_to_input(xy_hm, images.shape[1] / heatmaps.shape[1]),
       'pred_peak': peak}
@@ -143,7 +170,8 @@ def predict_step(model_def: nnx.GraphDef, model_state, images: jax.Array, *, dty
 
 def jit_steps(defs: GraphDefs, state: dict, mesh, config):
   """Compiles the steps for `mesh`: state replicated (and donated), batch split along 'data'.
-  -> (train(state, batch) -> (state, metrics), predict(model_state, images) -> prediction)."""
+  -> (train(state, batch) -> (state, metrics), predict(model_state, images) -> prediction with
+  the config's eval.flip_test and eval.subpixel)."""
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   state_sharding = jax.tree.map(lambda _: replicated, state)
   dtype = jnp.dtype(config.model.dtype)
@@ -151,6 +179,13 @@ def jit_steps(defs: GraphDefs, state: dict, mesh, config):
       functools.partial(train_step, defs.model, defs.optimizer, loss_config=loss_config(config),
                         dtype=dtype),
       donate_argnums=0, out_shardings=(state_sharding, replicated))
-  predict = jax.jit(functools.partial(predict_step, defs.eval_model, dtype=dtype),
-                    out_shardings=replicated)
+  predict = jit_predict(defs.eval_model, mesh, dtype, flip_test=config.eval.flip_test,
+                        subpixel=config.eval.subpixel)
   return train, predict
+
+
+def jit_predict(eval_model_def: nnx.GraphDef, mesh, dtype, **options):
+  """predict_step compiled for `mesh` (images split along 'data', prediction replicated)."""
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return jax.jit(functools.partial(predict_step, eval_model_def, dtype=jnp.dtype(dtype),
+                                   **options), out_shardings=replicated)

@@ -22,6 +22,7 @@ from hpe_jax import default_config
 from hpe_jax.data import datasets
 from hpe_jax.data import pipeline
 from hpe_jax.evaluation import evaluate
+from hpe_jax.models import torch_import
 from hpe_jax.training import checkpoint
 from hpe_jax.training import optimizer as optimizer_lib
 from hpe_jax.training import step as step_lib
@@ -110,12 +111,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_iter = iter(train_data)
   eval_ref = datasets.resolve(config.data.eval, 'eval', config.data.data_dir) \
       if config.data.eval else None
-  baseline = None
-  if eval_ref is not None:
-    first = {role: datasets.parse_list(config.data[f'train_{role}'])[:1] for role in ('2d', '3d')}
-    baseline = evaluate.mean_pose(
-        *(datasets.resolve(first[role][0], role, config.data.data_dir) if first[role] else None
-          for role in ('2d', '3d')))
+  baseline = evaluate.training_mean_pose(config) if eval_ref is not None else None
 
   defs, state = step_lib.init_state(config)
 
@@ -131,6 +127,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     grafted, fresh = checkpoint.graft(config.init_from, nnx.to_pure_dict(state['model']))
     nnx.replace_by_pure_dict(state['model'], grafted)
     _log(f'Initialised from {config.init_from}; newly initialised: {fresh or "nothing"}.')
+  elif config.model.init:
+    imported, unused = torch_import.init_backbone(nnx.to_pure_dict(state['model']),
+                                                  config.model.init)
+    nnx.replace_by_pure_dict(state['model'], imported)
+    _log(f'Initialised the backbone from {config.model.init}; unused there: {unused or "nothing"}.')
   state = jax.device_put(state, replicated)
 
   train_step, predict = step_lib.jit_steps(defs, state, mesh, config)

@@ -1,0 +1,197 @@
+"""Using a trained model: load it from a run's workdir and predict on images.
+
+  from hpe_jax import inference
+  model = inference.load('runs/finetune')
+  result = model.predict(image)                  # (H, W, 3) uint8 RGB, the whole image
+  result = model.predict(image, box=(x, y, w, h))  # a person box, COCO-style pixels
+
+Predictions run jit-compiled on every local device, with the run's evaluation options (flip test,
+sub-pixel readout) unless overridden.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import cv2
+from flax import nnx
+import jax
+import ml_collections
+import numpy as np
+
+from hpe_jax import default_config
+from hpe_jax import geometry
+from hpe_jax import joints
+from hpe_jax import models
+from hpe_jax.training import checkpoint
+from hpe_jax.training import step as step_lib
+
+# A tight person box (around the joints) is padded like the training boxes
+# (data.builders.base.box_from_joints).
+BOX_PAD = 1.25
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run was trained with (workdir/config.json), with today's defaults filled in for
+  fields added since (so older runs still load)."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.isfile(path):
+    raise checkpoint.CheckpointError(
+        f'{workdir} is not a training run: it has no config.json. Pass the --workdir of a run '
+        'made by python -m hpe_jax.main (or by tools/import_weights.py).')
+  with open(path) as f:
+    saved = json.load(f)
+  config = default_config.base_config()
+  config.update_from_flattened_dict(_flatten(saved))
+  return config
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = tuple(value) if isinstance(value, list) else value
+  return flat
+
+
+@dataclasses.dataclass
+class Predictor:
+  """A trained model ready for inference; make one with `load`."""
+
+  config: ml_collections.ConfigDict  # the run's; config.eval sets the readout
+  step: int  # the training step of the loaded weights
+  eval_model_def: nnx.GraphDef
+  model_state: nnx.State  # replicated over `mesh`
+  mesh: jax.sharding.Mesh
+  batch_size: int  # images per device call, a multiple of the device count
+
+  def __post_init__(self):
+    self.predict_fn = step_lib.jit_predict(
+        self.eval_model_def, self.mesh, self.config.model.dtype,
+        flip_test=self.config.eval.flip_test, subpixel=self.config.eval.subpixel)
+    self.sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec('data'))
+
+  def with_readout(self, *, flip_test: bool, subpixel: bool) -> Predictor:
+    """The same weights with another readout (compiled on first use)."""
+    config = ml_collections.ConfigDict(self.config.to_dict())
+    config.eval.flip_test, config.eval.subpixel = flip_test, subpixel
+    return dataclasses.replace(self, config=config)
+
+  @property
+  def image_size(self) -> int:
+    return self.config.data.image_size
+
+  @property
+  def has_depth(self) -> bool:
+    return bool(self.config.model.depth)
+
+  def predict_inputs(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+    """Runs the network on model inputs.
+
+    Args:
+      inputs: (N, S, S, 3) uint8 RGB, S = image_size.
+    Returns:
+      pred_xy (N, 16, 2) input pixels, pred_peak (N, 16) heatmap maxima, and for models with
+      depth pred_depth (N, 16) root-relative depth in units of the input side.
+    """
+    inputs = np.asarray(inputs)
+    if inputs.ndim != 4 or inputs.shape[1:] != (self.image_size, self.image_size, 3):
+      raise ValueError(f'inputs have shape {inputs.shape}; this model takes (N, '
+                       f'{self.image_size}, {self.image_size}, 3) uint8 RGB')
+    parts = []
+    for start in range(0, len(inputs), self.batch_size):
+      chunk = inputs[start:start + self.batch_size]
+      padded = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch_size - len(chunk), 0)])
+      images = jax.device_put(padded.astype(np.uint8), self.sharding)
+      parts.append(jax.tree.map(lambda a, n=len(chunk): np.asarray(a)[:n],
+                                self.predict_fn(self.model_state, images)))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+  def predict(self, image: np.ndarray, box=None) -> dict[str, np.ndarray]:
+    """Predicts the pose of one person.
+
+    Args:
+      image: (H, W, 3) uint8 RGB.
+      box: (x, y, w, h) the person's box in pixels (x, y its top-left corner, COCO-style), padded
+        by BOX_PAD like the training boxes; None: the whole image is the person's box.
+    Returns:
+      joints_2d (16, 2) image pixels (MPII-16 order, joints.MPII16); scores (16,) heatmap maxima
+      (about 1 for a confident joint); box_center (2,), box_side: the square the model saw; and
+      for models with depth, joints_3d (16, 3) root-relative (pelvis) mm: x right, y down, z away
+      from the camera, scaled by `geometry.canonical_limb_scale` (a monocular image has no
+      absolute scale: the limbs get canonical human lengths).
+    """
+    center, side = person_square(image.shape, box)
+    image_to_input = geometry.crop_affine(center, side, 0.0, self.image_size)
+    model_input = cv2.warpAffine(np.asarray(image, np.uint8), image_to_input,
+                                 (self.image_size, self.image_size), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    prediction = jax.tree.map(lambda a: a[0], self.predict_inputs(model_input[None]))
+    joints_2d = geometry.transform_points(geometry.invert_affine(image_to_input),
+                                          prediction['pred_xy'].astype(np.float64))
+    result = {'joints_2d': joints_2d, 'scores': prediction['pred_peak'],
+              'box_center': np.asarray(center), 'box_side': np.float64(side)}
+    if 'pred_depth' in prediction:
+      # Weak perspective: x, y in image pixels and depth in box units * box side share one unit.
+      pose = np.concatenate([joints_2d, prediction['pred_depth'][:, None] * side], axis=1)
+      pose = pose - pose[joints.PELVIS]
+      result['joints_3d'] = pose * geometry.canonical_limb_scale(pose)
+    return result
+
+
+def person_square(image_shape, box=None) -> tuple[np.ndarray, float]:
+  """The square (centre, side) in pixels around a person box (x, y, w, h) padded by BOX_PAD, or
+  around the whole image for box None. Pixel centres are integers, so a box edge at x is pixel
+  coordinate x - 0.5."""
+  height, width = image_shape[:2]
+  if box is None:
+    return np.array([(width - 1) / 2, (height - 1) / 2]), float(max(width, height))
+  x, y, w, h = (float(v) for v in box)
+  if w <= 0 or h <= 0:
+    raise ValueError(f'box {tuple(box)} has no area: expected x, y, width, height')
+  return np.array([x + w / 2 - 0.5, y + h / 2 - 0.5]), BOX_PAD * max(w, h)
+
+
+def load(workdir: str, *, step: int | None = None, flip_test: bool | None = None,
+         subpixel: bool | None = None, batch_size: int | None = None) -> Predictor:
+  """Loads the model of a training run.
+
+  Args:
+    workdir: the run's directory (config.json and checkpoints/).
+    step: a saved step; None: the latest.
+    flip_test, subpixel: override the run's config.eval options.
+    batch_size: images per device call (rounded up to a multiple of the device count); None:
+      the run's train.batch_size.
+  Raises:
+    CheckpointError: no run or no checkpoint there, or weights that do not fit the model.
+  """
+  config = load_run_config(workdir)
+  _, step = checkpoint.find_checkpoint(
+      workdir, step, hint='Train the run (python -m hpe_jax.main) or convert weights into it '
+      '(tools/import_weights.py) first.')
+  for key, value in (('flip_test', flip_test), ('subpixel', subpixel)):
+    if value is not None:
+      config.eval[key] = value
+  try:  # shapes only: initialising real weights only to overwrite them takes ~10 s on a CPU
+    model = nnx.eval_shape(lambda: models.create_model(
+        config.model, with_depth=config.model.depth, rngs=nnx.Rngs(config.seed)))
+  except ValueError as e:
+    raise checkpoint.CheckpointError(f'{workdir}/config.json: {e}') from e
+  model.eval()
+  eval_model_def, model_state = nnx.split(model)
+  loaded, fresh = checkpoint.graft(workdir, nnx.to_pure_dict(model_state), step=step)
+  if fresh:
+    raise checkpoint.CheckpointError(f'{workdir}: the checkpoint lacks {fresh}; it does not '
+                                     'hold the model its config.json describes')
+  nnx.replace_by_pure_dict(model_state, loaded)
+  mesh = jax.make_mesh((jax.local_device_count(),), ('data',),
+                       axis_types=(jax.sharding.AxisType.Auto,), devices=jax.local_devices())
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  devices = jax.local_device_count()
+  return Predictor(config=config, step=step, eval_model_def=eval_model_def,
+                   model_state=jax.device_put(model_state, replicated), mesh=mesh,
+                   batch_size=-(-(batch_size or config.train.batch_size) // devices) * devices)
