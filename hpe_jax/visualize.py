@@ -1,0 +1,123 @@
+"""Pictures of predicted poses: the 2D skeleton over the image, the 3D skeleton from two sides.
+
+  from hpe_jax import visualize
+  overlay = visualize.draw_2d(image, result['joints_2d'], result['scores'])  # (H, W, 3) RGB
+  visualize.plot_3d(result['joints_3d'], 'pose_3d.png')
+
+Left limbs are blue, right limbs red and the trunk and head green, in both pictures ("left" is
+the person's left).
+"""
+
+from __future__ import annotations
+
+import cv2
+from matplotlib.backends import backend_agg
+from matplotlib import figure
+import numpy as np
+
+from hpe_jax import joints
+
+# RGB colours of the three sides of the skeleton (matplotlib's tab:blue, tab:red, tab:green).
+SIDE_RGB = {'left': (31, 119, 180), 'right': (214, 39, 40), 'centre': (44, 160, 44)}
+# Joints whose heatmap maximum is below this are drawn hollow, and their bones thin: the model is
+# unsure of them (a confident joint scores about 1).
+MIN_CONFIDENT_SCORE = 0.3
+# Fixed-point bits of OpenCV's drawing coordinates: joints are drawn at sub-pixel positions.
+_SHIFT_BITS = 4
+
+
+def side(joint_indices) -> str:
+  """'left', 'right' or 'centre': the side of a joint or bone (a bone touching a left joint is
+  left, e.g. left hip - pelvis)."""
+  names = [joints.MPII16[i] for i in np.atleast_1d(joint_indices)]
+  if any(name.startswith('l_') for name in names):
+    return 'left'
+  if any(name.startswith('r_') for name in names):
+    return 'right'
+  return 'centre'
+
+
+def line_width(image_shape) -> int:
+  """The bone thickness in pixels for an image of (H, W, ...): about 1/250 of its longer side."""
+  return max(2, round(max(image_shape[:2]) / 250))
+
+
+def marker_radius(image_shape) -> int:
+  """The radius in pixels of the joint discs and rings for an image of (H, W, ...)."""
+  return line_width(image_shape) + 2
+
+
+def draw_2d(image: np.ndarray, joints_2d: np.ndarray, scores: np.ndarray,
+            min_score: float = MIN_CONFIDENT_SCORE) -> np.ndarray:
+  """The skeleton drawn over a copy of the image.
+
+  Args:
+    image: (H, W, 3) uint8 RGB.
+    joints_2d: (16, 2) MPII-16 joints in image pixels, (0, 0) the centre of the top-left pixel.
+    scores: (16,) per-joint confidences; joints below `min_score` are drawn as rings and their
+      bones at half width.
+  Returns:
+    (H, W, 3) uint8 RGB: the image with bones (lines) and joints (discs) drawn on it; pixels
+    farther than marker_radius + line_width / 2 + 2 (anti-aliasing) from every bone and joint
+    are unchanged.
+  """
+  canvas = np.array(image, dtype=np.uint8, copy=True)
+  width = line_width(canvas.shape)
+  radius = marker_radius(canvas.shape)
+  confident = np.asarray(scores) >= min_score
+  points = [tuple(int(v) for v in np.round(p * (1 << _SHIFT_BITS)))
+            for p in np.asarray(joints_2d, np.float64)]
+  for parent, child in joints.BONES:
+    bone_width = width if confident[parent] and confident[child] else max(1, width // 2)
+    cv2.line(canvas, points[parent], points[child], SIDE_RGB[side((parent, child))], bone_width,
+             cv2.LINE_AA, _SHIFT_BITS)
+  for index, point in enumerate(points):
+    fill = cv2.FILLED if confident[index] else max(1, width // 2)
+    cv2.circle(canvas, point, radius << _SHIFT_BITS, SIDE_RGB[side(index)], fill, cv2.LINE_AA,
+               _SHIFT_BITS)
+  return canvas
+
+
+# The two orthographic views of plot_3d: (title, horizontal axis, its label). The vertical axis is
+# always up (-y); the camera looks along +z.
+_VIEWS = (
+    ('front (as the camera sees it)', 0, 'x, right (mm)'),
+    ('side (camera on the left)', 2, 'z, away from the camera (mm)'),
+)
+
+
+def plot_3d(joints_3d: np.ndarray, path: str, title: str | None = None) -> None:
+  """Writes a PNG of the 3D skeleton seen from the front and from the side, on equal mm scales.
+
+  Args:
+    joints_3d: (16, 3) MPII-16 joints in mm: x right, y down, z away from the camera (as
+      inference.Predictor.predict gives them).
+    path: the PNG to write.
+    title: a line above both views.
+  """
+  pose = np.asarray(joints_3d, np.float64)
+  # Both views share one half-range, so a millimetre is equally long along every axis.
+  centre = (pose.max(0) + pose.min(0)) / 2
+  half_range = max((pose.max(0) - pose.min(0)).max() / 2 * 1.1, 100.0)
+  fig = figure.Figure(figsize=(10, 5.4), dpi=100)
+  backend_agg.FigureCanvasAgg(fig)
+  for panel, (view_title, axis, label) in enumerate(_VIEWS):
+    ax = fig.add_subplot(1, 2, panel + 1)
+    for side_name in SIDE_RGB:
+      ax.plot([], [], color=np.array(SIDE_RGB[side_name]) / 255, label=side_name)
+    for bone in joints.BONES:
+      ax.plot(pose[bone, axis], -pose[bone, 1], color=np.array(SIDE_RGB[side(bone)]) / 255,
+              linewidth=3, solid_capstyle='round')
+    ax.scatter(pose[:, axis], -pose[:, 1], s=14, color='black', zorder=3)
+    ax.set_xlim(centre[axis] - half_range, centre[axis] + half_range)
+    ax.set_ylim(-centre[1] - half_range, -centre[1] + half_range)
+    ax.set_aspect('equal')
+    ax.grid(alpha=0.3)
+    ax.set_title(view_title)
+    ax.set_xlabel(label)
+    ax.set_ylabel('-y, up (mm)')
+  fig.axes[0].legend(loc='upper left', fontsize='small')
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path)
