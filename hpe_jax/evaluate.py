@@ -26,6 +26,11 @@ READOUTS = {'argmax': (False, False), 'subpixel': (False, True), 'flip': (True, 
             'flip+subpixel': (True, True)}
 
 
+def result_path(workdir: str, dataset: str, suffix: str = '.json') -> str:
+  """Where the results of `workdir` on a resolved dataset 'name:split' are saved."""
+  return os.path.join(workdir, 'eval', re.sub(r'[^A-Za-z0-9_.-]+', '_', dataset) + suffix)
+
+
 def evaluate_run(workdir: str, dataset_names=(), *, step=None, flip_test=None, subpixel=None,
                  readout_ablation=False, limit=0, batch_size=None, data_dir=None,
                  log=print) -> dict[str, dict]:
@@ -70,17 +75,16 @@ def evaluate_run(workdir: str, dataset_names=(), *, step=None, flip_test=None, s
                                     variant.config, variant.sharding, None)
         results['readout'][name] = {k: v for k, v in ablated.items()
                                     if k in report.READOUT_METRICS}
-    stem = re.sub(r'[^A-Za-z0-9_.-]+', '_', str(ref))
     record = {'workdir': workdir, 'step': predictor.step, 'dataset': str(ref),
               'flip_test': bool(config.eval.flip_test), 'subpixel': bool(config.eval.subpixel),
               **results}
-    with open(os.path.join(workdir, 'eval', f'{stem}.json'), 'w') as f:
+    with open(result_path(workdir, str(ref)), 'w') as f:
       json.dump(record, f, indent=2)
     table = report.markdown(f'{ref} ({workdir}, step {predictor.step})', results)
-    with open(os.path.join(workdir, 'eval', f'{stem}.md'), 'w') as f:
+    with open(result_path(workdir, str(ref), '.md'), 'w') as f:
       f.write(table)
     log(table)
-    log(f'Saved {os.path.join(workdir, "eval", stem)}.json and .md')
+    log(f'Saved {result_path(workdir, str(ref))} and .md')
     all_results[str(ref)] = results
   return all_results
 
