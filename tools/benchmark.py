@@ -2,6 +2,7 @@
 
 The batch is random and already in device memory, so this measures the step alone (the input
 pipeline is measured separately). Timings are medians over repeats, each synchronised.
+tools/compare_peer.py reuses this command line and these helpers to time the PyTorch peer.
 
   python tools/benchmark.py --config=configs/pretrain.py
   python tools/benchmark.py --config=configs/pretrain.py:paper --config.model.dtype=bfloat16
@@ -10,7 +11,9 @@ pipeline is measured separately). Timings are medians over repeats, each synchro
 from __future__ import annotations
 
 import json
+import statistics
 import time
+from typing import Any, Callable
 
 from absl import app
 from absl import flags
@@ -22,13 +25,15 @@ from hpe_jax import joints
 from hpe_jax.data import pipeline
 from hpe_jax.training import step as step_lib
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:arg]).')
-_STEPS = flags.DEFINE_integer('steps', 20, 'Timed steps per repeat.')
-_REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed repeats; the median is reported.')
+CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:arg]).')
+STEPS = flags.DEFINE_integer('steps', 20, 'Timed steps per repeat.')
+REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed repeats; the median is reported.')
 
 
 def random_batch(batch_size: int, image_size: int, num_3d: int, rng: np.random.Generator):
-  """A training batch of the pipeline's layout with random content."""
+  """A training batch of the pipeline's layout with random content; the first `num_3d` samples
+  are 3D. image (B, S, S, 3) uint8, joints (B, J, 2) input pixels, joints_mask and depth (B, J),
+  has_3d (B,) bool."""
   return {
       'image': rng.integers(0, 256, (batch_size, image_size, image_size, 3), dtype=np.uint8),
       'joints': rng.uniform(0, image_size, (batch_size, joints.NUM_JOINTS, 2)).astype(np.float32),
@@ -38,41 +43,90 @@ def random_batch(batch_size: int, image_size: int, num_3d: int, rng: np.random.G
   }
 
 
-def main(argv):
-  del argv
-  config = _CONFIG.value
-  mesh = jax.make_mesh((jax.device_count(),), ('data',),
-                       axis_types=(jax.sharding.AxisType.Auto,))
-  batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  defs, state = step_lib.init_state(config)
-  state = jax.device_put(state, replicated)
-  train_step, _ = step_lib.jit_steps(defs, state, mesh, config)
+def config_batch(config) -> dict[str, np.ndarray]:
+  """The random batch (seed 0) a config trains on: its batch and image sizes, and for models with
+  depth its share of 3D samples."""
   batch_size = config.train.batch_size
   num_3d = int(batch_size * config.data.fraction_3d) if config.model.depth else 0
-  batch = pipeline.to_global(random_batch(batch_size, config.data.image_size, num_3d,
-                                          np.random.default_rng(0)), batch_sharding)
+  return random_batch(batch_size, config.data.image_size, num_3d, np.random.default_rng(0))
 
+
+def time_steps(step: Callable[[], Any], sync: Callable[[Any], None], *, steps: int,
+               repeats: int, warmup: int = 1) -> dict[str, float]:
+  """Times `step()` (one train step; returns what `sync` waits for).
+
+  -> {'first_step_s': the first call, synchronised (it includes any lazy compilation),
+      'step_s': the median over `repeats` of the mean time of `steps` consecutive steps, after
+      `warmup` steps in all (the first included)}.
+  """
   start = time.perf_counter()
-  compiled = train_step.lower(state, batch).compile()
-  compile_s = time.perf_counter() - start
-  state, metrics = compiled(state, batch)
-  jax.block_until_ready(metrics)
+  sync(step())
+  first_step_s = time.perf_counter() - start
+  for _ in range(warmup - 1):
+    sync(step())
   times = []
-  for _ in range(_REPEATS.value):
+  for _ in range(repeats):
     start = time.perf_counter()
-    for _ in range(_STEPS.value):
-      state, metrics = compiled(state, batch)
-    jax.block_until_ready((state, metrics))
-    times.append((time.perf_counter() - start) / _STEPS.value)
-  step_s = float(np.median(times))
+    for _ in range(steps):
+      out = step()
+    sync(out)
+    times.append((time.perf_counter() - start) / steps)
+  return {'first_step_s': first_step_s, 'step_s': statistics.median(times)}
+
+
+class JaxTrainStep:
+  """hpe_jax's jitted train step for a config, compiled on the batch it will run on.
+
+  `step()` runs one step on that batch, carrying the (donated) state along; `compile_s` is the
+  `lower().compile()` time and `flops` the step's cost by XLA's cost analysis (None where the
+  backend gives none).
+  """
+
+  def __init__(self, config, batch: dict[str, np.ndarray]):
+    mesh = jax.make_mesh((jax.device_count(),), ('data',),
+                         axis_types=(jax.sharding.AxisType.Auto,))
+    batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    defs, state = step_lib.init_state(config)
+    self.state = jax.device_put(state, replicated)
+    train_step, _ = step_lib.jit_steps(defs, self.state, mesh, config)
+    self.batch = pipeline.to_global(batch, batch_sharding)
+    start = time.perf_counter()
+    self.compiled = train_step.lower(self.state, self.batch).compile()
+    self.compile_s = time.perf_counter() - start
+    cost = self.compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # a list in older jax versions
+    self.flops = float(cost['flops']) if cost and cost.get('flops', 0) > 0 else None
+
+  def step(self) -> tuple[dict, dict]:
+    """-> (new state, metrics); sync on both, the state being donated to the next step."""
+    self.state, metrics = self.compiled(self.state, self.batch)
+    return self.state, metrics
+
+  @staticmethod
+  def sync(outputs) -> None:
+    jax.block_until_ready(outputs)
+
+
+def jax_devices() -> str:
+  return f'{jax.device_count()} x {jax.devices()[0].device_kind}'
+
+
+def main(argv):
+  del argv
+  config = CONFIG.value
+  train_step = JaxTrainStep(config, config_batch(config))
+  timing = time_steps(train_step.step, train_step.sync, steps=STEPS.value,
+                      repeats=REPEATS.value)
+  batch_size = config.train.batch_size
   result = {
       'model': config.model.name, 'width': config.model.width,
       'head_channels': config.model.head_channels, 'image_size': config.data.image_size,
       'batch_size': batch_size, 'dtype': config.model.dtype, 'depth': config.model.depth,
-      'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
-      'jax': jax.__version__, 'compile_s': round(compile_s, 2),
-      'step_ms': round(step_s * 1e3, 2), 'images_per_s': round(batch_size / step_s, 1),
+      'devices': jax_devices(), 'jax': jax.__version__,
+      'compile_s': round(train_step.compile_s, 2),
+      'step_ms': round(timing['step_s'] * 1e3, 2),
+      'images_per_s': round(batch_size / timing['step_s'], 1),
   }
   print(json.dumps(result))
 

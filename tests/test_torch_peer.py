@@ -1,0 +1,124 @@
+"""The PyTorch peer (tools/torch_peer.py) trains what hpe_jax trains: same losses, same networks.
+
+Speed is compared by tools/compare_peer.py, not here.
+"""
+
+import os
+import sys
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hpe_jax import default_config
+from hpe_jax import models
+from hpe_jax.training import step as step_lib
+
+torch = pytest.importorskip('torch')
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                'tools'))
+
+import torch_peer  # noqa: E402
+
+J = 16
+LOSS_CONFIG = step_lib.LossConfig(sigma=2.0, depth_weight=0.1, geometric_weight=0.01)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+  """Tiny ops on one thread: with several, a busy machine stalls each op at OpenMP barriers
+  (seconds per forward pass)."""
+  threads = torch.get_num_threads()
+  torch.set_num_threads(1)
+  yield
+  torch.set_num_threads(threads)
+
+
+def _batch(rng, batch_size=8, image_size=64):
+  """A 1:1 2D/3D batch with joints on and off the map, unannotated joints and depths on both
+  sides of smooth-L1's kink."""
+  return {
+      'image': rng.integers(0, 256, (batch_size, image_size, image_size, 3), dtype=np.uint8),
+      'joints': rng.uniform(-8, image_size + 8, (batch_size, J, 2)).astype(np.float32),
+      'joints_mask': (rng.uniform(size=(batch_size, J)) < 0.8).astype(np.float32),
+      'depth': rng.normal(0, 1.0, (batch_size, J)).astype(np.float32),
+      'has_3d': np.arange(batch_size) < batch_size // 2,
+  }
+
+
+def _outputs(rng, kind, batch_size=8, size=16):
+  """Random model outputs in hpe_jax's layout (NHWC maps, stacked heatmaps)."""
+  stacks = 2 if kind == 'hourglass' else 1
+  outputs = {'heatmaps': rng.uniform(0, 1, (stacks, batch_size, size, size, J))}
+  if kind == 'hourglass':
+    outputs['depth'] = rng.normal(0, 1.0, (batch_size, J))
+  else:
+    outputs['depth_map'] = rng.normal(0, 1.0, (batch_size, size, size, J))
+  return {key: value.astype(np.float32) for key, value in outputs.items()}
+
+
+def _to_torch_layout(outputs):
+  """hpe_jax's NHWC maps -> the peer's NCHW ones."""
+  return {key: torch.from_numpy(np.moveaxis(value, -1, -3).copy() if value.ndim >= 4 else value)
+          for key, value in outputs.items()}
+
+
+@pytest.mark.parametrize('kind', ['resnet', 'hourglass'])
+@pytest.mark.parametrize('seed', [0, 1])
+def test_peer_losses_equal_hpe_jax_losses(kind, seed):
+  rng = np.random.default_rng(seed)
+  batch, outputs = _batch(rng), _outputs(rng, kind)
+  _, ours = jax.jit(step_lib.compute_losses, static_argnums=2)(outputs, batch, LOSS_CONFIG)
+  _, theirs = torch_peer.compute_losses(_to_torch_layout(outputs), torch_peer.to_tensors(
+      batch, torch.device('cpu')), LOSS_CONFIG)
+  assert set(theirs) == set(ours) == {'loss', 'heatmap_loss', 'depth_loss', 'geometric_loss'}
+  for name, value in ours.items():
+    assert float(value) > 0, name  # every term is exercised
+    np.testing.assert_allclose(float(theirs[name]), float(value), rtol=1e-5, atol=1e-7,
+                               err_msg=name)
+
+
+def _model_config(name, **fields):
+  config = default_config.base_config().model
+  config.update(name=name, width=8, head_channels=16, num_stacks=2, hourglass_features=16,
+                image_size=64, depth=True, **fields)
+  return config
+
+
+@pytest.mark.parametrize('name', ['resnet18', 'resnet50', 'hourglass'])
+def test_peer_models_have_hpe_jax_parameters_and_output_shapes(name):
+  config = _model_config(name)
+
+  def build_and_run():
+    model = models.create_model(config, with_depth=True, rngs=nnx.Rngs(0))
+    return nnx.state(model, nnx.Param), model(jnp.zeros((2, 64, 64, 3)))
+
+  our_parameters, our_outputs = nnx.eval_shape(build_and_run)  # shapes only
+  peer = torch_peer.create_model(config, with_depth=True)
+  assert (sum(p.numel() for p in peer.parameters())
+          == sum(leaf.size for leaf in jax.tree.leaves(our_parameters)))
+  with torch.no_grad():
+    peer_outputs = peer(torch.zeros(2, 3, 64, 64))
+  assert set(peer_outputs) == set(our_outputs)
+  for key, value in our_outputs.items():
+    expected = value.shape[:-3] + (value.shape[-1],) + value.shape[-3:-1] if value.ndim >= 4 \
+        else value.shape
+    assert tuple(peer_outputs[key].shape) == expected, key
+
+
+def test_eager_peer_step_trains():
+  config = default_config.load_config(
+      os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs',
+                   'finetune.py'))
+  config.model.update(width=8, head_channels=16)
+  config.data.image_size = 64
+  config.train.batch_size = 4
+  config.train.lr = 1e-2
+  batch = _batch(np.random.default_rng(0), batch_size=4)
+  peer = torch_peer.PeerTrainStep(config, batch, LOSS_CONFIG, mode='eager',
+                                  device=torch.device('cpu'))
+  losses = [float(peer.step()) for _ in range(4)]
+  assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
