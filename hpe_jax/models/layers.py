@@ -41,27 +41,14 @@ def upsample_nearest(x: jax.Array) -> jax.Array:
   return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
-def depth_to_space(x: jax.Array) -> jax.Array:
-  """(B, H, W, 2 * 2 * C) with channels ordered (row phase, column phase, c) -> (B, 2H, 2W, C)."""
-  b, h, w, c = x.shape
-  x = x.reshape(b, h, w, 2, 2, c // 4).transpose(0, 1, 3, 2, 4, 5)
-  return x.reshape(b, 2 * h, 2 * w, c // 4)
+def phase_kernels(kernel: jax.Array) -> list[list[jax.Array]]:
+  """Transposed-conv kernel (4, 4, I, O) -> kernels[ry][rx] (2, 2, I, O) of its output phases.
 
-
-# Output pixel 2m + r of a kernel-4, stride-2, padding-1 transposed conv sums input pixel
-# m + t - 1 times kernel tap r + 3 - 2t, for the taps t in 0..2 where that lies in 0..3.
-# _TAPS[t, r] is that kernel tap, or 4 (an appended zero tap) where there is none.
-_TAPS = np.array([[r + 3 - 2 * t if 0 <= r + 3 - 2 * t <= 3 else 4 for r in range(2)]
-                  for t in range(3)])
-
-
-def subpixel_kernel(kernel: jax.Array) -> jax.Array:
-  """Transposed-conv kernel (4, 4, I, O) -> the equivalent 3x3 conv kernel (3, 3, I, 4 O), its
-  output channels ordered (row phase, column phase, o) for `depth_to_space`."""
-  i, o = kernel.shape[2:]
-  padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
-  taps = padded[_TAPS[:, :, None, None], _TAPS[None, None]]  # (ty, ry, tx, rx, I, O)
-  return taps.transpose(0, 2, 4, 1, 3, 5).reshape(3, 3, i, 4 * o)
+  Output pixel 2m + r of a kernel-4, stride-2, padding-1 transposed conv sums input pixels
+  m + r - 1 + a (a in 0, 1) times kernel tap 3 - r - 2a: a 2x2 conv per phase.
+  """
+  taps = lambda r: np.array([3 - r, 1 - r])  # the tap of window position a = 0, 1
+  return [[kernel[taps(ry)][:, taps(rx)] for rx in range(2)] for ry in range(2)]
 
 
 class SubPixelConvTranspose(nnx.Module):
@@ -69,9 +56,10 @@ class SubPixelConvTranspose(nnx.Module):
   (B, H, W, I) -> (B, 2H, 2W, O).
 
   The parameter is the transposed conv's own kernel, `kernel[ky, kx, i, o] =
-  torch_weight[i, o, ky, kx]`, but it runs as one 3x3 conv with 4 O outputs (one group per output
-  phase, zero taps where a phase sees only 2x2 inputs) and a depth-to-space: the transposed conv's
-  backward pass was ~12x slower on XLA:CPU, which outweighs the 9/4 extra multiply-adds.
+  torch_weight[i, o, ky, kx]`, but it runs as four 2x2 convs, one per output phase
+  (`phase_kernels`), interleaved: the same multiply-adds as the transposed conv, whose own
+  backward pass was ~12x slower on XLA:CPU (and a single 3x3 conv over all phases does 9/4 of
+  the work).
   """
 
   def __init__(self, in_features: int, out_features: int, *, kernel_init=HEAD_INIT, dtype,
@@ -81,7 +69,13 @@ class SubPixelConvTranspose(nnx.Module):
     self.dtype = dtype
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = subpixel_kernel(self.kernel[...]).astype(self.dtype)
-    y = jax.lax.conv_general_dilated(x.astype(self.dtype), kernel, (1, 1), ((1, 1), (1, 1)),
-                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    return depth_to_space(y)
+    b, h, w, _ = x.shape
+    x = x.astype(self.dtype)
+    # Phase r's window starts at input pixel m + r - 1: pad 1 - r before and r after.
+    phases = [[jax.lax.conv_general_dilated(
+        x, kernel.astype(self.dtype), (1, 1), ((1 - ry, ry), (1 - rx, rx)),
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+               for rx, kernel in enumerate(row)]
+              for ry, row in enumerate(phase_kernels(self.kernel[...]))]
+    y = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2)  # (B, H, ry, W, rx, O)
+    return y.reshape(b, 2 * h, 2 * w, y.shape[-1])
