@@ -12,6 +12,7 @@ import pytest
 from conftest import tiny_config
 from hpe_jax import default_config
 from hpe_jax import models
+from hpe_jax import trees
 from hpe_jax.models import torch_import
 from hpe_jax.training import checkpoint
 from hpe_jax.training import train
@@ -145,7 +146,7 @@ def fresh_resnet18():
 
 
 def _flat(tree):
-  return {key: np.asarray(value) for key, value in torch_import.flatten(tree).items()}
+  return {key: np.asarray(value) for key, value in trees.flatten(tree).items()}
 
 
 @pytest.mark.parametrize('arch, width, head_channels', [

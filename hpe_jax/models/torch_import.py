@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import os
 
-import jax
 import numpy as np
 
 from hpe_jax import default_config
+from hpe_jax import trees
 from hpe_jax.models import resnet
 
 # Leaf names: ours -> PyTorch's.
@@ -41,17 +41,6 @@ _STEM = 'conv1.weight'
 # The input normalisation of torchvision's ImageNet models and ours (step.normalize_images).
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])
-
-
-def flatten(tree: dict) -> dict[str, object]:
-  """A model's nested pure dict -> {'a/b/c': leaf}."""
-  return {'/'.join(str(k.key) for k in path): leaf
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def _unflatten(like: dict, flat: dict[str, object]) -> dict:
-  return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like),
-                                      [flat[k] for k in flatten(like)])
 
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
@@ -188,7 +177,7 @@ def fill(model_state: dict, state_dict: dict[str, np.ndarray], *, parts: tuple[s
   in PyTorch's layout). Returns (the pure dict with those leaves replaced by float32 numpy
   arrays, the source keys left unused).
   """
-  flat = flatten(model_state)
+  flat = trees.flatten(model_state)
   wanted = {key: torch_key(key, heads) for key in flat if key.split('/')[0] in parts}
   if not wanted:
     raise default_config.ConfigError(f'{source}: the model has no {"/".join(parts)} to load '
@@ -208,7 +197,7 @@ def fill(model_state: dict, state_dict: dict[str, np.ndarray], *, parts: tuple[s
   for key, name in wanted.items():
     flat[key] = np.asarray(_to_ours(key, state_dict[name]), np.float32)
   unused = sorted(set(state_dict) - set(wanted.values()))
-  return _unflatten(model_state, flat), unused
+  return trees.unflatten(model_state, flat), unused
 
 
 def init_backbone(model_state: dict, path: str) -> tuple[dict, list[str]]:

@@ -14,6 +14,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from hpe_jax import trees
+
 # Parameters that only a model with a depth output has; grafting a 2D checkpoint may miss them.
 DEPTH_PARTS = 'depth'
 
@@ -54,11 +56,6 @@ def restore(mngr: ocp.CheckpointManager, step: int, state_like: dict, data_itera
   return restored.state
 
 
-def _flat(tree) -> dict[str, object]:
-  return {'/'.join(str(getattr(k, 'key', k)) for k in path): leaf
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
 INIT_FROM_HINT = ('Train the 2D stage first (python -m hpe_jax.main --config=configs/pretrain.py),'
                   ' point --config.init_from at its workdir, or set --config.init_from=\'\' to '
                   'start from scratch.')
@@ -95,8 +92,8 @@ def graft(path: str, model_state: dict, step: int | None = None) -> tuple[dict, 
   """
   directory, step = find_checkpoint(path, step)
   mngr = manager(directory, read_only=True, state_handler=ocp.PyTreeCheckpointHandler())
-  saved = _flat(mngr.item_metadata(step).state['model'])
-  fresh = _flat(model_state)
+  saved = trees.flatten(mngr.item_metadata(step).state['model'])
+  fresh = trees.flatten(model_state)
   missing = sorted(set(fresh) - set(saved))
   unexpected = sorted(set(saved) - set(fresh))
   mismatched = sorted(f'{k}: checkpoint {tuple(saved[k].shape)} vs model {np.shape(fresh[k])}'
@@ -116,12 +113,12 @@ def graft(path: str, model_state: dict, step: int | None = None) -> tuple[dict, 
   restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
       target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
       partial_restore=True)))
-  loaded = _flat(restored.state['model'])
+  loaded = trees.flatten(restored.state['model'])
   if set(loaded) != set(shared):  # partial restore can silently skip weights: check
     raise CheckpointError(f'grafting {directory} restored {len(loaded)} of {len(shared)} '
                           f'weights; not restored: {sorted(set(shared) - set(loaded))[:10]}')
   merged = {k: loaded.get(k, v) for k, v in fresh.items()}
-  return _unflat(model_state, merged), missing
+  return trees.unflatten(model_state, merged), missing
 
 
 def _prune(tree: dict, keep: set[str], prefix: str = '') -> dict:
@@ -136,9 +133,3 @@ def _prune(tree: dict, keep: set[str], prefix: str = '') -> dict:
     elif name in keep:
       out[key] = value
   return out
-
-
-def _unflat(like: dict, flat: dict[str, object]) -> dict:
-  leaves = list(_flat(like))
-  return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like),
-                                      [flat[k] for k in leaves])
