@@ -37,11 +37,17 @@ def evaluate_run(workdir: str, dataset_names=(), *, step=None, flip_test=None, s
   """Evaluates a run on each dataset (default: its own eval split); writes
   <workdir>/eval/<dataset>.{json,md}. -> {dataset: results (evaluation.evaluate's keys, plus
   'readout' {name: results} with readout_ablation)}."""
+  from hpe_jax import default_config
   from hpe_jax import inference
   from hpe_jax.data import datasets
   from hpe_jax.evaluation import evaluate
   from hpe_jax.evaluation import report
 
+  if limit < 0:
+    raise default_config.ConfigError(f'--limit={limit}: give a number of examples, or 0 for all')
+  if batch_size is not None and batch_size <= 0:
+    raise default_config.ConfigError(f'--batch_size={batch_size}: give a positive number of '
+                                     'images per step, or leave it out for the run\'s own')
   run_config = inference.load_run_config(workdir)
   data_dir = run_config.data.data_dir if data_dir is None else data_dir
   names = list(dataset_names) or [run_config.data.eval]
@@ -114,6 +120,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.ERROR)  # Orbax warns about every read-only checkpoint it opens
+  from hpe_jax import default_config
   from hpe_jax.data import datasets
   from hpe_jax.training import checkpoint
   f = flags.FLAGS
@@ -121,7 +128,7 @@ def main(argv):
     evaluate_run(f.workdir, f.dataset, step=f.step, flip_test=f.flip_test, subpixel=f.subpixel,
                  readout_ablation=f.readout_ablation, limit=f.limit, batch_size=f.batch_size,
                  data_dir=f.data_dir)
-  except (datasets.DatasetError, checkpoint.CheckpointError) as e:
+  except (default_config.ConfigError, datasets.DatasetError, checkpoint.CheckpointError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
 

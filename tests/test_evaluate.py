@@ -96,7 +96,9 @@ def test_readout_flags_select_the_readout(tiny_depth_run):
 def test_cli_errors_are_one_line(tmp_path, tiny_depth_run):
   for args, message in (([f'--workdir={tmp_path}'], 'no config.json'),
                         ([f'--workdir={tiny_depth_run}', '--dataset=no_such_dataset'],
-                         'no_such_dataset')):
+                         'no_such_dataset'),
+                        ([f'--workdir={tiny_depth_run}', '--limit=-5'], '--limit=-5'),
+                        ([f'--workdir={tiny_depth_run}', '--batch_size=0'], '--batch_size=0')):
     run = subprocess.run([sys.executable, '-m', 'hpe_jax.evaluate', *args], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2, run.stderr
