@@ -80,6 +80,80 @@ def test_subpixel_deconv_is_pytorch_transposed_conv():
     np.testing.assert_allclose(g, w, atol=1e-4)
 
 
+def conv_reference(x, kernel, strides, padding, cotangent):
+  """numpy: the convolution (B, H, W, I) x (kh, kw, I, O) and the gradients of
+  sum(conv * cotangent) wrt x and kernel, tap by tap."""
+  (top, bottom), (left, right) = padding
+  padded = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+  out_h, out_w = cotangent.shape[1:3]
+  sy, sx = strides
+  y = np.zeros(cotangent.shape)
+  dx_padded, dkernel = np.zeros(padded.shape), np.zeros(kernel.shape)
+  for ky in range(kernel.shape[0]):
+    for kx in range(kernel.shape[1]):
+      rows, cols = slice(ky, ky + sy * (out_h - 1) + 1, sy), slice(kx, kx + sx * (out_w - 1) + 1, sx)
+      y += np.einsum('bhwi,io->bhwo', padded[:, rows, cols], kernel[ky, kx])
+      dkernel[ky, kx] = np.einsum('bhwi,bhwo->io', padded[:, rows, cols], cotangent)
+      dx_padded[:, rows, cols] += np.einsum('bhwo,io->bhwi', cotangent, kernel[ky, kx])
+  return y, dx_padded[:, top:top + x.shape[1], left:left + x.shape[2]], dkernel
+
+
+@pytest.mark.parametrize('batch, size, kernel_size, stride, padding', [
+    (2, 6, 3, 1, ((1, 1), (1, 1))),     # input gradient by tap dots (72 positions)
+    (2, 7, 3, 2, ((1, 1), (1, 1))),     # strided, odd size: the last input row is unused
+    (2, 9, 7, 2, ((3, 3), (3, 3))),     # the ResNet stem
+    (2, 6, 1, 2, ((0, 0), (0, 0))),     # 1 x 1 downsampling: the kernel gradient as a dot
+    (2, 5, 2, 1, ((1, 0), (0, 1))),     # a deconvolution phase
+    (5, 16, 3, 1, ((1, 1), (1, 1))),    # 1280 positions: XLA's transposed convolution
+])
+def test_conv2d_and_its_gradients_match_numpy(batch, size, kernel_size, stride, padding):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(batch, size, size, 3)).astype(np.float32)
+  kernel = rng.normal(size=(kernel_size, kernel_size, 3, 4)).astype(np.float32)
+  out_shape = jax.eval_shape(lambda: layers.conv2d(x, kernel, (stride, stride), padding)).shape
+  cotangent = rng.normal(size=out_shape).astype(np.float32)
+  with jax.default_matmul_precision('highest'):
+    y, vjp = jax.vjp(lambda x, k: layers.conv2d(x, k, (stride, stride), padding), x, kernel)
+    dx, dkernel = jax.jit(vjp)(cotangent)
+  want = conv_reference(x.astype(np.float64), kernel.astype(np.float64), (stride, stride),
+                        padding, cotangent.astype(np.float64))
+  for got, expected in zip((y, dx, dkernel), want):
+    assert got.shape == expected.shape and np.abs(expected).max() > 1
+    np.testing.assert_allclose(got, expected, atol=1e-4 * np.abs(expected).max())
+
+
+def max_pool_reference(x, window, stride, padding, cotangent):
+  """numpy: PyTorch's MaxPool2d and its gradient (to each window's first maximum)."""
+  padded = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)),
+                  constant_values=-np.inf)
+  y = np.zeros(cotangent.shape)
+  dx_padded = np.zeros(padded.shape)
+  for b, i, j, c in np.ndindex(*cotangent.shape):
+    patch = padded[b, stride * i:stride * i + window, stride * j:stride * j + window, c]
+    ky, kx = np.unravel_index(np.argmax(patch), patch.shape)  # argmax: the first maximum
+    y[b, i, j, c] = patch[ky, kx]
+    dx_padded[b, stride * i + ky, stride * j + kx, c] += cotangent[b, i, j, c]
+  return y, dx_padded[:, padding:padding + x.shape[1], padding:padding + x.shape[2]]
+
+
+@pytest.mark.parametrize('size, window, stride, padding', [
+    (8, 3, 2, 1), (9, 3, 2, 1), (8, 2, 2, 0)])
+def test_max_pool_and_its_gradient_match_pytorch_semantics(size, window, stride, padding):
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(2, size, size, 3)).astype(np.float32)
+  x[0, :4, :4] = 0.5   # ties, as ReLU's zeros make them: the first maximum takes the gradient
+  x[1, :, :, 1] = -3.0  # all tied, next to the padding, which must never win
+  out_size = (size + 2 * padding - window) // stride + 1
+  cotangent = rng.normal(size=(2, out_size, out_size, 3)).astype(np.float32)
+  y, vjp = jax.vjp(lambda x: layers.max_pool(x, window, stride, padding), x)
+  (dx,) = jax.jit(vjp)(cotangent)
+  want_y, want_dx = max_pool_reference(x, window, stride, padding, cotangent)
+  np.testing.assert_array_equal(y, want_y)
+  np.testing.assert_allclose(dx, want_dx, atol=1e-6)
+  # Each window's gradient lands exactly once.
+  np.testing.assert_allclose(dx.sum(), cotangent.sum(), atol=1e-5)
+
+
 def output_shapes(model, size: int) -> dict[str, tuple]:
   """Traces the forward pass only; checks every output is float32."""
   out = nnx.eval_shape(lambda m, x: m(x), model,

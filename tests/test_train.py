@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -9,12 +10,16 @@ import textwrap
 import time
 
 from flax import nnx
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from conftest import TINY_DATASET, tiny_config
 from hpe_jax import models
+from hpe_jax.models import layers
 from hpe_jax.training import checkpoint
+from hpe_jax.training import step as step_lib
 from hpe_jax.training import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -239,3 +244,26 @@ def test_cli_errors_are_one_clear_message(data_dir, tmp_path, override, message)
   assert result.returncode == 2
   assert message in result.stderr
   assert 'Traceback' not in result.stderr
+
+
+def ynn_fused_ops(hlo: str) -> set[str]:
+  """The HLO opcodes inside the computations a compiled module hands to YNNPACK."""
+  bodies = dict(re.findall(r'^%(\S+) .*?\{\n(.*?)\n\}', hlo, re.M | re.S))
+  called = re.findall(r'calls=%([^,\s]+),.*"kind":"__ynn_fusion"', hlo)
+  return {op for name in called for op in re.findall(r' = \S+ ([a-z-]+)\(', bodies[name])}
+
+
+def test_cpu_steps_run_convolutions_on_xla_and_keep_ynnpack_dots():
+  """step.compiler_options takes convolutions away from YNNPACK on CPU (its kernels were the
+  slower ones here) and leaves it the dots; a jaxlib that renames the option fails here."""
+  mesh = jax.make_mesh((1,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
+  options = step_lib.compiler_options(mesh)
+  assert options  # the CPU mesh gets them
+
+  def conv_then_dot(x, kernel, matrix):  # ResNet-18's layer1 shapes
+    return layers.conv2d(x, kernel, (1, 1), ((1, 1), (1, 1))).reshape(-1, 64) @ matrix
+
+  args = (jnp.ones((8, 32, 32, 64)), jnp.ones((3, 3, 64, 64)), jnp.ones((64, 64)))
+  hlo = jax.jit(conv_then_dot, compiler_options=options).lower(*args).compile().as_text()
+  assert ' convolution(' in hlo
+  assert 'dot' in ynn_fused_ops(hlo) and 'convolution' not in ynn_fused_ops(hlo)

@@ -6,14 +6,112 @@ Every layer computes in `dtype` and keeps float32 parameters. Images are NHWC.
 
 from __future__ import annotations
 
+import functools
+
 from flax import nnx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 # torchvision's conv init (kaiming_normal_, fan_out, relu); the heads use normal(0.001) instead.
 HE_NORMAL = nnx.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 HEAD_INIT = nnx.initializers.normal(0.001)
+
+
+_NHWC = ('NHWC', 'HWIO', 'NHWC')
+# Up to this many output positions (batch x height x width), a convolution's input gradient runs
+# as one dot per kernel tap instead of XLA:CPU's transposed convolution, which first copies the
+# kernel flipped and transposed: for ResNet-18's 512-channel 4x4 layers at batch 8 that copy
+# cost more than the convolution (dx 5.5 -> 1.8 ms); from 2048 positions on, XLA's is faster.
+_MAX_POSITIONS_FOR_TAP_DOTS = 1024
+
+
+def _lax_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+              padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+  return jax.lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_NHWC)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+           padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+  """lax's NHWC x HWIO convolution, (B, H, W, I) x (kh, kw, I, O) -> (B, Ho, Wo, O), with
+  `padding` ((top, bottom), (left, right)); on CPU its gradients avoid XLA's kernel and
+  activation transposes where those cost more than the arithmetic (`_MAX_POSITIONS_FOR_TAP_DOTS`,
+  and 1 x 1 kernels' gradients as dots)."""
+  return _lax_conv(x, kernel, strides, padding)
+
+
+def _conv2d_fwd(x, kernel, strides, padding):
+  return _lax_conv(x, kernel, strides, padding), (x, kernel)
+
+
+def _padded_taps(x: jax.Array, kernel_shape, strides, padding, out_shape) -> list[jax.Array]:
+  """The input each kernel tap (row-major) meets: (B, Ho, Wo, I) strided slices of padded x."""
+  (top, bottom), (left, right) = padding
+  padded = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+  _, out_h, out_w, _ = out_shape
+  return [jax.lax.slice(padded, (0, ky, kx, 0),
+                        (x.shape[0], ky + strides[0] * (out_h - 1) + 1,
+                         kx + strides[1] * (out_w - 1) + 1, x.shape[3]), (1, *strides, 1))
+          for ky in range(kernel_shape[0]) for kx in range(kernel_shape[1])]
+
+
+def _input_grad_by_tap_dots(grad: jax.Array, kernel: jax.Array, x_shape, strides,
+                            padding) -> jax.Array:
+  """d conv / d x as one (B*Ho*Wo, O) x (O, I) dot per kernel tap, each added at the strided
+  input positions its tap read (a pad with interior padding), then the padding cropped."""
+  (top, bottom), (left, right) = padding
+  _, height, width, _ = x_shape
+  padded_h, padded_w = height + top + bottom, width + left + right
+  _, out_h, out_w, _ = grad.shape
+  zero = jnp.zeros((), grad.dtype)
+  dx = None
+  for ky in range(kernel.shape[0]):
+    for kx in range(kernel.shape[1]):
+      tap = jax.lax.dot_general(grad, kernel[ky, kx], (((3,), (1,)), ((), ())))
+      placed = jax.lax.pad(tap, zero, (
+          (0, 0, 0),
+          (ky, padded_h - ky - strides[0] * (out_h - 1) - 1, strides[0] - 1),
+          (kx, padded_w - kx - strides[1] * (out_w - 1) - 1, strides[1] - 1),
+          (0, 0, 0)))
+      dx = placed if dx is None else dx + placed
+  return dx[:, top:top + height, left:left + width]
+
+
+def _conv2d_bwd(strides, padding, residuals, grad):
+  x, kernel = residuals
+  _, lax_vjp = jax.vjp(lambda x, kernel: _lax_conv(x, kernel, strides, padding), x, kernel)
+  dx, dkernel = lax_vjp(grad)  # what XLA does not need below is dropped from the program
+  on_cpu = {}
+  if kernel.shape[:2] == (1, 1):
+    (x_tap,) = _padded_taps(x, (1, 1), strides, padding, grad.shape)
+    on_cpu['dkernel'] = jax.lax.dot_general(
+        x_tap, grad, (((0, 1, 2), (0, 1, 2)), ((), ())))[None, None].astype(kernel.dtype)
+  if grad.shape[0] * grad.shape[1] * grad.shape[2] <= _MAX_POSITIONS_FOR_TAP_DOTS:
+    on_cpu['dx'] = _input_grad_by_tap_dots(grad, kernel, x.shape, strides, padding)
+  if on_cpu:
+    lax_grads = {'dx': dx, 'dkernel': dkernel}
+    cpu_grads = jax.lax.platform_dependent(
+        cpu=lambda: {**lax_grads, **on_cpu}, default=lambda: lax_grads)
+    dx, dkernel = cpu_grads['dx'], cpu_grads['dkernel']
+  return dx, dkernel
+
+
+conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, **kwargs):
+  """`jax.lax.conv_general_dilated` for nnx.Conv: `conv2d` for the plain NHWC convolutions our
+  models use, lax's own for anything else."""
+  plain = (dimension_numbers == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+           and not isinstance(padding, str) and feature_group_count == 1
+           and all(d in (None, 1) or tuple(d) == (1, 1) for d in (lhs_dilation, rhs_dilation))
+           and all(v is None for v in kwargs.values()))
+  if plain:
+    return conv2d(lhs, rhs, tuple(window_strides), tuple(map(tuple, padding)))
+  return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
+                                      rhs_dilation, dimension_numbers, feature_group_count,
+                                      **kwargs)
 
 
 def conv(in_features: int, out_features: int, kernel_size: int, stride: int = 1, *,
@@ -22,7 +120,8 @@ def conv(in_features: int, out_features: int, kernel_size: int, stride: int = 1,
   conv asymmetrically, which would shift the features of imported weights)."""
   return nnx.Conv(in_features, out_features, (kernel_size, kernel_size), stride,
                   padding=kernel_size // 2, use_bias=use_bias, kernel_init=kernel_init,
-                  dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+                  dtype=dtype, param_dtype=jnp.float32, conv_general_dilated=conv_general_dilated,
+                  rngs=rngs)
 
 
 def batch_norm(features: int, *, dtype, rngs: nnx.Rngs) -> nnx.BatchNorm:
@@ -31,9 +130,63 @@ def batch_norm(features: int, *, dtype, rngs: nnx.Rngs) -> nnx.BatchNorm:
                        param_dtype=jnp.float32, rngs=rngs)
 
 
+def _pool_taps(x: jax.Array, window: int, stride: int, padding: int) -> list[jax.Array]:
+  """(B, H, W, C) -> the window's taps in row-major order, each (B, Ho, Wo, C): tap (ky, kx) of
+  output (i, j) is input (stride * i + ky - padding, stride * j + kx - padding); the padding is
+  -inf."""
+  padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)),
+                   constant_values=-jnp.inf)
+  out_h = (padded.shape[1] - window) // stride + 1
+  out_w = (padded.shape[2] - window) // stride + 1
+  return [jax.lax.slice(padded, (0, ky, kx, 0),
+                        (x.shape[0], ky + stride * (out_h - 1) + 1,
+                         kx + stride * (out_w - 1) + 1, x.shape[3]), (1, stride, stride, 1))
+          for ky in range(window) for kx in range(window)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Array:
-  """PyTorch's MaxPool2d: the padding never wins the max."""
-  return nnx.max_pool(x, (window, window), (stride, stride), ((padding, padding),) * 2)
+  """PyTorch's MaxPool2d, (B, H, W, C) -> (B, Ho, Wo, C): the padding never wins the max, and
+  the gradient goes to the first maximum of each window in row-major order, as PyTorch's does.
+
+  Written out (a max over the window's strided slices, and its gradient as their padded sum)
+  because XLA:CPU expands reduce_window's gradient, select_and_scatter, into an argmax
+  reduce-window over four index arrays and a scatter: ~35 ms of a 330 ms ResNet-18 step.
+  """
+  return functools.reduce(jnp.maximum, _pool_taps(x, window, stride, padding))
+
+
+def _max_pool_fwd(x, window, stride, padding):
+  taps = _pool_taps(x, window, stride, padding)
+  y, first = taps[0], jnp.zeros(taps[0].shape, jnp.int8)
+  for tap, value in enumerate(taps[1:], 1):
+    # Strictly greater: ties keep the earlier tap. Storing the index (rather than finding it
+    # again in the backward pass) halves the backward's time: XLA fused that search into each
+    # of the taps' pads.
+    greater = value > y
+    y, first = jnp.where(greater, value, y), jnp.where(greater, jnp.int8(tap), first)
+  return y, (first, x.shape)
+
+
+def _max_pool_bwd(window, stride, padding, residuals, grad):
+  first, (_, h, w, _) = residuals
+  padded_h, padded_w = h + 2 * padding, w + 2 * padding
+  _, out_h, out_w, _ = grad.shape
+  zero = jnp.zeros((), grad.dtype)
+  dx_padded = None
+  for tap in range(window * window):
+    ky, kx = divmod(tap, window)
+    # Tap (ky, kx) of output (i, j) is padded input (ky + stride * i, kx + stride * j).
+    placed = jax.lax.pad(jnp.where(first == tap, grad, zero), zero, (
+        (0, 0, 0),
+        (ky, padded_h - ky - stride * (out_h - 1) - 1, stride - 1),
+        (kx, padded_w - kx - stride * (out_w - 1) - 1, stride - 1),
+        (0, 0, 0)))
+    dx_padded = placed if dx_padded is None else dx_padded + placed
+  return (dx_padded[:, padding:padding + h, padding:padding + w],)
+
+
+max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def upsample_nearest(x: jax.Array) -> jax.Array:
@@ -47,8 +200,22 @@ def phase_kernels(kernel: jax.Array) -> list[list[jax.Array]]:
   Output pixel 2m + r of a kernel-4, stride-2, padding-1 transposed conv sums input pixels
   m + r - 1 + a (a in 0, 1) times kernel tap 3 - r - 2a: a 2x2 conv per phase.
   """
-  taps = lambda r: np.array([3 - r, 1 - r])  # the tap of window position a = 0, 1
-  return [[kernel[taps(ry)][:, taps(rx)] for rx in range(2)] for ry in range(2)]
+  # Taps 3 - r and 1 - r are taps r and r + 2 of the reversed kernel: static strided slices,
+  # whose gradients are pads (an index array's gradient is a scatter-add, slow on XLA:CPU).
+  reversed_kernel = kernel[::-1, ::-1]
+  return [[reversed_kernel[ry::2, rx::2] for rx in range(2)] for ry in range(2)]
+
+
+def conv_transpose_4x4_stride2(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """PyTorch's ConvTranspose2d(kernel_size=4, stride=2, padding=1), (B, H, W, I) x (4, 4, I, O)
+  -> (B, 2H, 2W, O), as one 2x2 conv per output phase (`phase_kernels`), interleaved."""
+  b, h, w, _ = x.shape
+  # Phase r's window starts at input pixel m + r - 1: pad 1 - r before and r after.
+  phases = [[conv2d(x, phase_kernel, (1, 1), ((1 - ry, ry), (1 - rx, rx)))
+             for rx, phase_kernel in enumerate(row)]
+            for ry, row in enumerate(phase_kernels(kernel))]
+  y = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2)  # (B, H, ry, W, rx, O)
+  return y.reshape(b, 2 * h, 2 * w, y.shape[-1])
 
 
 class SubPixelConvTranspose(nnx.Module):
@@ -69,13 +236,4 @@ class SubPixelConvTranspose(nnx.Module):
     self.dtype = dtype
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    b, h, w, _ = x.shape
-    x = x.astype(self.dtype)
-    # Phase r's window starts at input pixel m + r - 1: pad 1 - r before and r after.
-    phases = [[jax.lax.conv_general_dilated(
-        x, kernel.astype(self.dtype), (1, 1), ((1 - ry, ry), (1 - rx, rx)),
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-               for rx, kernel in enumerate(row)]
-              for ry, row in enumerate(phase_kernels(self.kernel[...]))]
-    y = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2)  # (B, H, ry, W, rx, O)
-    return y.reshape(b, 2 * h, 2 * w, y.shape[-1])
+    return conv_transpose_4x4_stride2(x.astype(self.dtype), self.kernel[...].astype(self.dtype))

@@ -168,6 +168,20 @@ def predict_step(model_def: nnx.GraphDef, model_state, images: jax.Array, *, dty
   return prediction
 
 
+# XLA:CPU (jax 0.10-0.11) hands convolutions to YNNPACK by default, whose kernels ran 1.5-2.5x
+# slower than XLA's Eigen ones on our CPU (ResNet-18 layer by layer, forward and gradients):
+# keep YNNPACK for the dots and reductions (BatchNorm statistics), where it is the faster.
+# ResNet-18, 128 px, batch 8: 274 -> 226 ms per train step (BENCHMARKS.md).
+_CPU_COMPILER_OPTIONS = {
+    'xla_cpu_experimental_ynn_fusion_type':
+        'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
+
+
+def compiler_options(mesh) -> dict[str, str]:
+  """XLA options for the steps compiled for `mesh`'s platform."""
+  return dict(_CPU_COMPILER_OPTIONS) if mesh.devices.flat[0].platform == 'cpu' else {}
+
+
 def jit_steps(defs: GraphDefs, state: dict, mesh, config):
   """Compiles the steps for `mesh`: state replicated (and donated), batch split along 'data'.
   -> (train(state, batch) -> (state, metrics), predict(model_state, images) -> prediction with
@@ -178,7 +192,8 @@ def jit_steps(defs: GraphDefs, state: dict, mesh, config):
   train = jax.jit(
       functools.partial(train_step, defs.model, defs.optimizer, loss_config=loss_config(config),
                         dtype=dtype),
-      donate_argnums=0, out_shardings=(state_sharding, replicated))
+      donate_argnums=0, out_shardings=(state_sharding, replicated),
+      compiler_options=compiler_options(mesh))
   predict = jit_predict(defs.eval_model, mesh, dtype, flip_test=config.eval.flip_test,
                         subpixel=config.eval.subpixel)
   return train, predict
@@ -188,4 +203,5 @@ def jit_predict(eval_model_def: nnx.GraphDef, mesh, dtype, **options):
   """predict_step compiled for `mesh` (images split along 'data', prediction replicated)."""
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   return jax.jit(functools.partial(predict_step, eval_model_def, dtype=jnp.dtype(dtype),
-                                   **options), out_shardings=replicated)
+                                   **options), out_shardings=replicated,
+                 compiler_options=compiler_options(mesh))
