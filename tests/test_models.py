@@ -255,6 +255,38 @@ def test_batchnorm_train_and_eval_modes():
   assert all(not np.array_equal(a, b) for a, b in zip(initial, stats()))
 
 
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_batchnorm_training_pass_matches_numpy_and_flax_gradients(dtype):
+  rng = np.random.default_rng(2)
+  x = (rng.normal(size=(4, 5, 5, 6)) * 3 + 2).astype(np.float32)
+  scale, bias = rng.normal(size=6).astype(np.float32), rng.normal(size=6).astype(np.float32)
+  cotangent = rng.normal(size=x.shape).astype(np.float32)
+  ours = layers.batch_norm(6, dtype=dtype, rngs=nnx.Rngs(0))
+  theirs = nnx.BatchNorm(6, momentum=0.9, epsilon=1e-5, dtype=dtype, rngs=nnx.Rngs(0))
+  for bn in (ours, theirs):
+    bn.scale[...], bn.bias[...] = jnp.asarray(scale), jnp.asarray(bias)
+  loss = lambda bn, x: jnp.sum(bn(x).astype(jnp.float32) * cotangent)
+  (grad_ours, dx_ours), (grad_theirs, dx_theirs) = (
+      nnx.grad(loss, argnums=(0, 1))(bn, jnp.asarray(x, dtype)) for bn in (ours, theirs))
+
+  mean, var = x.mean((0, 1, 2)), x.var((0, 1, 2))
+  want = (x - mean) / np.sqrt(var + 1e-5) * scale + bias
+  tolerance = 1e-5 if dtype == jnp.float32 else 3e-2
+  for bn in (ours, theirs):
+    np.testing.assert_allclose(bn(jnp.asarray(x, dtype)).astype(np.float32), want,
+                               atol=tolerance * 10)
+  # Two training calls moved the running statistics from (0, 1) twice, by momentum 0.9.
+  np.testing.assert_allclose(ours.mean[...], (1 - 0.9 ** 2) * mean, rtol=tolerance)
+  np.testing.assert_allclose(ours.var[...], 0.9 ** 2 + (1 - 0.9 ** 2) * var, rtol=tolerance)
+  np.testing.assert_allclose(np.asarray(dx_ours, np.float32), np.asarray(dx_theirs, np.float32),
+                             atol=tolerance * np.abs(np.asarray(dx_theirs, np.float32)).max())
+  for name in ('scale', 'bias'):
+    got, expected = nnx.to_pure_dict(grad_ours)[name], nnx.to_pure_dict(grad_theirs)[name]
+    np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
+  ours.eval(), theirs.eval()
+  np.testing.assert_array_equal(ours(jnp.asarray(x, dtype)), theirs(jnp.asarray(x, dtype)))
+
+
 def test_resnet50_backbone_matches_torchvision():
   config = tiny_config('resnet50', width=64, head_channels=256, image_size=256)
   model = abstract_model(config, False)
