@@ -66,6 +66,17 @@ def _to_torch_layout(outputs):
           for key, value in outputs.items()}
 
 
+def _tiny_finetune_config():
+  """configs/finetune.py at width 8, head 16, 64 px, batch 4."""
+  config = default_config.load_config(
+      os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs',
+                   'finetune.py'))
+  config.model.update(width=8, head_channels=16)
+  config.data.image_size = 64
+  config.train.batch_size = 4
+  return config
+
+
 @pytest.mark.parametrize('kind', ['resnet', 'hourglass'])
 @pytest.mark.parametrize('seed', [0, 1])
 def test_peer_losses_equal_hpe_jax_losses(kind, seed):
@@ -110,15 +121,33 @@ def test_peer_models_have_hpe_jax_parameters_and_output_shapes(name):
 
 
 def test_eager_peer_step_trains():
-  config = default_config.load_config(
-      os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs',
-                   'finetune.py'))
-  config.model.update(width=8, head_channels=16)
-  config.data.image_size = 64
-  config.train.batch_size = 4
+  config = _tiny_finetune_config()
   config.train.lr = 1e-2
   batch = _batch(np.random.default_rng(0), batch_size=4)
   peer = torch_peer.PeerTrainStep(config, batch, LOSS_CONFIG, mode='eager',
                                   device=torch.device('cpu'))
   losses = [float(peer.step()) for _ in range(4)]
   assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_compare_peer_parts_run_what_the_steps_run():
+  """compare_peer --parts times the step's own forward and losses: the losses equal the ones
+  the full steps report (hpe_jax and the peer, same initialisation and batch)."""
+  import benchmark
+  import compare_peer
+  config = _tiny_finetune_config()
+  batch = _batch(np.random.default_rng(0), batch_size=4)
+
+  parts = compare_peer.hpe_jax_parts(config, batch)
+  forward_loss = float(parts['forward']())
+  grads = nnx.to_pure_dict(parts['forward_backward']())
+  _, metrics = benchmark.JaxTrainStep(config, batch).step()
+  np.testing.assert_allclose(forward_loss, float(metrics['loss']), rtol=1e-5)
+  assert np.isfinite(forward_loss) and 'backbone' in grads and 'head' in grads
+
+  peer = torch_peer.PeerTrainStep(config, batch, LOSS_CONFIG, mode='eager',
+                                  device=torch.device('cpu'))
+  peer_forward = float(peer.forward_losses())
+  peer.forward_backward()
+  assert all(p.grad is not None for p in peer.model.parameters())
+  np.testing.assert_allclose(peer_forward, float(peer.step()), rtol=1e-5)

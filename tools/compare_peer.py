@@ -8,7 +8,7 @@ with the ratios hpe_jax / peer of images/s; with --min_ratio_eager (or _tuned) i
 exits 1 when a ratio is below it.
 
 Flags: tools/benchmark.py's (--config and its overrides, --steps, --repeats), plus --peers,
---warmup, --min_ratio_eager, --min_ratio_tuned, --peak_tflops. The step time is the median over
+--warmup, --min_ratio_eager, --min_ratio_tuned, --peak_tflops, --parts. The step time is the median over
 --repeats of the mean of --steps steps, after --warmup steps; the first step's time (with
 compilation for torch.compile, after `lower().compile()` for hpe_jax) is reported apart. Runs on
 a GPU unchanged (torch.cuda when available, synchronised around the timing). Achieved TFLOP/s
@@ -30,6 +30,7 @@ The GPU figures (add --peak_tflops, e.g. 989 for an H100 SXM's dense bf16, 495 f
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -39,6 +40,7 @@ os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+from flax import nnx  # noqa: E402
 import jax  # noqa: E402
 import torch  # noqa: E402
 
@@ -53,6 +55,10 @@ _MIN_RATIO_EAGER = flags.DEFINE_float(
     'min_ratio_eager', 0.0, 'FAIL (exit 1) if hpe_jax / eager peer images/s is below this.')
 _MIN_RATIO_TUNED = flags.DEFINE_float(
     'min_ratio_tuned', 0.0, 'FAIL (exit 1) if hpe_jax / tuned peer images/s is below this.')
+_PARTS = flags.DEFINE_bool(
+    'parts', False, 'Also time the forward pass (with losses) and forward + backward alone, '
+    'for hpe_jax and the eager peer: one more JSON line each (parts_ms; the update and the rest '
+    'are the step minus forward + backward).')
 _PEAK_TFLOPS = flags.DEFINE_float(
     'peak_tflops', 0.0, "The device's peak TFLOP/s in the config's dtype, for MFU (0: no MFU).")
 
@@ -113,6 +119,40 @@ def time_peer(config, batch, mode: str, model_flops: float | None) -> dict:
   return line
 
 
+def _parts_line(system: str, parts: dict, sync, step_ms: float) -> dict:
+  """{'forward': fn, 'forward_backward': fn} -> a JSON line of their medians in ms."""
+  parts_ms = {}
+  for name, run in parts.items():
+    timing = benchmark.time_steps(run, sync, steps=benchmark.STEPS.value,
+                                  repeats=benchmark.REPEATS.value, warmup=_WARMUP.value)
+    parts_ms[name] = round(timing['step_s'] * 1e3, 2)
+  parts_ms['update_and_rest'] = round(step_ms - parts_ms['forward_backward'], 2)
+  return {'system': system, 'parts_ms': parts_ms}
+
+
+def hpe_jax_parts(config, batch) -> dict:
+  """hpe_jax's forward + losses, and forward + losses + backward, jitted like the step."""
+  defs, state = step_lib.init_state(config)
+  mesh = jax.make_mesh((1,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
+  dtype = jax.numpy.dtype(config.model.dtype)
+  loss_config = step_lib.loss_config(config)
+  batch = jax.device_put(batch)
+
+  def loss(model):
+    images = step_lib.normalize_images(batch['image'], dtype)
+    return step_lib.compute_losses(model(images), batch, loss_config)[0]
+
+  def forward(model_state):
+    return loss(nnx.merge(defs.model, model_state))
+
+  def forward_backward(model_state):
+    return nnx.grad(loss, argnums=nnx.DiffState(0, nnx.Param))(nnx.merge(defs.model, model_state))
+
+  options = step_lib.compiler_options(mesh)
+  return {name: functools.partial(jax.jit(fn, compiler_options=options), state['model'])
+          for name, fn in (('forward', forward), ('forward_backward', forward_backward))}
+
+
 def time_hpe_jax(config, batch, model_flops: float | None) -> dict:
   train_step = benchmark.JaxTrainStep(config, batch)
   timing = benchmark.time_steps(train_step.step, train_step.sync, steps=benchmark.STEPS.value,
@@ -146,6 +186,14 @@ def main(argv):
     print(json.dumps(peers['eager']), flush=True)
   ours = time_hpe_jax(config, batch, model_flops)
   print(json.dumps(ours), flush=True)
+  if _PARTS.value:
+    print(json.dumps(_parts_line('hpe_jax', hpe_jax_parts(config, batch),
+                                 benchmark.JaxTrainStep.sync, ours['step_ms'])), flush=True)
+    if 'eager' in peers:
+      peer = torch_peer.PeerTrainStep(config, batch, step_lib.loss_config(config), mode='eager')
+      print(json.dumps(_parts_line(
+          'torch_eager', {'forward': peer.forward_losses, 'forward_backward': peer.forward_backward},
+          peer.sync, peers['eager']['step_ms'])), flush=True)
   if 'tuned' in _PEERS.value:
     peers['tuned'] = time_peer(config, batch, 'tuned', model_flops)
     print(json.dumps(peers['tuned']), flush=True)

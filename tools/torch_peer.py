@@ -447,6 +447,16 @@ class PeerTrainStep:
     self._run('adam')
     return loss
 
+  def forward_losses(self) -> torch.Tensor:
+    """The forward pass and losses alone (train mode, autograd recording), as in a step."""
+    self.optimizer.zero_grad(set_to_none=True)
+    return self._forward_losses(self.batch).detach()
+
+  def forward_backward(self) -> torch.Tensor:
+    """Forward, losses and backward, without the Adam update (eager parts)."""
+    self.optimizer.zero_grad(set_to_none=True)
+    return self._forward_backward()
+
   def step_flops(self) -> int:
     """Runs one step under torch's FlopCounterMode -> its matmul and convolution FLOPs
     (2 per multiply-add, forward and backward): the model's cost, whatever the formulation."""
