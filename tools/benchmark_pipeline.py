@@ -31,6 +31,8 @@ from hpe_jax.training import step as step_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:arg]).')
 _WORKERS = flags.DEFINE_list('workers', ['0'], 'data.workers values to measure the pipeline with.')
+flags.register_validator('workers', lambda values: all(v.isdigit() for v in values),
+                         message='--workers takes worker counts >= 0, comma-separated: 0,2,4')
 _BATCHES = flags.DEFINE_integer('batches', 50, 'Timed batches per repeat (many more than the '
                                  'prefetch buffers hold, or their contents inflate the rate).')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed repeats; the median is reported.')
