@@ -44,37 +44,42 @@ def _conv2d_fwd(x, kernel, strides, padding):
   return _lax_conv(x, kernel, strides, padding), (x, kernel)
 
 
-def _padded_taps(x: jax.Array, kernel_shape, strides, padding, out_shape) -> list[jax.Array]:
-  """The input each kernel tap (row-major) meets: (B, Ho, Wo, I) strided slices of padded x."""
+def _window_taps(x: jax.Array, window: tuple[int, int], strides: tuple[int, int],
+                 padding: tuple[tuple[int, int], tuple[int, int]],
+                 pad_value: float = 0.0) -> list[jax.Array]:
+  """(B, H, W, C) -> what each tap of a sliding (kh, kw) window meets, taps in row-major order:
+  (B, Ho, Wo, C) strided slices of x padded ((top, bottom), (left, right)) with `pad_value`.
+  Tap (ky, kx) of output (i, j) is padded input (ky + sy * i, kx + sx * j)."""
   (top, bottom), (left, right) = padding
-  padded = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-  _, out_h, out_w, _ = out_shape
+  padded = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=pad_value)
+  out_h = (padded.shape[1] - window[0]) // strides[0] + 1
+  out_w = (padded.shape[2] - window[1]) // strides[1] + 1
   return [jax.lax.slice(padded, (0, ky, kx, 0),
                         (x.shape[0], ky + strides[0] * (out_h - 1) + 1,
                          kx + strides[1] * (out_w - 1) + 1, x.shape[3]), (1, *strides, 1))
-          for ky in range(kernel_shape[0]) for kx in range(kernel_shape[1])]
+          for ky in range(window[0]) for kx in range(window[1])]
 
 
-def _input_grad_by_tap_dots(grad: jax.Array, kernel: jax.Array, x_shape, strides,
-                            padding) -> jax.Array:
-  """d conv / d x as one (B*Ho*Wo, O) x (O, I) dot per kernel tap, each added at the strided
-  input positions its tap read (a pad with interior padding), then the padding cropped."""
+def _sum_at_taps(per_tap: list[jax.Array], window: tuple[int, int], strides: tuple[int, int],
+                 padding: tuple[tuple[int, int], tuple[int, int]], x_shape) -> jax.Array:
+  """The transpose of `_window_taps`: one (B, Ho, Wo, C) array per tap -> (B, H, W, C), each
+  added at the input positions its tap read (a pad with interior padding); what falls on the
+  padding is dropped."""
   (top, bottom), (left, right) = padding
   _, height, width, _ = x_shape
   padded_h, padded_w = height + top + bottom, width + left + right
-  _, out_h, out_w, _ = grad.shape
-  zero = jnp.zeros((), grad.dtype)
-  dx = None
-  for ky in range(kernel.shape[0]):
-    for kx in range(kernel.shape[1]):
-      tap = jax.lax.dot_general(grad, kernel[ky, kx], (((3,), (1,)), ((), ())))
-      placed = jax.lax.pad(tap, zero, (
-          (0, 0, 0),
-          (ky, padded_h - ky - strides[0] * (out_h - 1) - 1, strides[0] - 1),
-          (kx, padded_w - kx - strides[1] * (out_w - 1) - 1, strides[1] - 1),
-          (0, 0, 0)))
-      dx = placed if dx is None else dx + placed
-  return dx[:, top:top + height, left:left + width]
+  _, out_h, out_w, _ = per_tap[0].shape
+  zero = jnp.zeros((), per_tap[0].dtype)
+  total = None
+  for tap, value in enumerate(per_tap):
+    ky, kx = divmod(tap, window[1])
+    placed = jax.lax.pad(value, zero, (
+        (0, 0, 0),
+        (ky, padded_h - ky - strides[0] * (out_h - 1) - 1, strides[0] - 1),
+        (kx, padded_w - kx - strides[1] * (out_w - 1) - 1, strides[1] - 1),
+        (0, 0, 0)))
+    total = placed if total is None else total + placed
+  return total[:, top:top + height, left:left + width]
 
 
 def _conv2d_bwd(strides, padding, residuals, grad):
@@ -83,11 +88,14 @@ def _conv2d_bwd(strides, padding, residuals, grad):
   dx, dkernel = lax_vjp(grad)  # what XLA does not need below is dropped from the program
   on_cpu = {}
   if kernel.shape[:2] == (1, 1):
-    (x_tap,) = _padded_taps(x, (1, 1), strides, padding, grad.shape)
+    (x_tap,) = _window_taps(x, (1, 1), strides, padding)
     on_cpu['dkernel'] = jax.lax.dot_general(
         x_tap, grad, (((0, 1, 2), (0, 1, 2)), ((), ())))[None, None].astype(kernel.dtype)
   if grad.shape[0] * grad.shape[1] * grad.shape[2] <= _MAX_POSITIONS_FOR_TAP_DOTS:
-    on_cpu['dx'] = _input_grad_by_tap_dots(grad, kernel, x.shape, strides, padding)
+    # One (B*Ho*Wo, O) x (O, I) dot per kernel tap, added where the tap read.
+    per_tap = [jax.lax.dot_general(grad, kernel[ky, kx], (((3,), (1,)), ((), ())))
+               for ky in range(kernel.shape[0]) for kx in range(kernel.shape[1])]
+    on_cpu['dx'] = _sum_at_taps(per_tap, kernel.shape[:2], strides, padding, x.shape)
   if on_cpu:
     lax_grads = {'dx': dx, 'dkernel': dkernel}
     cpu_grads = jax.lax.platform_dependent(
@@ -190,18 +198,9 @@ def batch_norm(features: int, *, dtype, rngs: nnx.Rngs) -> BatchNorm:
                    rngs=rngs)
 
 
-def _pool_taps(x: jax.Array, window: int, stride: int, padding: int) -> list[jax.Array]:
-  """(B, H, W, C) -> the window's taps in row-major order, each (B, Ho, Wo, C): tap (ky, kx) of
-  output (i, j) is input (stride * i + ky - padding, stride * j + kx - padding); the padding is
-  -inf."""
-  padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)),
-                   constant_values=-jnp.inf)
-  out_h = (padded.shape[1] - window) // stride + 1
-  out_w = (padded.shape[2] - window) // stride + 1
-  return [jax.lax.slice(padded, (0, ky, kx, 0),
-                        (x.shape[0], ky + stride * (out_h - 1) + 1,
-                         kx + stride * (out_w - 1) + 1, x.shape[3]), (1, stride, stride, 1))
-          for ky in range(window) for kx in range(window)]
+def _pool_window_taps(x, window, stride, padding):
+  return _window_taps(x, (window, window), (stride, stride), ((padding, padding),) * 2,
+                      pad_value=-jnp.inf)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
@@ -213,13 +212,13 @@ def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Ar
   because XLA:CPU expands reduce_window's gradient, select_and_scatter, into an argmax
   reduce-window over four index arrays and a scatter: ~35 ms of a 330 ms ResNet-18 step.
   """
-  return functools.reduce(jnp.maximum, _pool_taps(x, window, stride, padding))
+  return functools.reduce(jnp.maximum, _pool_window_taps(x, window, stride, padding))
 
 
 def _max_pool_fwd(x, window, stride, padding):
   # The barrier keeps XLA from fusing x's producer (BatchNorm, ReLU) into each of the taps,
   # which recomputed it window**2 times (ResNet-18 stem fwd + bwd: 21 -> 18 ms).
-  taps = _pool_taps(jax.lax.optimization_barrier(x), window, stride, padding)
+  taps = _pool_window_taps(jax.lax.optimization_barrier(x), window, stride, padding)
   y, first = taps[0], jnp.zeros(taps[0].shape, jnp.int8)
   for tap, value in enumerate(taps[1:], 1):
     # Strictly greater: ties keep the earlier tap. Storing the index (rather than finding it
@@ -231,22 +230,12 @@ def _max_pool_fwd(x, window, stride, padding):
 
 
 def _max_pool_bwd(window, stride, padding, residuals, grad):
-  first, (_, h, w, _) = residuals
+  first, x_shape = residuals
   first = jax.lax.optimization_barrier(first)  # stored, not searched again inside each tap
-  padded_h, padded_w = h + 2 * padding, w + 2 * padding
-  _, out_h, out_w, _ = grad.shape
   zero = jnp.zeros((), grad.dtype)
-  dx_padded = None
-  for tap in range(window * window):
-    ky, kx = divmod(tap, window)
-    # Tap (ky, kx) of output (i, j) is padded input (ky + stride * i, kx + stride * j).
-    placed = jax.lax.pad(jnp.where(first == tap, grad, zero), zero, (
-        (0, 0, 0),
-        (ky, padded_h - ky - stride * (out_h - 1) - 1, stride - 1),
-        (kx, padded_w - kx - stride * (out_w - 1) - 1, stride - 1),
-        (0, 0, 0)))
-    dx_padded = placed if dx_padded is None else dx_padded + placed
-  return (dx_padded[:, padding:padding + h, padding:padding + w],)
+  per_tap = [jnp.where(first == tap, grad, zero) for tap in range(window * window)]
+  return (_sum_at_taps(per_tap, (window, window), (stride, stride), ((padding, padding),) * 2,
+                       x_shape),)
 
 
 max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
