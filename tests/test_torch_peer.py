@@ -4,7 +4,9 @@ Speed is compared by tools/compare_peer.py, not here.
 """
 
 import os
+import subprocess
 import sys
+import textwrap
 
 from flax import nnx
 import jax
@@ -130,24 +132,38 @@ def test_eager_peer_step_trains():
   assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
 
 
+_PARTS_CHECK = textwrap.dedent('''
+    import sys
+    import numpy as np
+    import torch
+    from flax import nnx
+    import benchmark, compare_peer, test_torch_peer as t
+    config = t._tiny_finetune_config()
+    batch = t._batch(np.random.default_rng(0), batch_size=4)
+    parts = compare_peer.hpe_jax_parts(config, batch)
+    forward_loss = float(parts['forward']())
+    grads = nnx.to_pure_dict(parts['forward_backward']())
+    _, metrics = benchmark.JaxTrainStep(config, batch).step()
+    np.testing.assert_allclose(forward_loss, float(metrics['loss']), rtol=1e-5)
+    assert np.isfinite(forward_loss) and 'backbone' in grads and 'head' in grads
+    torch.set_num_threads(1)
+    peer = t.torch_peer.PeerTrainStep(config, batch, t.LOSS_CONFIG, mode='eager',
+                                      device=torch.device('cpu'))
+    peer_forward = float(peer.forward_losses())
+    peer.forward_backward()
+    assert all(p.grad is not None for p in peer.model.parameters())
+    np.testing.assert_allclose(peer_forward, float(peer.step()), rtol=1e-5)
+    print('parts OK')
+''')
+
+
 def test_compare_peer_parts_run_what_the_steps_run():
   """compare_peer --parts times the step's own forward and losses: the losses equal the ones
-  the full steps report (hpe_jax and the peer, same initialisation and batch)."""
-  import benchmark
-  import compare_peer
-  config = _tiny_finetune_config()
-  batch = _batch(np.random.default_rng(0), batch_size=4)
-
-  parts = compare_peer.hpe_jax_parts(config, batch)
-  forward_loss = float(parts['forward']())
-  grads = nnx.to_pure_dict(parts['forward_backward']())
-  _, metrics = benchmark.JaxTrainStep(config, batch).step()
-  np.testing.assert_allclose(forward_loss, float(metrics['loss']), rtol=1e-5)
-  assert np.isfinite(forward_loss) and 'backbone' in grads and 'head' in grads
-
-  peer = torch_peer.PeerTrainStep(config, batch, LOSS_CONFIG, mode='eager',
-                                  device=torch.device('cpu'))
-  peer_forward = float(peer.forward_losses())
-  peer.forward_backward()
-  assert all(p.grad is not None for p in peer.model.parameters())
-  np.testing.assert_allclose(peer_forward, float(peer.step()), rtol=1e-5)
+  the full steps report (hpe_jax and the peer, same initialisation and batch). In a fresh
+  process: the tools define absl flags (--config) that other tools' tests define too."""
+  tests = os.path.dirname(os.path.abspath(__file__))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [os.path.join(os.path.dirname(tests), 'tools'), tests, os.environ.get('PYTHONPATH', '')]))
+  result = subprocess.run([sys.executable, '-c', _PARTS_CHECK], env=env, capture_output=True,
+                          text=True, timeout=600)
+  assert result.returncode == 0 and 'parts OK' in result.stdout, result.stderr[-3000:]
