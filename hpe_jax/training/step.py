@@ -168,10 +168,11 @@ def predict_step(model_def: nnx.GraphDef, model_state, images: jax.Array, *, dty
   return prediction
 
 
-# XLA:CPU (jax 0.10-0.11) hands convolutions to YNNPACK by default, whose kernels ran 1.5-2.5x
+# XLA:CPU (jax 0.10.2) hands convolutions to YNNPACK by default, whose kernels ran 1.5-2.5x
 # slower than XLA's Eigen ones on our CPU (ResNet-18 layer by layer, forward and gradients):
 # keep YNNPACK for the dots and reductions (BatchNorm statistics), where it is the faster.
-# ResNet-18, 128 px, batch 8: 274 -> 226 ms per train step (BENCHMARKS.md).
+# ResNet-18, 128 px, batch 8: 274 -> 218-226 ms per train step (BENCHMARKS.md). A jaxlib that
+# drops the option fails at compilation, naming it (tests/test_train.py checks it).
 _CPU_COMPILER_OPTIONS = {
     'xla_cpu_experimental_ynn_fusion_type':
         'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
