@@ -91,7 +91,8 @@ def conv_reference(x, kernel, strides, padding, cotangent):
   dx_padded, dkernel = np.zeros(padded.shape), np.zeros(kernel.shape)
   for ky in range(kernel.shape[0]):
     for kx in range(kernel.shape[1]):
-      rows, cols = slice(ky, ky + sy * (out_h - 1) + 1, sy), slice(kx, kx + sx * (out_w - 1) + 1, sx)
+      rows = slice(ky, ky + sy * (out_h - 1) + 1, sy)
+      cols = slice(kx, kx + sx * (out_w - 1) + 1, sx)
       y += np.einsum('bhwi,io->bhwo', padded[:, rows, cols], kernel[ky, kx])
       dkernel[ky, kx] = np.einsum('bhwi,bhwo->io', padded[:, rows, cols], cotangent)
       dx_padded[:, rows, cols] += np.einsum('bhwo,io->bhwi', cotangent, kernel[ky, kx])

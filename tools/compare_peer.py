@@ -8,11 +8,11 @@ with the ratios hpe_jax / peer of images/s; with --min_ratio_eager (or _tuned) i
 exits 1 when a ratio is below it.
 
 Flags: tools/benchmark.py's (--config and its overrides, --steps, --repeats), plus --peers,
---warmup, --min_ratio_eager, --min_ratio_tuned, --peak_tflops, --parts. The step time is the median over
---repeats of the mean of --steps steps, after --warmup steps; the first step's time (with
-compilation for torch.compile, after `lower().compile()` for hpe_jax) is reported apart. Runs on
-a GPU unchanged (torch.cuda when available, synchronised around the timing). Achieved TFLOP/s
-(and MFU with --peak_tflops): `xla_*`, hpe_jax's step cost by XLA's cost analysis (it counts the
+--warmup, --min_ratio_eager, --min_ratio_tuned, --peak_tflops, --parts. The step time is the
+median over --repeats of the mean of --steps steps, after --warmup steps; the first step's time
+(with compilation for torch.compile, after `lower().compile()` for hpe_jax) is reported apart.
+Runs on a GPU unchanged (torch.cuda when available, synchronised around the timing). Achieved
+TFLOP/s (and MFU with --peak_tflops): `xla_*`, hpe_jax's step cost by XLA's cost analysis (it counts the
 sub-pixel head's zero taps and elementwise work) over its step time; `model_*`, the model's
 matmul and convolution FLOPs (torch's FlopCounterMode on the eager peer, forward and backward)
 over each system's step time.
@@ -191,9 +191,12 @@ def main(argv):
                                  benchmark.JaxTrainStep.sync, ours['step_ms'])), flush=True)
     if 'eager' in peers:
       peer = torch_peer.PeerTrainStep(config, batch, step_lib.loss_config(config), mode='eager')
-      print(json.dumps(_parts_line(
-          'torch_eager', {'forward': peer.forward_losses, 'forward_backward': peer.forward_backward},
-          peer.sync, peers['eager']['step_ms'])), flush=True)
+      parts = {'forward': peer.forward_losses, 'forward_backward': peer.forward_backward}
+      print(json.dumps(_parts_line('torch_eager', parts, peer.sync, peers['eager']['step_ms'])),
+            flush=True)
+    else:
+      print('NOTE: --parts times the eager peer only; add eager to --peers for its line.',
+            flush=True)
   if 'tuned' in _PEERS.value:
     peers['tuned'] = time_peer(config, batch, 'tuned', model_flops)
     print(json.dumps(peers['tuned']), flush=True)
