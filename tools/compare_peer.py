@@ -12,8 +12,8 @@ Flags: tools/benchmark.py's (--config and its overrides, --steps, --repeats), pl
 median over --repeats of the mean of --steps steps, after --warmup steps; the first step's time
 (with compilation for torch.compile, after `lower().compile()` for hpe_jax) is reported apart.
 Runs on a GPU unchanged (torch.cuda when available, synchronised around the timing). Achieved
-TFLOP/s (and MFU with --peak_tflops): `xla_*`, hpe_jax's step cost by XLA's cost analysis (it counts the
-sub-pixel head's zero taps and elementwise work) over its step time; `model_*`, the model's
+TFLOP/s (and MFU with --peak_tflops): `xla_*`, hpe_jax's step cost by XLA's cost analysis (it
+counts the sub-pixel head's zero taps and elementwise work) over its step time; `model_*`, the model's
 matmul and convolution FLOPs (torch's FlopCounterMode on the eager peer, forward and backward)
 over each system's step time.
 
