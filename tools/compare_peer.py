@@ -8,14 +8,14 @@ with the ratios hpe_jax / peer of images/s; with --min_ratio_eager (or _tuned) i
 exits 1 when a ratio is below it.
 
 Flags: tools/benchmark.py's (--config and its overrides, --steps, --repeats), plus --peers,
---warmup, --min_ratio_eager, --min_ratio_tuned, --peak_tflops, --parts. The step time is the
-median over --repeats of the mean of --steps steps, after --warmup steps; the first step's time
-(with compilation for torch.compile, after `lower().compile()` for hpe_jax) is reported apart.
-Runs on a GPU unchanged (torch.cuda when available, synchronised around the timing). Achieved
-TFLOP/s (and MFU with --peak_tflops): `xla_*`, hpe_jax's step cost by XLA's cost analysis (it
-counts the sub-pixel head's zero taps and elementwise work) over its step time; `model_*`, the model's
-matmul and convolution FLOPs (torch's FlopCounterMode on the eager peer, forward and backward)
-over each system's step time.
+--warmup, --min_ratio_eager, --min_ratio_tuned, --peak_tflops, --parts. The step time is the median
+over --repeats of the mean of --steps steps, after --warmup steps; the first step's time (with
+compilation for torch.compile, after `lower().compile()` for hpe_jax) is reported apart. Runs on a
+GPU unchanged (torch.cuda when available, synchronised around the timing). Achieved TFLOP/s (and MFU
+with --peak_tflops): `xla_*`, hpe_jax's step cost by XLA's cost analysis (it counts the sub-pixel
+head's zero taps and elementwise work) over its step time; `model_*`, the model's matmul and
+convolution FLOPs (torch's FlopCounterMode on the eager peer, forward and backward) over each
+system's step time.
 
 The CPU target (ResNet-18, 128 px, batch 8; at least the eager peer's images/s):
   python tools/compare_peer.py --config=configs/finetune.py --config.model.width=64 \\
