@@ -8,7 +8,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import sys
 
+from absl import flags
 import ml_collections
 
 
@@ -16,14 +18,36 @@ class ConfigError(ValueError):
   """A config field has a value that cannot work; the message names the field and the fix."""
 
 
+_BOOLEANS = {'true': True, '1': True, 'false': False, '0': False}
+
+
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
-  """big_vision-style config args: 'paper,stage=3' -> {paper: True, stage: '3'} over defaults."""
+  """big_vision-style config args: 'paper,stage=3' -> {paper: True, stage: '3'} over defaults.
+
+  A bare name sets a bool arg to True; `name=value` is parsed by the type of the default: bool
+  from true/false/1/0 (any case), int and float as Python reads them, str as given.
+  Raises ConfigError naming the arg and the accepted values.
+  """
   parsed = dict(defaults)
   for item in filter(None, (arg or '').split(',')):
     key, has_value, value = item.partition('=')
     if key not in defaults:
       raise ConfigError(f'unknown config arg {key!r}; known: {", ".join(sorted(defaults))}')
-    parsed[key] = type(defaults[key])(value) if has_value else True
+    kind = type(defaults[key])
+    if not has_value:
+      if kind is not bool:
+        raise ConfigError(f'config arg {key!r} needs a value: {key}=...')
+      parsed[key] = True
+    elif kind is bool:
+      if value.lower() not in _BOOLEANS:
+        raise ConfigError(f'config arg {key}={value!r}: use true, false, 1 or 0')
+      parsed[key] = _BOOLEANS[value.lower()]
+    else:
+      try:
+        parsed[key] = kind(value)
+      except ValueError:
+        raise ConfigError(f'config arg {key}={value!r}: expected {kind.__name__}, like the '
+                          f'default {defaults[key]!r}') from None
   return ml_collections.ConfigDict(parsed)
 
 
@@ -106,6 +130,40 @@ def load_config(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing (`app.run(main, flags_parser=parse_flags)`) for commands with a
+  `--config` flag, where a bad config arg, config field or config file path ends the command with
+  one line on stderr and exit code 2 instead of absl's traceback."""
+  try:
+    remaining = flags.FLAGS(argv)
+  except flags.Error as e:
+    _exit(_innermost_config_error(e) or str(e).splitlines()[0])
+  except (KeyError, AttributeError) as e:  # ml_collections' report of an unknown override
+    field = str(e.args[0]).strip('\'"')
+    _exit(f'a --config.* override names no config field {field!r} (the fields and their defaults '
+          'are in hpe_jax/default_config.py)')
+  if 'config' in flags.FLAGS and not isinstance(flags.FLAGS.config, ml_collections.ConfigDict):
+    _exit(f'cannot load --config={flags.FLAGS["config"].serialize().partition("=")[2]}: no such '
+          'file (configs/ holds the provided ones)')
+  return remaining
+
+
+def _innermost_config_error(error: BaseException | None) -> str | None:
+  """The message of the first ConfigError raised below `error` (ml_collections re-raises a
+  config file's ConfigError with the traceback in its message; the original has the line)."""
+  message = None
+  while error is not None:
+    if isinstance(error, ConfigError):
+      message = str(error)
+    error = error.__cause__ or error.__context__
+  return message
+
+
+def _exit(message: str):
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
 
 
 def default_workdir(config_flag: str) -> str:

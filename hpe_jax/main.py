@@ -16,6 +16,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from hpe_jax import default_config
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/pretrain.py'
                                           ' (optionally path:arg).', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (default runs/<config name>).')
@@ -30,7 +32,6 @@ def main(argv):
     import jax
     jax.distributed.initialize()
   # Imported here so that --help and flag errors stay fast.
-  from hpe_jax import default_config
   from hpe_jax.data import datasets
   from hpe_jax.training import checkpoint
   from hpe_jax.training import train
@@ -50,4 +51,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flag_as_required('config')
-  app.run(main)
+  app.run(main, flags_parser=default_config.parse_flags)

@@ -1,6 +1,8 @@
 """The config files: every arg loads, stages chain through default workdirs, bad args are named."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -47,6 +49,38 @@ def test_bad_args_are_named():
     _load('finetune.py', 'stage=4')
   with pytest.raises(FileNotFoundError, match='no config file'):
     default_config.load_config('configs/nope.py')
+
+
+@pytest.mark.parametrize('value, paper', [('False', False), ('false', False), ('0', False),
+                                          ('True', True), ('TRUE', True), ('1', True)])
+def test_bool_args_are_parsed_as_bools(value, paper):
+  c = _load('pretrain.py', f'paper={value}')
+  assert (c.data.train_2d == 'mpii') == paper
+
+
+def test_bad_arg_values_are_named():
+  with pytest.raises(default_config.ConfigError, match=r"paper='maybe': use true, false, 1 or 0"):
+    _load('pretrain.py', 'paper=maybe')
+  with pytest.raises(default_config.ConfigError, match=r"'stage' needs a value"):
+    _load('finetune.py', 'stage')
+  args = default_config.parse_arg('size=3,rate=0.5', size=1, rate=1.0)
+  assert (args.size, args.rate) == (3, 0.5)
+  with pytest.raises(default_config.ConfigError, match=r"size='x': expected int, like the default 1"):
+    default_config.parse_arg('size=x', size=1)
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--config=configs/pretrain.py:paper=maybe'], "config arg paper='maybe': use true"),
+    (['--config=configs/finetune.py:stage=4'], "finetune stage='4'"),
+    (['--config=configs/nope.py'], 'cannot load --config=configs/nope.py'),
+    (['--config=configs/pretrain.py', '--config.train.foo=1'], "no config field 'foo'"),
+])
+def test_command_line_config_errors_are_one_line(flags, message):
+  """Before any model or data is touched: exit 2 and one line, not absl's traceback."""
+  result = subprocess.run([sys.executable, '-m', 'hpe_jax.main', *flags], capture_output=True,
+                          text=True, cwd=os.path.dirname(CONFIGS), timeout=120)
+  assert result.returncode == 2, result.stderr
+  assert result.stderr.count('\n') == 1 and message in result.stderr, result.stderr
 
 
 def test_image_size_override_reaches_the_model():

@@ -21,6 +21,7 @@ import jax
 from ml_collections import config_flags
 import numpy as np
 
+from hpe_jax import default_config
 from hpe_jax import joints
 from hpe_jax.data import pipeline
 from hpe_jax.training import step as step_lib
@@ -133,4 +134,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flag_as_required('config')
-  app.run(main)
+  app.run(main, flags_parser=default_config.parse_flags)
