@@ -136,3 +136,16 @@ def canonical_limb_scale(pose: np.ndarray) -> np.ndarray:
   child, parent = np.array(list(joints.CANONICAL_LIMB_LENGTHS_MM)).T
   length = np.linalg.norm(pose[..., child, :] - pose[..., parent, :], axis=-1).sum(-1)
   return sum(joints.CANONICAL_LIMB_LENGTHS_MM.values()) / np.maximum(length, 1e-9)
+
+
+def fit_scale(points: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> np.ndarray:
+  """Per sample, the factor s minimising sum |s * points - reference|^2 over the masked joints
+  (both in the same frame, e.g. root-relative).
+
+  points, reference (N, J, D); mask (N, J) -> (N,) float64; 1 where nothing counts.
+  """
+  weight = (np.asarray(mask) > 0)[..., None]
+  points, reference = np.asarray(points, np.float64), np.asarray(reference, np.float64)
+  numerator = (weight * points * reference).sum((1, 2))
+  denominator = (weight * points * points).sum((1, 2))
+  return np.divide(numerator, denominator, out=np.ones_like(numerator), where=denominator > 0)

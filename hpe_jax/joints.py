@@ -57,8 +57,6 @@ H36M17 = (
 )
 H36M_PELVIS = H36M17.index('pelvis')  # the root of every 3D metric
 H36M_FLIP_PAIRS = ((1, 4), (2, 5), (3, 6), (11, 14), (12, 15), (13, 16))
-# The kinematic tree of Human3.6M-17: the parent of each joint (-1 for the pelvis).
-H36M_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 9, 8, 11, 12, 8, 14, 15)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +73,14 @@ class JointMap:
     for srcs in self.sources:
       if len(srcs) > 2 or any(not 0 <= s < len(self.source) for s in srcs):
         raise ValueError(f'bad source indices {srcs} for a {len(self.source)}-joint source')
+
+  def matrix(self) -> np.ndarray:
+    """(T, S) float64: row t averages the sources of target joint t (zeros where it has none),
+    so `matrix() @ points` maps unmasked (S, D) points without leaving float64."""
+    weights = np.zeros((len(self.target), len(self.source)))
+    for t, srcs in enumerate(self.sources):
+      weights[t, list(srcs)] = 1.0 / max(len(srcs), 1)
+    return weights
 
   def __call__(self, points: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Maps joints. points (..., S, D), mask (..., S) -> (..., T, D) and mask (..., T).
@@ -109,11 +115,24 @@ def _by_name(source: tuple[str, ...], target: tuple[str, ...], spec: dict[str, t
 MPII_FROM_H36M = _by_name(H36M17, MPII16, {
     'thorax': ('l_shoulder', 'r_shoulder'), 'upper_neck': ('thorax',), 'head_top': ('head',),
 })
-# MPII predictions -> the H36M evaluation set: the inverse of the map above; spine and nose are
-# joints an MPII-16 model cannot predict, so they are left out of 3D metrics.
+# MPII predictions -> all 17 Human3.6M joints, by the reference implementation's rule (its
+# `mpii_to_h36m` index list and `convert_eval_format`): the inverse of the map above, with the two
+# joints an MPII-16 model cannot predict interpolated: spine = mid(pelvis, H36M thorax), nose =
+# mid(H36M thorax, head), where H36M thorax <- MPII upper neck and head <- head top.
 H36M_FROM_MPII = _by_name(MPII16, H36M17, {
+    'thorax': ('upper_neck',), 'head': ('head_top',), 'spine': ('pelvis', 'upper_neck'),
+    'nose': ('upper_neck', 'head_top'),
+})
+# The same without the interpolated spine and nose: the 15 joints the model predicts directly.
+H36M_FROM_MPII_DIRECT = _by_name(MPII16, H36M17, {
     'thorax': ('upper_neck',), 'head': ('head_top',), 'spine': (), 'nose': (),
 })
+# The 15 bones whose lengths the reference's legacy MPJPE scales to sum to 4000 mm (its
+# `edges_3d`): the Human3.6M-17 tree with the nose bridged, thorax -> head.
+H36M_LEGACY_BONES = (
+    (3, 2), (2, 1), (1, 0), (0, 4), (4, 5), (5, 6), (0, 7), (7, 8), (8, 10), (16, 15), (15, 14),
+    (14, 8), (8, 11), (11, 12), (12, 13),
+)
 
 
 # The 14 joints of LSP and LSP-Extended, in their joints.mat order.

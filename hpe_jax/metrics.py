@@ -81,48 +81,42 @@ def mpjpe(pred: np.ndarray, gt: np.ndarray, root: int | None = joints.H36M_PELVI
   return _mean_error(_center(pred, root), _center(gt, root), _counted(pred, mask))
 
 
-LEGACY_BONE_SUM_MM = 4000.0  # the reference's fixed skeleton size (REFERENCE.md 4)
+LEGACY_BONE_SUM_MM = 4000.0  # the reference's fixed skeleton size (its `mean_bone_length`)
 
 
-def skeleton_bones(parents: tuple[int, ...], present: np.ndarray | None = None
-                   ) -> list[tuple[int, int]]:
-  """The (joint, parent) bones of a kinematic tree over the `present` joints only: a joint whose
-  parent is absent hangs from its nearest present ancestor (the MPII-16 joints in Human3.6M-17
-  order have no spine or nose, so the thorax hangs from the pelvis and the head from the thorax).
-  parents (J,) with -1 at the root; present (J,) bool, None: all."""
-  present = np.ones(len(parents), bool) if present is None else np.asarray(present, bool)
-  bones = []
-  for joint, parent in enumerate(parents):
-    while parent >= 0 and not present[parent]:
-      parent = parents[parent]
-    if present[joint] and parent >= 0:
-      bones.append((joint, parent))
-  return bones
+def mpjpe_legacy(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> float:
+  """The reference implementation's MPJPE, the figure its papers report (64.5 mm for
+  MPII + Human3.6M): xingyizhou/pytorch-pose-hg-3d `utils/eval.py` `mpjpe` with
+  `datasets/h36m.py` `convert_eval_format`, which the study's fork keeps unchanged.
 
-
-def mpjpe_fixed_bone_sum(pred: np.ndarray, gt: np.ndarray,
-                         parents: tuple[int, ...] = joints.H36M_PARENTS,
-                         bone_sum: float = LEGACY_BONE_SUM_MM,
-                         root: int = joints.H36M_PELVIS, mask: np.ndarray | None = None) -> float:
-  """The reference's legacy MPJPE, kept for comparison only: each root-relative pred is scaled so
-  the lengths of its skeleton's bones sum to `bone_sum` (the true scale being unknown at test
-  time), then compared as in `mpjpe`.
+  Per sample: pred is made relative to the MPII pelvis; mapped to the 17 Human3.6M joints by
+  `joints.H36M_FROM_MPII` (thorax <- upper neck, head <- head top, spine and nose interpolated);
+  scaled so that the 15 bones `joints.H36M_LEGACY_BONES` sum to 4000 mm (the true scale being
+  unknown to an orthographic prediction); its error is the mean Euclidean distance to gt over the
+  joints. The result is the mean over samples; samples whose gt is all zero are skipped (the
+  reference tests `gt.sum() ** 2 > 0`, the same on real poses). The reference computes pred in
+  float16 from integer heatmap peaks; this takes any pred, in float64.
 
   Args:
-    pred, gt: (N, J, 3) mm.
-    parents: the kinematic tree (J,); bones run between the joints counted for every sample
-      (`skeleton_bones`).
-    bone_sum: the skeleton size in mm.
-    root: the joint the scaling keeps fixed.
-    mask: (N, J) joints that count; None: all.
+    pred: (N, 16, 3) MPII-16 in any consistent unit (e.g. heatmap x, y and depth as fractions of
+      the crop side), relative to any origin.
+    gt: (N, 17, 3) Human3.6M-17, root-relative, mm.
+    mask: (N, 17) joints that count (None: all 17, as in the reference; a dataset without a nose
+      label leaves it out).
+  Returns:
+    The mean error in mm (NaN without a counted sample).
   """
   pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
-  counted = _counted(pred, mask)
-  pred = _center(pred, root)
-  child, parent = np.array(skeleton_bones(parents, counted.all(0))).T
-  length = np.linalg.norm(pred[:, child] - pred[:, parent], axis=-1).sum(1)
-  scale = bone_sum / np.maximum(length, np.finfo(np.float64).tiny)
-  return _mean_error(scale[:, None, None] * pred, _center(gt, root), counted)
+  pred = pred - pred[:, joints.PELVIS:joints.PELVIS + 1]
+  pred = np.einsum('ts,nsd->ntd', joints.H36M_FROM_MPII.matrix(), pred)
+  child, parent = np.array(joints.H36M_LEGACY_BONES).T
+  bone_sum = np.linalg.norm(pred[:, child] - pred[:, parent], axis=-1).sum(1)
+  scale = LEGACY_BONE_SUM_MM / np.maximum(bone_sum, np.finfo(np.float64).tiny)
+  pred = pred * scale[:, None, None]
+  counted = _counted(pred, mask) & np.any(gt != 0, axis=(1, 2))[:, None]
+  error = np.linalg.norm(pred - gt, axis=-1)
+  per_sample = _ratio((error * counted).sum(1), counted.sum(1))
+  return float(np.mean(per_sample[counted.any(1)])) if counted.any() else float('nan')
 
 
 def procrustes_align(pred: np.ndarray, gt: np.ndarray, counted: np.ndarray) -> np.ndarray:

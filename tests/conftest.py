@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 from hpe_jax import default_config
+from hpe_jax import geometry
+from hpe_jax.data import pipeline
 
 TINY_DATASET = 'synthetic_humans/tiny'
 
@@ -61,3 +64,30 @@ def tiny_depth_run(data_dir, tmp_path_factory) -> str:
   workdir = str(tmp_path_factory.mktemp('tiny_depth_run'))
   train.train_and_evaluate(tiny_config(data_dir, depth=True), workdir)
   return workdir
+
+
+def oracle_predictions(ref, *, projected_2d: bool, image_size: int = 64) -> dict:
+  """The evaluation fields of every example of a built split (`pipeline.eval_batches`) with a
+  perfect prediction: 'pred_depth' = the ground-truth depth targets, 'pred_xy' = the stored 2D
+  labels or, with `projected_2d`, the 3D labels projected through the stored camera (lens
+  distortion included; the stored 2D where a joint has no label), in input pixels.
+  `evaluate.score` takes the result."""
+  config = default_config.base_config()
+  config.data.image_size = image_size
+  config.data.threads = 1
+  config.train.batch_size = 4
+  batches = list(pipeline.eval_batches(ref, config))
+  r = {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
+  valid = r.pop('valid')
+  r = {key: value[valid] for key, value in r.items()}
+  r['pred_depth'] = r['depth']
+  r['pred_xy'] = r['joints']
+  if projected_2d:
+    with np.errstate(divide='ignore', invalid='ignore'):  # unlabelled joints: zeros in 3D
+      image_xy = geometry.project(r['joints_3d'].astype(np.float64), r['intrinsics'],
+                                  r['distortion'])
+    image_xy = np.where(r['joints_mask'][..., None] > 0, image_xy, r['joints_2d'])
+    r['pred_xy'] = np.stack([geometry.transform_points(geometry.invert_affine(affine), xy)
+                             for affine, xy in zip(r['input_to_image'].astype(np.float64),
+                                                   image_xy)])
+  return r

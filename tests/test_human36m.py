@@ -15,9 +15,12 @@ from cdflib import cdfwrite
 
 from hpe_jax import geometry
 from hpe_jax import joints
+from hpe_jax.data import datasets
 from hpe_jax.data import features
 from hpe_jax.data.builders import base
 from hpe_jax.data.builders import human36m
+from hpe_jax.evaluation import evaluate
+from conftest import oracle_predictions
 from conftest import realdata_dir
 
 H36M = joints.H36M17.index
@@ -161,17 +164,20 @@ def test_missing_camera(tmp_path):
 
 @pytest.fixture(scope='module')
 def mmpose_build(realdata, tmp_path_factory):
-  """The 4 real frames built from a manual_dir of links: the npz, cameras.pkl, S1, S5, S7, S8."""
+  """The 4 real frames built from a manual_dir of links: the npz, cameras.pkl, S1, S5, S7, S8.
+  -> (builder, {image name: (part, S)}, data_dir)."""
   manual_dir = str(tmp_path_factory.mktemp('manual'))
   for name in ('test_h36m_body3d.npz', 'cameras.pkl', 'S1', 'S5', 'S7', 'S8'):
     os.symlink(os.path.join(realdata, name), os.path.join(manual_dir, name))
-  builder = _build(manual_dir, str(tmp_path_factory.mktemp('data')))
+  data_dir = str(tmp_path_factory.mktemp('data'))
+  builder = _build(manual_dir, data_dir)
   npz = np.load(os.path.join(realdata, 'test_h36m_body3d.npz'))
-  return builder, {str(n): (p, s) for n, p, s in zip(npz['imgname'], npz['part'], npz['S'])}
+  return (builder, {str(n): (p, s) for n, p, s in zip(npz['imgname'], npz['part'], npz['S'])},
+          data_dir)
 
 
 def test_mmpose_layout_matches_the_npz(mmpose_build):
-  builder, entries = mmpose_build
+  builder, entries, _ = mmpose_build
   with open(os.path.join(realdata_dir(), 'h36m', 'mmpose', 'cameras.pkl'), 'rb') as f:
     cameras = pickle.load(f)
   records = _records(builder, 'train')  # S1, S5, S7, S8 are all training subjects
@@ -202,12 +208,26 @@ def test_mmpose_layout_matches_the_npz(mmpose_build):
   assert actions == ['Directions', 'Greeting', 'SittingDown', 'WalkDog']
 
 
+def test_mmpose_oracle_reproduces_the_labels(mmpose_build):
+  """A perfect prediction (the stored 2D labels, with the lens distortion, and the ground-truth
+  depth targets) through the evaluation path: undistortion, lifting and the joint maps give back
+  the 15 directly predicted joints; the 17-joint figures keep the interpolated spine and nose, the
+  reference's legacy figure its orthographic projection and fixed skeleton size."""
+  ref = datasets.DatasetRef('human36m/small', 'train', mmpose_build[2])
+  r = oracle_predictions(ref, projected_2d=False)
+  np.testing.assert_allclose(evaluate.label_scale(r), 1.0, rtol=1e-5)
+  results = evaluate.score(r, ref, 64, None)
+  assert results['mpjpe_15j'] < 0.01 and results['pa_mpjpe_15j'] < 0.01, results
+  assert 3 < results['mpjpe'] < 15 and 20 < results['mpjpe_legacy'] < 40, results  # 6.7, 29.4
+  assert set(results['per_action']) == {'Directions', 'Greeting', 'SittingDown', 'WalkDog'}
+
+
 def test_mmpose_left_is_the_persons_left(mmpose_build):
   """cross(l_hip - r_hip, pelvis -> thorax) is the body's front if the labels are right; the nose
   must lie in front of the neck. Swapped left/right labels would flip that front. Two of the
   frames face away from the camera and two face it, so the test covers both headings (viewed: S1
   shows the actor's back with r_* on the image right, S7 faces us with r_* on the image left)."""
-  builder, _ = mmpose_build
+  builder, _, _ = mmpose_build
   pose = np.stack([r['eval_joints_3d'] for r in _records(builder, 'train')])
   front = np.cross(pose[:, H36M('l_hip')] - pose[:, H36M('r_hip')],
                    pose[:, H36M('thorax')] - pose[:, H36M('pelvis')])

@@ -49,7 +49,8 @@ class PoseTransform:
     depth (16,) root-relative depth in crop units (0 without 3D); has_3d () bool.
   Evaluation samples (`evaluation=True`, no augmentation) also carry what metrics need:
     input_to_image (2, 3); joints_2d (16, 2) original pixels; torso_size; head_size; box_side;
-    intrinsics (4,); distortion (5,); root_depth (mm); eval_joints_3d (17, 3); eval_mask (17,); eval_visible (17,).
+    intrinsics (4,); distortion (5,); joints_3d (16, 3) camera mm; eval_joints_3d (17, 3);
+    eval_mask (17,); eval_visible (17,).
   """
 
   image_size: int
@@ -91,7 +92,7 @@ class PoseTransform:
           head_size=example['head_size'],
           box_side=np.float32(example['box_side']), intrinsics=example['intrinsics'],
           distortion=example['distortion'],
-          root_depth=np.float32(example['joints_3d'][joints.PELVIS, 2]),
+          joints_3d=example['joints_3d'],
           eval_joints_3d=example['eval_joints_3d'], eval_mask=example['eval_mask'],
           eval_visible=example['eval_visible'])
     return sample

@@ -10,13 +10,15 @@ METRICS = {
     'pck': 'PCK@0.2 (torso)',
     'mpjpe': 'MPJPE (P1), mm',
     'pa_mpjpe': 'PA-MPJPE (P2), mm',
-    'mpjpe_legacy_4000': 'MPJPE, skeleton scaled to 4000 mm (legacy), mm',
+    'mpjpe_15j': 'MPJPE, 15 predicted joints, mm',
+    'pa_mpjpe_15j': 'PA-MPJPE, 15 predicted joints, mm',
+    'mpjpe_legacy': "MPJPE, the reference's legacy figure, mm",
     'pck3d_150': '3DPCK@150 mm',
     'auc_3d': 'AUC 0-150 mm',
     'mpjpe_visible': 'MPJPE of visible joints, mm',
     'mpjpe_occluded': 'MPJPE of occluded joints, mm',
 }
-PER_ACTION_METRICS = ('mpjpe', 'pa_mpjpe', 'mpjpe_legacy_4000', 'pck3d_150', 'auc_3d')
+PER_ACTION_METRICS = ('mpjpe', 'pa_mpjpe', 'mpjpe_legacy', 'pck3d_150', 'auc_3d')
 READOUT_METRICS = ('pckh', 'pck', 'mpjpe', 'pa_mpjpe', 'pck3d_150')
 
 
