@@ -5,16 +5,13 @@ losses (weight 0.01). Quick preset, after configs/pretrain.py:
   python -m hpe_jax.main --config=configs/finetune.py
 The reference runs it as two stages, stage 2 without the geometric loss and stage 3 with it at a
 10x lower learning rate, each starting from the one before (default workdirs chain them):
-  python -m hpe_jax.main --config=configs/pretrain.py:paper          # runs/pretrain_paper
+  python -m hpe_jax.main --config=configs/pretrain.py:paper \
+      --config.model.init=runs/imagenet/resnet50.npz                 # runs/pretrain_paper
   python -m hpe_jax.main --config=configs/finetune.py:paper,stage=2  # runs/finetune_paper_stage_2
   python -m hpe_jax.main --config=configs/finetune.py:paper,stage=3  # runs/finetune_paper_stage_3
 """
 
 from hpe_jax import default_config
-
-# Human3.6M training frames the reference counts an epoch on (S1, S5-S8, every 5th frame of the
-# 4 cameras; an assumption until the dataset builder fixes the stride).
-H36M_TRAIN_SIZE = 312188
 
 
 def get_config(arg=None):
@@ -28,10 +25,20 @@ def get_config(arg=None):
     c.init_from = 'runs/finetune_paper_stage_2' if args.paper else 'runs/finetune_stage_2'
   c.train.depth_weight = 0.1
   c.train.geometric_weight = 0.0 if args.stage == '2' else 0.01
-  c.train.lr = 1e-4 if args.stage == '3' else 1e-3
+  c.train.lr = 1e-3 if args.stage != '3' else 1e-4
   if args.paper:
-    steps_per_epoch = H36M_TRAIN_SIZE // 16  # half of each batch of 32 is 3D
+    # The reference's Fusion3D epoch: all 22,246 MPII people plus as many Human3.6M frames (its
+    # nImages3D = min(len(3D), nImages2D * ratio3D), ratio 1), in batches of 32 with the last
+    # partial one kept: ceil(44,492 / 32) = 1,391 steps. Stage 2: 60 epochs = 83,460 steps, the
+    # drop after epoch 45 (step 62,595); stage 3: 10 epochs = 13,910 steps. Each epoch sees new
+    # Human3.6M frames: the 3D stream runs through one shuffled pass of the whole set before the
+    # next pass starts with a new order.
+    steps_per_epoch = default_config.reference_epoch_steps(default_config.MPII_TRAIN_PEOPLE,
+                                                           default_config.H36M_TRAIN_FRAMES)
     epochs, drops = ((10, ()) if args.stage == '3' else (60, (45,)))
+    # Used where nothing is grafted (configs/scratch3d.py:paper); a fine-tune starts from
+    # init_from.
+    c.model.init = default_config.IMAGENET
     c.data.train_2d = 'mpii'
     c.data.train_3d = 'human36m'
     c.data.eval = 'human36m'

@@ -2,21 +2,22 @@
 
 Quick preset on the embedded synthetic data (minutes on a 2-core CPU):
   python -m hpe_jax.main --config=configs/pretrain.py
-The reference recipe (ResNet-50, 256 px, batch 32, MPII, 140 epochs, drops at 90 and 120):
-  python -m hpe_jax.main --config=configs/pretrain.py:paper --workdir=runs/pretrain_paper
+The reference recipe (ResNet-50 from ImageNet weights, 256 px, batch 32, MPII, 140 epochs of
+696 steps, drops at 90 and 120; README "Reproducing the paper"):
+  python -m hpe_jax.main --config=configs/pretrain.py:paper \
+      --config.model.init=runs/imagenet/resnet50.npz   # workdir runs/pretrain_paper
 """
 
 from hpe_jax import default_config
-
-# MPII training people in the reference's split; epochs are counted on it.
-MPII_TRAIN_SIZE = 22246
 
 
 def get_config(arg=None):
   args = default_config.parse_arg(arg, paper=False)
   c = default_config.base_config()
   if args.paper:
-    steps_per_epoch = MPII_TRAIN_SIZE // 32
+    # An epoch is MPII's 22,246 training people: ceil(22,246 / 32) = 696 steps.
+    steps_per_epoch = default_config.reference_epoch_steps(default_config.MPII_TRAIN_PEOPLE)
+    c.model.init = default_config.IMAGENET
     c.data.train_2d = 'mpii'
     c.data.eval = 'mpii'
     c.train.num_steps = 140 * steps_per_epoch
@@ -29,4 +30,3 @@ def get_config(arg=None):
   c.train.num_steps = 2000
   c.train.lr_drop_steps = (1600,)
   return c
-

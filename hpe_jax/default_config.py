@@ -68,7 +68,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.depth = False  # depth output (the 3D stages)
   # ImageNet ResNet weights for the backbone at the start of a run that neither resumes nor has an
   # init_from: a torchvision state_dict (.pth/.pt, needs torch) or an .npz of
-  # tools/import_weights.py imagenet. '' = random initialisation.
+  # tools/import_weights.py imagenet. '' = random initialisation; 'scratch' = random, chosen
+  # against a recipe that asks for 'imagenet' (the :paper configs: ImageNet weights required).
   c.model.init = ''
 
   c.data = ml_collections.ConfigDict()
@@ -111,6 +112,71 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+IMAGENET = 'imagenet'  # model.init of a recipe that starts from ImageNet weights (the reference's)
+SCRATCH = 'scratch'  # model.init: random weights, chosen explicitly
+# torchvision's ImageNet ResNets: the IMAGENET1K_V1 files, the weights the reference loads (older
+# torchvision named them resnet18-5c106cde.pth, resnet50-19c8e357.pth, ...).
+IMAGENET_FILES = {
+    'resnet18': 'resnet18-f37072fd.pth', 'resnet34': 'resnet34-b627a593.pth',
+    'resnet50': 'resnet50-0676ba61.pth', 'resnet101': 'resnet101-63fe2227.pth',
+    'resnet152': 'resnet152-394f9c45.pth',
+}
+
+
+# Training set sizes the reference counts its epochs on: MPII's training people (its train.json,
+# the split without Tompson's 2958 validation people) and Human3.6M's training frames (S1, S5-S8,
+# every 5th frame of the 4 cameras; only ever compared with the MPII size, which it far exceeds).
+MPII_TRAIN_PEOPLE = 22246
+H36M_TRAIN_FRAMES = 312188
+
+
+def reference_epoch_steps(num_2d: int, num_3d: int = 0, batch_size: int = 32,
+                          ratio_3d: float = 1.0) -> int:
+  """Optimiser steps in one epoch as the reference counts it.
+
+  With 2D data only, an epoch is the 2D set. Its Fusion3D epoch (2D + 3D) is all 2D samples plus
+  min(num_3d, num_2d * ratio_3d) 3D samples: a 3D set larger than that share contributes only a
+  share per epoch. Its DataLoader keeps the last, partial batch, hence the ceiling.
+  """
+  samples = num_2d + min(num_3d, int(num_2d * ratio_3d))
+  return -(-samples // batch_size)
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """The checks a config can pass or fail without devices or data; raises ConfigError naming the
+  field and the fix. Cheap, so commands run it before they open or compile anything."""
+  multiple = 64 if c.model.name == 'hourglass' else 32
+  if c.data.image_size % multiple:
+    raise ConfigError(f'data.image_size={c.data.image_size} must be a multiple of {multiple} for '
+                      f'model.name={c.model.name!r}')
+  for key in ('num_steps', 'log_every', 'checkpoint_every'):
+    if c.train[key] <= 0:
+      raise ConfigError(f'train.{key}={c.train[key]} must be positive')
+  _check_model_init(c)
+
+
+def _check_model_init(c: ml_collections.ConfigDict) -> None:
+  """model.init matters only to a run without init_from: 'imagenet' must be replaced by the
+  weights (or 'scratch'), and a path must be a file."""
+  init, name = c.model.init, c.model.name
+  if c.init_from or init in ('', SCRATCH):
+    return
+  if init == IMAGENET and name not in IMAGENET_FILES:
+    raise ConfigError(f"model.init='imagenet': there are no ImageNet weights for model.name="
+                      f"{name!r}; add --config.model.init=scratch to train it from random weights")
+  if init == IMAGENET:
+    npz = f'runs/imagenet/{name}.npz'
+    raise ConfigError(
+        f'this recipe starts {name} from ImageNet weights, as the reference does: make them once '
+        f'with `python tools/import_weights.py imagenet {IMAGENET_FILES[name]} {npz}` '
+        "(torchvision's file; the tool needs pip install -e '.[torch]') and add "
+        f'--config.model.init={npz}, or add --config.model.init=scratch to train from random '
+        'weights')
+  if not os.path.isfile(init):
+    raise ConfigError(f'model.init={init!r} is not a file: give an .npz of tools/import_weights.py '
+                      "imagenet or a torchvision .pth, or 'scratch'")
+
+
 def quick_preset(c: ml_collections.ConfigDict) -> None:
   """A small model and images, sized so a stage trains in minutes on a 2-core CPU."""
   c.model.name = 'resnet18'
@@ -139,14 +205,15 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     remaining = flags.FLAGS(argv)
   except flags.Error as e:
-    _exit(_innermost_config_error(e) or str(e).splitlines()[0])
+    exit_with_error(_innermost_config_error(e) or str(e).splitlines()[0])
   except (KeyError, AttributeError) as e:  # ml_collections' report of an unknown override
     field = str(e.args[0]).strip('\'"')
-    _exit(f'a --config.* override names no config field {field!r} (the fields and their defaults '
-          'are in hpe_jax/default_config.py)')
+    exit_with_error(f'a --config.* override names no config field {field!r} (the fields and '
+                    'their defaults are in hpe_jax/default_config.py)')
   if 'config' in flags.FLAGS and not isinstance(flags.FLAGS.config, ml_collections.ConfigDict):
-    _exit(f'cannot load --config={flags.FLAGS["config"].serialize().partition("=")[2]}: no such '
-          'file (configs/ holds the provided ones)')
+    path = flags.FLAGS['config'].serialize().partition('=')[2]
+    exit_with_error(f'cannot load --config={path}: no such file (configs/ holds the provided '
+                    'ones)')
   return remaining
 
 
@@ -161,7 +228,8 @@ def _innermost_config_error(error: BaseException | None) -> str | None:
   return message
 
 
-def _exit(message: str):
+def exit_with_error(message: str):
+  """Ends a command with `error: message` on stderr and exit code 2 (a usage error)."""
   print(f'error: {message}', file=sys.stderr)
   sys.exit(2)
 

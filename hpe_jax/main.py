@@ -9,7 +9,6 @@ The workdir defaults to runs/<config name>[_<config arg>]; re-running the same c
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -27,6 +26,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
+  try:
+    default_config.validate(config)  # before jax, data or the workdir are touched
+  except default_config.ConfigError as e:
+    default_config.exit_with_error(str(e))
   logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every save and read at INFO
   if config.distributed:  # before anything touches the devices
     import jax
@@ -45,8 +48,7 @@ def main(argv):
           f'--workdir={workdir} cannot be created ({e.strerror}); choose another one') from e
     train.train_and_evaluate(config, workdir)
   except (default_config.ConfigError, datasets.DatasetError, checkpoint.CheckpointError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    default_config.exit_with_error(str(e))
 
 
 if __name__ == '__main__':

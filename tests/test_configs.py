@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -25,11 +26,69 @@ def test_quick_presets_train_on_the_embedded_data():
   assert pretrain.model.image_size == pretrain.data.image_size == 128
 
 
-def test_paper_recipe():
+def test_paper_recipes_count_epochs_as_the_reference():
   c = _load('pretrain.py', 'paper')
   assert (c.model.name, c.data.image_size, c.train.batch_size) == ('resnet50', 256, 32)
-  epoch = c.train.num_steps // 140
-  assert c.train.lr == 1e-3 and c.train.lr_drop_steps == (90 * epoch, 120 * epoch)
+  # MPII's 22,246 people in batches of 32, the last partial batch kept: 696 steps an epoch.
+  assert c.train.num_steps == 140 * 696 and c.train.lr_drop_steps == (90 * 696, 120 * 696)
+  assert c.train.lr == 1e-3
+  # Fusion3D: 22,246 MPII people + as many Human3.6M frames = 1,391 steps of 32.
+  stage2, stage3 = _load('finetune.py', 'paper,stage=2'), _load('finetune.py', 'paper,stage=3')
+  assert stage2.train.num_steps == 83460 and stage2.train.lr_drop_steps == (62595,)
+  assert stage3.train.num_steps == 13910 and stage3.train.lr_drop_steps == ()
+  assert stage2.train.eval_every == 5 * 1391
+  scratch = _load('scratch3d.py', 'paper')
+  assert scratch.train.num_steps == 83460 and not scratch.data.train_2d and not scratch.init_from
+
+
+def test_reference_epoch_counts_the_fusion_share():
+  steps = default_config.reference_epoch_steps
+  assert steps(22246) == 696 and steps(64) == 2 and steps(65) == 3
+  assert steps(22246, 312188) == 1391  # the 3D set contributes as many samples as the 2D set
+  assert steps(22246, 10000) == 1008  # a smaller 3D set contributes all of it
+  assert steps(100, 1000, batch_size=10, ratio_3d=0.5) == 15
+
+
+def test_paper_recipes_need_imagenet_weights_or_an_explicit_opt_out(tmp_path):
+  for name in ('pretrain.py', 'scratch3d.py'):
+    c = _load(name, 'paper')
+    with pytest.raises(default_config.ConfigError) as error:
+      default_config.validate(c)
+    assert ('python tools/import_weights.py imagenet resnet50-0676ba61.pth '
+            'runs/imagenet/resnet50.npz') in str(error.value)
+    assert '--config.model.init=scratch' in str(error.value) and '\n' not in str(error.value)
+    c.model.init = default_config.SCRATCH
+    default_config.validate(c)
+    weights = tmp_path / f'{name}.npz'
+    c.model.init = str(weights)
+    with pytest.raises(default_config.ConfigError, match='is not a file'):
+      default_config.validate(c)
+    weights.write_bytes(b'')
+    default_config.validate(c)
+  c = _load('pretrain.py', 'paper')
+  c.model.name = 'resnet18'
+  with pytest.raises(default_config.ConfigError, match='imagenet resnet18-f37072fd.pth'):
+    default_config.validate(c)
+  c.model.name = 'hourglass'
+  with pytest.raises(default_config.ConfigError, match="no ImageNet weights for model.name='hourg"):
+    default_config.validate(c)
+  # A fine-tune starts from its init_from; the quick presets from random weights.
+  default_config.validate(_load('finetune.py', 'paper,stage=2'))
+  for name in ('pretrain.py', 'finetune.py', 'scratch3d.py'):
+    default_config.validate(_load(name))
+
+
+def test_missing_imagenet_weights_stop_the_command_at_once(tmp_path):
+  """One line, exit 2, before jax is imported (which alone takes seconds) or a workdir made."""
+  start = time.perf_counter()
+  result = subprocess.run(
+      [sys.executable, '-m', 'hpe_jax.main', f'--config={CONFIGS}/pretrain.py:paper'],
+      capture_output=True, text=True, cwd=tmp_path, timeout=120)
+  seconds = time.perf_counter() - start
+  assert result.returncode == 2 and result.stderr.count('\n') == 1, result.stderr
+  assert 'from ImageNet weights' in result.stderr
+  assert seconds < 5, seconds
+  assert not os.listdir(tmp_path)
 
 
 def test_reference_stages_chain_through_default_workdirs():
@@ -65,7 +124,7 @@ def test_bad_arg_values_are_named():
     _load('finetune.py', 'stage')
   args = default_config.parse_arg('size=3,rate=0.5', size=1, rate=1.0)
   assert (args.size, args.rate) == (3, 0.5)
-  with pytest.raises(default_config.ConfigError, match=r"size='x': expected int, like the default 1"):
+  with pytest.raises(default_config.ConfigError, match=r"size='x': expected int, like the def"):
     default_config.parse_arg('size=x', size=1)
 
 

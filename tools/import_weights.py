@@ -85,6 +85,7 @@ def reference_config(state_dict: dict, arch: str, heads: dict[str, str], image_s
   num_upsample = next(k for k in itertools.count()
                       if f'deconv_layers.{3 * k}.weight' not in state_dict)
   config.init_from = ''
+  config.model.init = ''  # the weights are the checkpoint's
   config.model.name = arch
   config.model.width = int(state_dict['conv1.weight'].shape[0])
   config.model.head_channels = int(state_dict['deconv_layers.0.weight'].shape[1]) \

@@ -80,17 +80,11 @@ def _pure(state: dict) -> dict:
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
+  default_config.validate(config)
   devices = jax.device_count()
   if config.train.batch_size % devices:
-    raise default_config.ConfigError(f'train.batch_size={config.train.batch_size} must be a multiple of the '
-                     f'{devices} devices')
-  multiple = 64 if config.model.name == 'hourglass' else 32
-  if config.data.image_size % multiple:
-    raise default_config.ConfigError(f'data.image_size={config.data.image_size} must be a multiple of '
-                     f'{multiple} for model.name={config.model.name!r}')
-  for key in ('num_steps', 'log_every', 'checkpoint_every'):
-    if config.train[key] <= 0:
-      raise default_config.ConfigError(f'train.{key}={config.train[key]} must be positive')
+    raise default_config.ConfigError(f'train.batch_size={config.train.batch_size} must be a '
+                                     f'multiple of the {devices} devices')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -127,11 +121,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     grafted, fresh = checkpoint.graft(config.init_from, nnx.to_pure_dict(state['model']))
     nnx.replace_by_pure_dict(state['model'], grafted)
     _log(f'Initialised from {config.init_from}; newly initialised: {fresh or "nothing"}.')
-  elif config.model.init:
+  elif config.model.init not in ('', default_config.SCRATCH):
     imported, unused = torch_import.init_backbone(nnx.to_pure_dict(state['model']),
                                                   config.model.init)
     nnx.replace_by_pure_dict(state['model'], imported)
     _log(f'Initialised the backbone from {config.model.init}; unused there: {unused or "nothing"}.')
+  else:
+    _log(f'Random initial weights (model.init={config.model.init!r}).')
   state = jax.device_put(state, replicated)
 
   train_step, predict = step_lib.jit_steps(defs, state, mesh, config)
