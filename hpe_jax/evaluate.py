@@ -86,7 +86,10 @@ def evaluate_run(workdir: str, dataset_names=(), *, step=None, flip_test=None, s
               **results}
     with open(result_path(workdir, str(ref)), 'w') as f:
       json.dump(record, f, indent=2)
-    table = report.markdown(f'{ref} ({workdir}, step {predictor.step})', results)
+    readout = ' + '.join(name for name, on in (('flip test', config.eval.flip_test),
+                                              ('sub-pixel', config.eval.subpixel)) if on)
+    table = report.markdown(f'{ref} ({workdir}, step {predictor.step}, readout: '
+                            f'{readout or "argmax"})', results)
     with open(result_path(workdir, str(ref), '.md'), 'w') as f:
       f.write(table)
     log(table)

@@ -79,6 +79,10 @@ def test_evaluate_run_saves_the_results_and_each_readout(tiny_depth_run):
   with open(os.path.join(tiny_depth_run, 'eval', 'synthetic_humans_tiny_test.md')) as f:
     table = f.read()
   assert f'| MPJPE (P1), mm | {result["mpjpe"]:.4g} |' in table and '| argmax |' in table
+  assert 'readout: flip test + sub-pixel)' in table.splitlines()[0]
+  # The reference's legacy figure, here and for each readout (the reference reads the argmax).
+  assert result['readout']['argmax']['mpjpe_legacy'] != result['mpjpe_legacy']
+  assert "| MPJPE, the reference's legacy figure, mm |" in table
 
 
 def test_readout_flags_select_the_readout(tiny_depth_run):

@@ -3,7 +3,7 @@ an hpe_jax run.
 
   # An ImageNet ResNet (torchvision layout) -> an .npz that --config.model.init takes without
   # torch (model.init also takes the .pth itself when torch is installed):
-  python tools/import_weights.py imagenet resnet50-0676ba61.pth runs/resnet50_imagenet.npz
+  python tools/import_weights.py imagenet resnet50-0676ba61.pth runs/imagenet/resnet50.npz
   # A reference checkpoint (ResNet + deconv head + heatmap/depth 1x1 convs) -> a workdir whose
   # checkpoint evaluation loads and --config.init_from grafts:
   python tools/import_weights.py reference model_last.pth --workdir=runs/reference

@@ -19,7 +19,7 @@ METRICS = {
     'mpjpe_occluded': 'MPJPE of occluded joints, mm',
 }
 PER_ACTION_METRICS = ('mpjpe', 'pa_mpjpe', 'mpjpe_legacy', 'pck3d_150', 'auc_3d')
-READOUT_METRICS = ('pckh', 'pck', 'mpjpe', 'pa_mpjpe', 'pck3d_150')
+READOUT_METRICS = ('pckh', 'pck', 'mpjpe', 'pa_mpjpe', 'mpjpe_legacy', 'pck3d_150')
 
 
 def _cell(value) -> str:
