@@ -316,6 +316,17 @@ def test_bgr256_fold_gives_the_reference_stem_on_our_input():
   assert np.abs(got - expected).max() > 1e-3  # the border sees the padding: not exact there
 
 
+def test_model_init_scratch_trains_from_random_weights_and_says_so(data_dir, tmp_path, capsys):
+  """The explicit opt-out of a recipe's ImageNet start: no file is read, the log and config.json
+  say it."""
+  config = tiny_config(data_dir, **{'model.init': 'scratch', 'train.num_steps': 1,
+                                    'data.eval': ''})
+  train.train_and_evaluate(config, str(tmp_path))
+  assert "Random initial weights (model.init='scratch')." in capsys.readouterr().out
+  with open(os.path.join(tmp_path, 'config.json')) as f:
+    assert json.load(f)['model']['init'] == 'scratch'
+
+
 def test_training_with_model_init_starts_from_the_imported_backbone(imagenet_resnet18, data_dir,
                                                                     tmp_path):
   # lr 0: one step leaves every parameter as it started (batch statistics still move).
