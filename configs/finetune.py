@@ -25,7 +25,7 @@ def get_config(arg=None):
     c.init_from = 'runs/finetune_paper_stage_2' if args.paper else 'runs/finetune_stage_2'
   c.train.depth_weight = 0.1
   c.train.geometric_weight = 0.0 if args.stage == '2' else 0.01
-  c.train.lr = 1e-3 if args.stage != '3' else 1e-4
+  c.train.lr = 1e-4 if args.stage == '3' else 1e-3
   if args.paper:
     # The reference's Fusion3D epoch: all 22,246 MPII people plus as many Human3.6M frames (its
     # nImages3D = min(len(3D), nImages2D * ratio3D), ratio 1), in batches of 32 with the last

@@ -64,3 +64,29 @@ def test_distorted_labels_lift_back_to_the_3d_pose():
       geometry.undistort_pixels(uv, intrinsics, np.stack([DISTORTION] * 3)), depth_px, intrinsics,
       pose[:, joints.PELVIS, 2], joints.PELVIS)
   np.testing.assert_allclose(lifted, pose - pose[:, joints.PELVIS:joints.PELVIS + 1], atol=1e-3)
+
+
+def test_fit_scale_is_the_least_squares_factor_on_the_counted_joints():
+  rng = np.random.default_rng(5)
+  points = rng.normal(0, 300, (3, 17, 3))
+  reference = points * np.array([0.9, 1.0, 1.2])[:, None, None] + rng.normal(0, 5, points.shape)
+  mask = np.ones((3, 17))
+  mask[1, 5:] = 0
+  reference[1, 5:] = 1e4  # uncounted joints do not move the fit
+  mask[2] = 0  # nothing counted: 1
+  want = [np.sum(p[m > 0] * r[m > 0]) / np.sum(p[m > 0] ** 2)
+          for p, r, m in zip(points[:2], reference[:2], mask[:2])] + [1.0]
+  got = geometry.fit_scale(points, reference, mask)
+  np.testing.assert_allclose(got, want, rtol=1e-12)
+  assert abs(got[0] - 0.9) < 0.01 and abs(got[1] - 1.0) < 0.01
+
+
+def test_joint_map_matrix_maps_like_the_map():
+  points = np.random.default_rng(6).normal(0, 1, (4, 16, 3))
+  mapped, mask = joints.H36M_FROM_MPII(points, np.ones((4, 16)))
+  assert mask.all()  # spine and nose are midpoints of predicted joints
+  np.testing.assert_allclose(np.einsum('ts,nsd->ntd', joints.H36M_FROM_MPII.matrix(), points),
+                             mapped, atol=1e-6)
+  direct = joints.H36M_FROM_MPII_DIRECT.matrix()
+  assert np.array_equal(direct.sum(1) > 0, [name not in ('spine', 'nose')
+                                            for name in joints.H36M17])
