@@ -149,9 +149,17 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if c.data.image_size % multiple:
     raise ConfigError(f'data.image_size={c.data.image_size} must be a multiple of {multiple} for '
                       f'model.name={c.model.name!r}')
-  for key in ('num_steps', 'log_every', 'checkpoint_every'):
+  for key in ('num_steps', 'batch_size', 'log_every', 'checkpoint_every'):
     if c.train[key] <= 0:
       raise ConfigError(f'train.{key}={c.train[key]} must be positive')
+  if c.train.keep_checkpoints < 1:
+    raise ConfigError(f'train.keep_checkpoints={c.train.keep_checkpoints}: keep at least 1 (the '
+                      'newest checkpoint is the trained model)')
+  if not 0 < c.train.lr < float('inf'):
+    raise ConfigError(f'train.lr={c.train.lr} must be a positive number (the default is 1e-3)')
+  for key in ('eval_every', 'grad_clip'):
+    if c.train[key] < 0:
+      raise ConfigError(f'train.{key}={c.train[key]} must be 0 (off) or positive')
   _check_model_init(c)
 
 
@@ -175,6 +183,18 @@ def _check_model_init(c: ml_collections.ConfigDict) -> None:
   if not os.path.isfile(init):
     raise ConfigError(f'model.init={init!r} is not a file: give an .npz of tools/import_weights.py '
                       "imagenet or a torchvision .pth, or 'scratch'")
+
+
+def flatten(tree, prefix: str = '') -> dict:
+  """Nested dicts or ConfigDicts -> {'train.lr': leaf}, lists as tuples (JSON has no tuples; the
+  tuple fields of a config take them back)."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      flat.update(flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = tuple(value) if isinstance(value, list) else value
+  return flat
 
 
 def quick_preset(c: ml_collections.ConfigDict) -> None:
@@ -228,10 +248,10 @@ def _innermost_config_error(error: BaseException | None) -> str | None:
   return message
 
 
-def exit_with_error(message: str):
-  """Ends a command with `error: message` on stderr and exit code 2 (a usage error)."""
+def exit_with_error(message: str, code: int = 2):
+  """Ends a command with `error: message` on stderr and exit `code` (2: a usage error)."""
   print(f'error: {message}', file=sys.stderr)
-  sys.exit(2)
+  sys.exit(code)
 
 
 def default_workdir(config_flag: str) -> str:

@@ -42,6 +42,7 @@ def evaluate_run(workdir: str, dataset_names=(), *, step=None, flip_test=None, s
   from hpe_jax.data import datasets
   from hpe_jax.evaluation import evaluate
   from hpe_jax.evaluation import report
+  from hpe_jax.training import workdir as workdir_lib
 
   if limit < 0:
     raise default_config.ConfigError(f'--limit={limit}: give a number of examples, or 0 for all')
@@ -85,7 +86,7 @@ def evaluate_run(workdir: str, dataset_names=(), *, step=None, flip_test=None, s
               'flip_test': bool(config.eval.flip_test), 'subpixel': bool(config.eval.subpixel),
               **results}
     with open(result_path(workdir, str(ref)), 'w') as f:
-      json.dump(record, f, indent=2)
+      json.dump(workdir_lib.strict_json(record), f, indent=2, allow_nan=False)
     readout = ' + '.join(name for name, on in (('flip test', config.eval.flip_test),
                                               ('sub-pixel', config.eval.subpixel)) if on)
     table = report.markdown(f'{ref} ({workdir}, step {predictor.step}, readout: '

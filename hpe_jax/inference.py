@@ -12,7 +12,6 @@ sub-pixel readout) unless overridden.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import cv2
@@ -27,35 +26,30 @@ from hpe_jax import joints
 from hpe_jax import models
 from hpe_jax.training import checkpoint
 from hpe_jax.training import step as step_lib
+from hpe_jax.training import workdir as workdir_lib
 
 # A tight person box (around the joints) is padded like the training boxes
 # (data.builders.base.box_from_joints).
 BOX_PAD = 1.25
+MAX_BOX_TO_IMAGE = 10  # a larger box is a typo (or pixels mistaken for another unit)
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run was trained with (workdir/config.json), with today's defaults filled in for
-  fields added since (so older runs still load)."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(path):
+  fields added since (so older runs still load).
+
+  Raises:
+    CheckpointError: `workdir` has no readable config.json.
+  """
+  try:
+    config = workdir_lib.read_config(workdir)
+  except workdir_lib.WorkdirError as e:
+    raise checkpoint.CheckpointError(str(e)) from e
+  if config is None:
     raise checkpoint.CheckpointError(
         f'{workdir} is not a training run: it has no config.json. Pass the --workdir of a run '
         'made by python -m hpe_jax.main (or by tools/import_weights.py).')
-  with open(path) as f:
-    saved = json.load(f)
-  config = default_config.base_config()
-  config.update_from_flattened_dict(_flatten(saved))
   return config
-
-
-def _flatten(tree: dict, prefix: str = '') -> dict:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = tuple(value) if isinstance(value, list) else value
-  return flat
 
 
 @dataclasses.dataclass
@@ -146,13 +140,24 @@ class Predictor:
 def person_square(image_shape, box=None) -> tuple[np.ndarray, float]:
   """The square (centre, side) in pixels around a person box (x, y, w, h) padded by BOX_PAD, or
   around the whole image for box None. Pixel centres are integers, so a box edge at x is pixel
-  coordinate x - 0.5."""
+  coordinate x - 0.5.
+
+  Raises:
+    ValueError: the box has no area, lies wholly outside the image or is over
+      MAX_BOX_TO_IMAGE times its size.
+  """
   height, width = image_shape[:2]
   if box is None:
     return np.array([(width - 1) / 2, (height - 1) / 2]), float(max(width, height))
   x, y, w, h = (float(v) for v in box)
   if w <= 0 or h <= 0:
     raise ValueError(f'box {tuple(box)} has no area: expected x, y, width, height')
+  if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+    raise ValueError(f'box {tuple(box)} lies wholly outside the {width} x {height} image: '
+                     'expected x, y of its top-left corner, then width, height, in pixels')
+  if max(w, h) > MAX_BOX_TO_IMAGE * max(width, height):
+    raise ValueError(f'box {tuple(box)} is over {MAX_BOX_TO_IMAGE} times the {width} x {height} '
+                     'image: the person would be a few pixels in what the model sees')
   return np.array([x + w / 2 - 0.5, y + h / 2 - 0.5]), BOX_PAD * max(w, h)
 
 

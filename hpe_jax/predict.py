@@ -126,6 +126,16 @@ def _save_image(path: str, image_rgb: np.ndarray) -> None:
     raise OSError(f'cannot write {path}')
 
 
+def low_confidence_warning(scores: np.ndarray) -> str:
+  """A warning if no joint scores as confident as visualize.MIN_CONFIDENT_SCORE, else ''."""
+  from hpe_jax import visualize
+  if np.max(scores) >= visualize.MIN_CONFIDENT_SCORE:
+    return ''
+  return (f'no joint scores above {visualize.MIN_CONFIDENT_SCORE} (best {np.max(scores):.2f}): '
+          'the box holds no person the model recognises, or the model is barely trained; the '
+          'pose is a guess')
+
+
 def joints_record(image_path: str, image_shape, box, prediction: dict, run: dict) -> dict:
   """The JSON record of one prediction.
 
@@ -198,7 +208,10 @@ def predict_files(workdir: str, paths: Sequence[str], boxes: Sequence | None = N
   results = []
   for path, box in zip(paths, boxes):
     image = read_image(path)
-    prediction = predictor.predict(image, box)
+    try:
+      prediction = predictor.predict(image, box)
+    except ValueError as e:
+      raise ValueError(f'{path}: {e}') from None
     files = output_paths(out_dir, path)
     _save_image(files['2d'], visualize.draw_2d(image, prediction['joints_2d'],
                                                prediction['scores']))
@@ -208,6 +221,10 @@ def predict_files(workdir: str, paths: Sequence[str], boxes: Sequence | None = N
     else:
       files['3d'] = None
     record = joints_record(path, image.shape, box, prediction, run)
+    warning = low_confidence_warning(prediction['scores'])
+    if warning:
+      record['warning'] = warning
+      print(f'warning: {path}: {warning}', file=sys.stderr, flush=True)
     with open(files['json'], 'w') as f:
       json.dump(record, f, indent=2)
     results.append({'image': path, 'files': files, 'record': record, 'prediction': prediction})

@@ -100,17 +100,6 @@ def _items(config: ml_collections.ConfigDict, field: str, kind: type, *, require
   return items
 
 
-def _flatten(tree, prefix: str = '') -> dict:
-  """Nested dicts -> {'a.b': leaf}."""
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, (dict, ml_collections.ConfigDict)):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = value
-  return flat
-
-
 def _flag_value(value) -> str:
   """A config value as `--config.field=` parses it back ([1, 2] -> '(1, 2)')."""
   return str(tuple(value) if isinstance(value, list) else value)
@@ -150,8 +139,8 @@ def check_config(config: ml_collections.ConfigDict) -> Axes:
       raise StudyError(f'study field {field}={config.get(field)!r} must hold positive ints, e.g. '
                        f'{field} = {FIELDS[field]}')
   eval_datasets = _items(config, 'eval_datasets', str, required=False)
-  overrides = _flatten(config.get('overrides', {}))
-  known = _flatten(default_config.base_config().to_dict())
+  overrides = default_config.flatten(config.get('overrides', {}))
+  known = default_config.flatten(default_config.base_config().to_dict())
   for key in overrides:
     if key in AXIS_FIELDS:
       raise StudyError(f'study field overrides sets {key}, which the study sets for each run '
@@ -835,7 +824,8 @@ def _results_markdown(plan: Plan, rows: list[dict]) -> str:
             '- generalisation.png: the matrix of generalisation.md.', '',
             '![compute](compute.png)', '', '![backbone](backbone.png)', '',
             '![generalisation](generalisation.png)', '', '## Study config', '', '```python',
-            *(f'{key} = {value!r}' for key, value in _flatten(plan.config).items()), '```', '']
+            *(f'{key} = {value!r}'
+              for key, value in default_config.flatten(plan.config).items()), '```', '']
   return '\n'.join(lines)
 
 

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import sys
+import tempfile
+
+# One persistent compilation cache for the whole session, set before anything imports jax and
+# inherited by the commands tests run: the tiny models compile once rather than once per run.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='hpe_jax_tests_jit_')
+  atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
 
 import numpy as np
 import pytest
@@ -12,6 +22,7 @@ from hpe_jax import geometry
 from hpe_jax.data import pipeline
 
 TINY_DATASET = 'synthetic_humans/tiny'
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def realdata_dir() -> str | None:
@@ -55,6 +66,16 @@ def tiny_config(data_dir: str, *, depth: bool = False, **overrides):
   for key, value in overrides.items():
     c.update_from_flattened_dict({key: value})
   return c
+
+
+def tiny_main_command(workdir, data_dir: str, *overrides: str) -> list[str]:
+  """The `python -m hpe_jax.main` command of a tiny 2D run (no evaluation) in `workdir`."""
+  return [sys.executable, '-m', 'hpe_jax.main', f'--config={REPO}/configs/pretrain.py',
+          f'--workdir={workdir}', f'--config.data.data_dir={data_dir}',
+          f'--config.data.train_2d={TINY_DATASET}', '--config.data.eval=',
+          '--config.model.width=8', '--config.model.head_channels=16',
+          '--config.data.image_size=64', '--config.train.batch_size=8',
+          '--config.data.threads=1', '--config.train.log_every=1', *overrides]
 
 
 @pytest.fixture(scope='session')

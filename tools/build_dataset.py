@@ -50,6 +50,7 @@ def main(argv):
   if len(argv) != 2:
     raise app.UsageError(f'name one dataset: one of {", ".join(builders.NAMES)}')
   name = argv[1]
+  logging.set_verbosity(logging.ERROR)  # TFDS warns about folders it looks into and skips
   if name not in builders.NAMES:
     sys.exit(f'error: unknown dataset {name!r}; hpe_jax builds {", ".join(builders.NAMES)}')
   builder_class = tfds.builder_cls(name)
@@ -69,13 +70,13 @@ def main(argv):
     sys.exit(f'{name}/{_CONFIG.value} is already built in {builder.data_dir}; delete that '
              'directory to rebuild it.')
   manual_dir = os.path.expanduser(_MANUAL_DIR.value or '')
-  if instructions and not os.path.isdir(manual_dir):
-    sys.exit(f'error: --manual_dir={_MANUAL_DIR.value!r} is not a directory. {name} is built '
-             f'from downloaded files:\n{instructions}')
-  logging.set_verbosity(logging.WARNING)
+  if instructions and not (os.path.isdir(manual_dir) and os.listdir(manual_dir)):
+    problem = 'is empty' if os.path.isdir(manual_dir) else 'is not a directory'
+    sys.exit(f'error: --manual_dir={_MANUAL_DIR.value!r} {problem}. {name} is built from '
+             f'downloaded files:\n{instructions}')
   try:
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir or None))
+    datasets.prepare(builder, download_config=tfds.download.DownloadConfig(
+        manual_dir=manual_dir or None))
   except (base.AnnotationError, base.MissingImagesError) as e:
     sys.exit(f'error: {e}')
   report = getattr(builder, 'report', {})

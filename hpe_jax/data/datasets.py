@@ -8,10 +8,13 @@ A comma-separated list names several sources for one role (`mpii,lsp_extended`).
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
+import shutil
 
 import tensorflow_datasets as tfds
 
+from hpe_jax import locks
 from hpe_jax.data import builders  # noqa: F401  (registers our builders with TFDS)
 
 # Which split serves each role when the name does not say. Builders override it with a
@@ -75,11 +78,32 @@ def resolve(spec: str, role: str, data_dir: str = '', build_if_missing: bool = T
           f'  python tools/build_dataset.py {name} --manual_dir=DIR --data_dir={data_dir}\n'
           f'or point --config.data.data_dir (or ${_ENV_DATA_DIR}) at the directory that holds it.')
     print(f'Building {name} in {data_dir} (first use; it needs no download)...', flush=True)
-    builder.download_and_prepare()
+    prepare(builder)
+    builder = _builder(name, data_dir)  # another process may have built it meanwhile
   if split.partition('[')[0] not in builder.info.splits:
     raise DatasetError(f'dataset {name!r} has no split {split!r}; it has '
                        f'{", ".join(sorted(builder.info.splits))}')
   return DatasetRef(name, split, data_dir)
+
+
+BUILD_LOCK = 'build.lock'
+
+
+def prepare(builder: tfds.core.DatasetBuilder, **download_and_prepare_kwargs) -> None:
+  """builder.download_and_prepare(), one build at a time per dataset directory: a build that
+  finds another under way waits for it (and does nothing if that one built the dataset). The
+  `incomplete.*` folders of an interrupted build (killed, SIGTERM'd) are removed first."""
+  directory = os.path.dirname(builder.data_dir)  # data_dir/name/config: TFDS's scratch goes here
+  os.makedirs(directory, exist_ok=True)
+  waiting = lambda pid: print(f'Waiting for another build of {builder.name} in {directory} '
+                              f'(PID {pid})...', flush=True)
+  with locks.exclusive(os.path.join(directory, BUILD_LOCK), on_wait=waiting):
+    if builder.is_prepared():
+      return
+    for leftover in sorted(glob.glob(os.path.join(directory, 'incomplete.*'))):
+      print(f'Removing {leftover}: the unfinished output of an interrupted build.', flush=True)
+      shutil.rmtree(leftover)
+    builder.download_and_prepare(**download_and_prepare_kwargs)
 
 
 def data_source(ref: DatasetRef):

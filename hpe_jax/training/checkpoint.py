@@ -7,7 +7,10 @@ dicts keeps checkpoints free of NNX class names and RNG keys, so they outlive re
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import shutil
 
 import grain
 import jax
@@ -15,6 +18,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from hpe_jax import trees
+
+FREE_SPACE_MARGIN = 2**20  # bytes beyond the arrays: metadata and the data iterator's state
 
 # Parameters that only a model with a depth output has; grafting a 2D checkpoint may miss them.
 DEPTH_PARTS = 'depth'
@@ -24,27 +29,101 @@ class CheckpointError(RuntimeError):
   """A checkpoint cannot be used as asked; the message lists what disagrees."""
 
 
-def manager(directory: str, *, keep: int = 3, read_only: bool = False, state_handler=None) -> ocp.CheckpointManager:
+class CheckpointIOError(CheckpointError):
+  """Writing checkpoints failed for a reason of the file system (full, read-only, ...)."""
+
+
+def manager(directory: str, *, keep: int = 3, read_only: bool = False, state_handler=None
+            ) -> ocp.CheckpointManager:
   """A manager of `directory`; read-only ones only look (at another run's checkpoints).
 
+  A writing manager keeps the newest `keep` checkpoints and removes the temporary folders of
+  saves that a crash interrupted (only one run writes a workdir: training/workdir.py's lock).
   `state_handler` replaces the standard handler of the state item (grafting restores a subset of
   it, which only the PyTree handler does).
+  Raises:
+    CheckpointIOError: a writing manager cannot create `directory`.
   """
   options = (ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0,
                                           max_to_keep=None) if read_only else
-             ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True))
+             ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
+                                          cleanup_tmp_directories=True))
   # Handlers registered up front, so that metadata can be read before any restore.
-  return ocp.CheckpointManager(
-      os.path.abspath(directory), options=options,
-      item_handlers={'state': state_handler or ocp.StandardCheckpointHandler(),
-                     'data': grain.checkpoint.CheckpointHandler()})
+  with reporting_io_errors(directory, 'opening the checkpoint directory'):
+    return ocp.CheckpointManager(
+        os.path.abspath(directory), options=options,
+        item_handlers={'state': state_handler or ocp.StandardCheckpointHandler(),
+                       'data': grain.checkpoint.CheckpointHandler()})
+
+
+# TensorStore (which writes the arrays) reports an OS error inside a ValueError's message.
+_TENSORSTORE_ERRNO = re.compile(r"\[os_error_code='?(\d+)'?\]")
+_TENSORSTORE_PATH = re.compile(r'(?:Failed writing|Error opening file|local file):? "([^"]+)"')
+
+
+def os_error_of(error: BaseException) -> tuple[str, str] | None:
+  """(the OS's reason, the path) of the file-system error behind `error`, or None if none is: an
+  OSError in its chain of causes, or TensorStore's message carrying an os_error_code."""
+  seen = error
+  while seen is not None:
+    if isinstance(seen, OSError) and seen.errno:
+      return seen.strerror or os.strerror(seen.errno), seen.filename or ''
+    seen = seen.__cause__ or seen.__context__
+  code = _TENSORSTORE_ERRNO.search(str(error))
+  if code is None:
+    return None
+  paths = _TENSORSTORE_PATH.findall(str(error))  # the innermost, the file, is last
+  return os.strerror(int(code.group(1))), paths[-1] if paths else ''
+
+
+@contextlib.contextmanager
+def reporting_io_errors(directory: str, action: str):
+  """Turns a file-system error inside the block into one CheckpointIOError line naming
+  `directory`, the OS's reason and the file; other errors pass unchanged."""
+  try:
+    yield
+  except CheckpointError:
+    raise
+  except Exception as e:  # Orbax wraps OS errors in its own, and async ones in ValueError
+    found = os_error_of(e)
+    if found is None:
+      raise
+    reason, path = found
+    raise CheckpointIOError(
+        f'{action} in {directory} failed: {reason}' + (f' ({path})' if path else '') +
+        '. The checkpoints saved before are untouched: free space or fix the permissions, then '
+        'run the same command to resume from the newest') from None
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: dict, data_iterator) -> None:
-  """Saves asynchronously: returns once the arrays are copied off the device."""
-  mngr.save(step, force=True, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      data=grain.checkpoint.CheckpointSave(data_iterator)))
+  """Saves asynchronously: returns once the arrays are copied off the device. An earlier save's
+  asynchronous failure surfaces here or in `wait`. A save that would not fit in the free space
+  is refused before anything is written (a disk filling up mid-save fails noisily in Orbax's
+  threads, though it too ends in CheckpointIOError).
+
+  Raises:
+    CheckpointIOError: too little free space, or the file system refused this or an earlier save.
+  """
+  directory = str(mngr.directory)
+  # Room for this checkpoint, and for the one still being written.
+  needed = sum(x.nbytes for x in jax.tree.leaves(state)) * (
+      2 if mngr.is_saving_in_progress() else 1) + FREE_SPACE_MARGIN
+  free = shutil.disk_usage(directory).free
+  if free < needed:
+    raise CheckpointIOError(
+        f'saving step {step} in {directory} needs about {needed / 2**20:.1f} MiB; '
+        f'{free / 2**20:.1f} MiB are free. The checkpoints saved before are untouched: free '
+        'space, then run the same command to resume from the newest')
+  with reporting_io_errors(directory, f'saving step {step}'):
+    mngr.save(step, force=True, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=grain.checkpoint.CheckpointSave(data_iterator)))
+
+
+def wait(mngr: ocp.CheckpointManager) -> None:
+  """Waits for the asynchronous saves. Raises CheckpointIOError as `save` does."""
+  with reporting_io_errors(str(mngr.directory), 'saving a checkpoint'):
+    mngr.wait_until_finished()
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, state_like: dict, data_iterator) -> dict:
@@ -54,6 +133,56 @@ def restore(mngr: ocp.CheckpointManager, step: int, state_like: dict, data_itera
       state=ocp.args.StandardRestore(abstract),
       data=grain.checkpoint.CheckpointRestore(data_iterator)))
   return restored.state
+
+
+def saved_steps(directory: str) -> list[int]:
+  """The steps checkpointed in `directory` (none if it does not exist), oldest first."""
+  if not os.path.isdir(directory):
+    return []
+  return sorted(manager(directory, read_only=True).all_steps())
+
+
+UNREADABLE_DIR = 'unreadable_checkpoints'
+
+
+def restore_newest(directory: str, state_like: dict, data_iterator, warn
+                   ) -> tuple[int, dict | None]:
+  """Restores the newest checkpoint of `directory` that can be read -> (its step, state), or
+  (0, None) if there is none. Newer ones that cannot be read (a file truncated or corrupted) are
+  reported through `warn` and moved to ../unreadable_checkpoints/, out of the way of the steps the
+  run will save again; they are moved only once an older one has been read.
+
+  Raises:
+    CheckpointError: checkpoints exist and none of them can be read (nothing is moved).
+  """
+  steps = saved_steps(directory)
+  mngr = manager(directory, read_only=True) if steps else None
+  failures = []
+  for step in reversed(steps):
+    try:
+      restored = restore(mngr, step, state_like, data_iterator)
+    except Exception as e:  # anything from a missing file to garbage in one: try an older one
+      failures.append((step, ' '.join(str(e).split())[:300] or type(e).__name__))
+      continue
+    for bad_step, reason in failures:
+      moved = _set_aside(directory, bad_step) if jax.process_index() == 0 else 'aside'
+      warn(f'warning: checkpoint step {bad_step} in {directory} cannot be read ({reason}); '
+           f'moved it to {moved}, resuming from step {step}')
+    return step, restored
+  if failures:
+    raise CheckpointError(f'none of the checkpoints in {directory} can be read; the newest (step '
+                          f'{failures[0][0]}): {failures[0][1]}')
+  return 0, None
+
+
+def _set_aside(directory: str, step: int) -> str:
+  target_dir = os.path.join(os.path.dirname(os.path.abspath(directory)), UNREADABLE_DIR)
+  os.makedirs(target_dir, exist_ok=True)
+  target, n = os.path.join(target_dir, str(step)), 1
+  while os.path.exists(target):
+    target, n = os.path.join(target_dir, f'{step}.{n}'), n + 1
+  os.rename(os.path.join(directory, str(step)), target)
+  return target
 
 
 INIT_FROM_HINT = ('Train the 2D stage first (python -m hpe_jax.main --config=configs/pretrain.py),'

@@ -111,7 +111,11 @@ def compute_losses(outputs: dict, batch: dict, config: LossConfig) -> tuple[jax.
 
 def train_step(model_def: nnx.GraphDef, optimizer_def: nnx.GraphDef, state: dict, batch: dict,
                *, loss_config: LossConfig, dtype) -> tuple[dict, dict]:
-  """One optimisation step. state = {'model': ..., 'optimizer': ...} -> (new state, metrics)."""
+  """One optimisation step. state = {'model': ..., 'optimizer': ...} -> (new state, metrics).
+
+  metrics['finite'] says whether the loss, the gradient norm and the whole new state are finite:
+  the train loop reads it at its next host sync and stops a diverged run before it saves.
+  """
   model = nnx.merge(model_def, state['model'])
   optimizer = nnx.merge(optimizer_def, state['optimizer'])
   images = normalize_images(batch['image'], dtype)
@@ -123,7 +127,17 @@ def train_step(model_def: nnx.GraphDef, optimizer_def: nnx.GraphDef, state: dict
   (_, metrics), grads = grad_fn(model)
   optimizer.update(model, grads)
   metrics['grad_norm'] = optax.tree.norm(grads)
-  return {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}, metrics
+  new_state = {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}
+  metrics['finite'] = (jnp.isfinite(metrics['loss']) & jnp.isfinite(metrics['grad_norm'])
+                       & all_finite(new_state))
+  return new_state, metrics
+
+
+def all_finite(tree) -> jax.Array:
+  """() bool: every floating-point value in `tree` is finite."""
+  checks = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.result_type(x), jnp.floating)]
+  return jnp.stack(checks).all() if checks else jnp.bool_(True)
 
 
 def unmirror_outputs(outputs: dict) -> dict:

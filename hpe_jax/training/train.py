@@ -1,13 +1,16 @@
 """The train loop: build, resume or graft, train with progress, checkpoint, evaluate.
 
-Re-running the same command on the same workdir resumes from its latest checkpoint (model,
-optimiser, step and data position) and continues exactly as an uninterrupted run would. Ctrl-C
-or SIGTERM (a cluster's pre-emption) saves a checkpoint before exiting.
+Re-running the same command on the same workdir resumes from its latest readable checkpoint
+(model, optimiser, step and data position) and continues exactly as an uninterrupted run would;
+the workdir's rules (one run at a time, which config changes a resume accepts, metrics.jsonl
+exact after a crash) are in training/workdir.py. Ctrl-C or SIGTERM (a cluster's pre-emption)
+saves a checkpoint before exiting. A non-finite loss, gradient or weight stops the run with
+TrainingDiverged before anything of that step is saved.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import signal
 import time
@@ -26,19 +29,11 @@ from hpe_jax.models import torch_import
 from hpe_jax.training import checkpoint
 from hpe_jax.training import optimizer as optimizer_lib
 from hpe_jax.training import step as step_lib
+from hpe_jax.training import workdir as workdir_lib
 
 
-class MetricsLog:
-  """Metrics as JSON lines in `workdir/metrics.jsonl` (written by process 0 only)."""
-
-  def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, 'metrics.jsonl')
-    self.enabled = jax.process_index() == 0
-
-  def write(self, record: dict) -> None:
-    if self.enabled:
-      with open(self.path, 'a') as f:
-        f.write(json.dumps(record) + '\n')
+class TrainingDiverged(RuntimeError):
+  """The loss, the gradients or the weights became non-finite; the message names the step."""
 
 
 def _duration(seconds: float) -> str:
@@ -87,13 +82,61 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
                                      f'multiple of the {devices} devices')
 
 
+def _check_finite(unchecked: list[dict], last_step: int, saved_step: int, config, log) -> None:
+  """Raises TrainingDiverged if a step of `unchecked` (the metrics of the steps up to `last_step`
+  not checked yet) had a non-finite loss, gradient or state, after logging that step's metrics
+  with 'diverged': true. `saved_step`: the newest checkpoint (0: none). One host sync."""
+  finite = jax.device_get([m['finite'] for m in unchecked])
+  if all(finite):
+    return
+  first = int(np.argmin(finite))
+  bad_step = last_step - len(unchecked) + 1 + first
+  metrics = {k: float(v) for k, v in jax.device_get(unchecked[first]).items() if k != 'finite'}
+  log.write({'step': bad_step, **metrics, 'diverged': True})
+  last_good = (f'the last good checkpoint is step {saved_step}' if saved_step else
+               'no checkpoint was saved before it')
+  raise TrainingDiverged(
+      f'training diverged at step {bad_step}: loss {metrics["loss"]:.4g}, gradient norm '
+      f'{metrics["grad_norm"]:.4g}; {last_good}, nothing later is saved. Lower '
+      f'--config.train.lr (now {config.train.lr:g}) and run the same command (it '
+      f'{"resumes from there" if saved_step else "starts again"}), or start afresh in a new '
+      '--workdir, where clipping gradients (--config.train.grad_clip=1.0) can help too')
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains as `config` says in `workdir`; returns the final evaluation metrics."""
+  """Trains as `config` says in `workdir`; returns the final evaluation metrics.
+
+  Raises:
+    ConfigError, DatasetError: the config or its data cannot work.
+    WorkdirError: another run holds the workdir, it cannot be written, or the config changes what
+      its checkpoints hold.
+    CheckpointError: no checkpoint can be read, or (CheckpointIOError) saving one failed.
+    TrainingDiverged: a step produced non-finite values.
+  """
   _check_config(config)
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise workdir_lib.WorkdirError(f'--workdir={workdir} cannot be created ({e.strerror}); '
+                                   'choose another one') from e
+  lead = jax.process_index() == 0
+  with workdir_lib.exclusive(workdir) if lead else contextlib.nullcontext():
+    return _train_and_evaluate(config, workdir, lead)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, lead: bool) -> dict:
+  checkpoint_dir = os.path.join(workdir, 'checkpoints')
+  if checkpoint.saved_steps(checkpoint_dir):
+    changes = workdir_lib.check_resume(workdir, config)
+    if changes:
+      _log(f'Resuming with changed settings: {"; ".join(changes)}.')
+  if lead:
+    try:
+      workdir_lib.save_config(workdir, config)
+    except OSError as e:
+      raise workdir_lib.WorkdirError(f'cannot write the config into --workdir={workdir} '
+                                     f'({e.strerror}); make it writable or choose another '
+                                     'one') from e
   # Auto axes: the compiler propagates the batch sharding (newer jax defaults to Explicit).
   mesh = jax.make_mesh((jax.device_count(),), ('data',),
                        axis_types=(jax.sharding.AxisType.Auto,))
@@ -109,11 +152,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   defs, state = step_lib.init_state(config)
 
-  mngr = checkpoint.manager(os.path.join(workdir, 'checkpoints'),
-                            keep=config.train.keep_checkpoints)
-  start = mngr.latest_step() or 0
+  start, restored = checkpoint.restore_newest(checkpoint_dir, _pure(state), train_iter, _log)
   if start:
-    restored = checkpoint.restore(mngr, start, _pure(state), train_iter)
     for name, part in state.items():
       nnx.replace_by_pure_dict(part, restored[name])
     _log(f'Resumed {workdir} at step {start}.')
@@ -129,9 +169,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   else:
     _log(f'Random initial weights (model.init={config.model.init!r}).')
   state = jax.device_put(state, replicated)
+  mngr = checkpoint.manager(checkpoint_dir, keep=config.train.keep_checkpoints)
 
   train_step, predict = step_lib.jit_steps(defs, state, mesh, config)
-  log = MetricsLog(workdir)
+  log = workdir_lib.MetricsLog(workdir, enabled=lead)
+  num_steps = config.train.num_steps
+  dropped = log.resume_at(start, replace_eval=start >= num_steps)
+  if dropped:
+    _log(dropped)
 
   def run_eval(step):
     results = evaluate.evaluate(predict, state['model'], eval_ref, config, batch_sharding,
@@ -141,25 +186,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f'{k} {v:.4g}' for k, v in results.items() if not isinstance(v, dict)))
     return results
 
-  num_steps = config.train.num_steps
   if start >= num_steps:
     _log(f'{workdir} already trained for {start} steps (train.num_steps={num_steps}).')
     return run_eval(start) if eval_ref else {}
   _log(f'Training {config.model.name} on {jax.device_count()} {jax.devices()[0].platform} '
        f'device(s), steps {start + 1}..{num_steps}, batch {config.train.batch_size}.')
   stop = _StopRequest()
-  step, saved_step, window, timer = start, start, [], None
+  step, saved_step, window, unchecked, timer = start, start, [], [], None
   try:
     for step in range(start + 1, num_steps + 1):
       batch = pipeline.to_global(next(train_iter), batch_sharding)
       state, metrics = train_step(state, batch)
       window.append(metrics)
-      if step % config.train.checkpoint_every == 0:
-        checkpoint.save(mngr, step, _pure(state), train_iter)
-        saved_step = step
+      unchecked.append(metrics)
+      # Logged before the checkpoint of the same step: a resume drops records past its step.
       if step % config.train.log_every == 0 or step == num_steps:
+        _check_finite(unchecked, step, saved_step, config, log)
+        unchecked = []
         means = {k: float(np.mean(v)) for k, v in jax.device_get(
-            jax.tree.map(lambda *xs: jnp.stack(xs), *window)).items()}
+            jax.tree.map(lambda *xs: jnp.stack(xs), *window)).items() if k != 'finite'}
         now = time.perf_counter()
         record = {'step': step, **means, 'lr': float(
             optimizer_lib.learning_rate_schedule(config.train)(step - 1))}
@@ -174,16 +219,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                           if k.endswith('_loss'))
         _log(f'step {step}/{num_steps} | loss {means["loss"]:.4e} ({losses}){rate}')
         window, timer = [], time.perf_counter()
+      if step % config.train.checkpoint_every == 0:
+        _check_finite(unchecked, step, saved_step, config, log)
+        unchecked = []
+        checkpoint.save(mngr, step, _pure(state), train_iter)
+        saved_step = step
       if stop.requested:
         break
       if config.train.eval_every and step % config.train.eval_every == 0 and step < num_steps \
           and eval_ref:
+        _check_finite(unchecked, step, saved_step, config, log)
+        unchecked = []
         run_eval(step)
+    _check_finite(unchecked, step, saved_step, config, log)
+    if saved_step != step:
+      checkpoint.save(mngr, step, _pure(state), train_iter)
   finally:
     stop.restore()
-  if saved_step != step:
-    checkpoint.save(mngr, step, _pure(state), train_iter)
-  mngr.wait_until_finished()
+    checkpoint.wait(mngr)  # also when stopping on an error: the saves under way complete
   if stop.requested:
     _log(f'Stopped after step {step}; checkpoint saved. Run the same command to resume.')
     raise SystemExit(130)

@@ -78,13 +78,15 @@ def torso_size(joints_2d: np.ndarray, mask: np.ndarray) -> float:
 
 def box_from_joints(joints_2d: np.ndarray, mask: np.ndarray, pad: float = 1.25):
   """A square box around the annotated joints: (centre (2,), side = pad x the longer extent).
+  Joints with a non-finite coordinate are left out (the builder masks and counts them).
 
   A person without annotated joints gets a placeholder box (centre (0, 0), side 1): the builder
   skips and counts such a person, so returning it keeps the skip visible in the build report.
   """
-  if not np.any(mask):
+  usable = (np.asarray(mask) > 0) & np.isfinite(joints_2d).all(axis=-1)
+  if not usable.any():
     return np.zeros(2, np.float32), 1.0
-  points = joints_2d[mask > 0]
+  points = joints_2d[usable]
   low, high = points.min(axis=0), points.max(axis=0)
   return ((low + high) / 2).astype(np.float32), float(pad * max((high - low).max(), 1.0))
 
@@ -137,6 +139,53 @@ class _SequentialVideo:
     return image[..., ::-1]
 
 
+_JPEG_START, _JPEG_END = b'\xff\xd8', b'\xff\xd9'
+_PNG_START, _PNG_END = b'\x89PNG', b'IEND\xaeB`\x82'
+_TAIL = 1024  # bytes at a file's end that may follow its end marker (padding, vendor data)
+
+
+def truncated(data: bytes) -> bool:
+  """Whether a JPEG or PNG file's bytes lack the end marker near their end: the file was cut
+  short (a partial download or copy). Decoders fill the missing part with grey and at most print
+  a warning. Other formats: False. In JPEG scan data a 0xFF byte is always followed by 0x00 or a
+  restart marker, so an end marker there means the image's end (or an embedded thumbnail's,
+  which sits near the file's start)."""
+  if data.startswith(_JPEG_START):
+    return _JPEG_END not in data[-_TAIL:]
+  if data.startswith(_PNG_START):
+    return _PNG_END not in data[-_TAIL:]
+  return False
+
+
+def finite_labels(person: Person, mask: np.ndarray) -> tuple[Person | None, np.ndarray, list]:
+  """The shared check of every builder's labels for NaN and infinity -> (the person, or None if
+  it cannot be used, its 2D mask, the reasons to count). A joint with a non-finite 2D or 3D
+  coordinate is masked (2D, 3D and evaluation labels alike); a non-finite box or camera makes
+  the person unusable."""
+  reasons = []
+  for field in ('box_center', 'box_side', 'intrinsics', 'distortion'):
+    value = getattr(person, field)
+    if value is not None and not np.isfinite(value).all():
+      return None, mask, [f'non-finite {field.replace("_", " ")}']
+  bad = (mask > 0) & ~np.isfinite(person.joints_2d).all(axis=-1)
+  if person.joints_3d is not None:
+    bad |= (mask > 0) & ~np.isfinite(person.joints_3d).all(axis=-1)
+  if bad.any():
+    reasons.append('non-finite joint labels (masked)')
+    mask = np.where(bad, 0, mask).astype(np.float32)
+  changes = {}
+  if person.eval_joints_3d is not None:
+    bad_eval = (person.eval_mask > 0) & ~np.isfinite(person.eval_joints_3d).all(axis=-1)
+    if bad_eval.any():
+      reasons.append('non-finite evaluation labels (masked)')
+      changes['eval_mask'] = np.where(bad_eval, 0, person.eval_mask)
+      changes['eval_joints_3d'] = np.where(bad_eval[:, None], 0, person.eval_joints_3d)
+  if not np.isfinite(person.head_size):
+    reasons.append('non-finite head size (PCKh skips the person)')
+    changes['head_size'] = 0.0
+  return (dataclasses.replace(person, **changes) if changes else person), mask, reasons
+
+
 class PoseBuilderConfig(tfds.core.BuilderConfig):
   """crop_size: side in pixels of the stored crop, which spans 1.5x the person box (384 keeps a
   256 px network input at native resolution; 'small' suits 128 px inputs)."""
@@ -174,7 +223,14 @@ class PoseDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     video, frame = _split_video_frame(name)
     if video is not None:
       return self._videos.read(os.path.join(manual_dir, video), frame)
-    image = cv2.imread(os.path.join(manual_dir, name), cv2.IMREAD_COLOR)
+    path = os.path.join(manual_dir, name)
+    try:
+      data = np.fromfile(path, np.uint8)
+    except OSError:
+      return None
+    if truncated(data.tobytes()):  # OpenCV would decode the rest as grey and only warn
+      return None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     return None if image is None else image[..., ::-1]
 
   @abc.abstractmethod
@@ -237,8 +293,12 @@ class PoseDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
       height, width = image.shape[:2]
       for person in image_people:
         label = f'{name}#{person.person_index}'
-        mask = person.joints_mask.astype(np.float32).copy()
-        xy = person.joints_2d
+        person, mask, reasons = finite_labels(person, person.joints_mask.astype(np.float32))
+        for reason in reasons:
+          skip(reason, label)
+        if person is None:
+          continue
+        xy = np.nan_to_num(person.joints_2d)  # non-finite joints are masked by now
         outside = (mask > 0) & ((xy[:, 0] < -0.5) | (xy[:, 0] > width - 0.5) |
                                 (xy[:, 1] < -0.5) | (xy[:, 1] > height - 0.5))
         if outside.any():  # an annotation error: never train towards it
