@@ -8,9 +8,15 @@ dicts keeps checkpoints free of NNX class names and RNG keys, so they outlive re
 from __future__ import annotations
 
 import contextlib
+import functools
+import gc
+import logging
 import os
 import re
 import shutil
+import sys
+import tempfile
+import time
 
 import grain
 import jax
@@ -160,9 +166,11 @@ def restore_newest(directory: str, state_like: dict, data_iterator, warn
   failures = []
   for step in reversed(steps):
     try:
-      restored = restore(mngr, step, state_like, data_iterator)
+      restored = _without_noise_if_failing(
+          lambda: restore(mngr, step, state_like, data_iterator),
+          os.path.join(directory, str(step)))
     except Exception as e:  # anything from a missing file to garbage in one: try an older one
-      failures.append((step, ' '.join(str(e).split())[:300] or type(e).__name__))
+      failures.append((step, _root_cause(e)))
       continue
     for bad_step, reason in failures:
       moved = _set_aside(directory, bad_step) if jax.process_index() == 0 else 'aside'
@@ -173,6 +181,77 @@ def restore_newest(directory: str, state_like: dict, data_iterator, warn
     raise CheckpointError(f'none of the checkpoints in {directory} can be read; the newest (step '
                           f'{failures[0][0]}): {failures[0][1]}')
   return 0, None
+
+
+def _root_cause(error: BaseException) -> str:
+  """The innermost cause of `error` in one line of at most 200 characters."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  return ' '.join(str(error).split())[:200] or type(error).__name__
+
+
+def _without_noise_if_failing(fn, path: str):
+  """fn() (which reads the checkpoint at `path`) with the process's stderr held back: passed on
+  if fn succeeds, dropped if it raises.
+
+  A failed Orbax read leaves TensorStore callbacks, coroutines and futures that each print a
+  traceback (thousands of lines for one corrupted checkpoint), on other threads and whenever
+  they are garbage collected; the caller reports the failure in one line instead. After a
+  failure, the leftovers' reports about `path` are dropped for the rest of the process.
+  """
+  sys.stderr.flush()
+  original_fd = os.dup(2)
+  asyncio_log = logging.getLogger('asyncio')
+  saved = sys.unraisablehook, asyncio_log.level
+  succeeded = False
+  with tempfile.TemporaryFile() as held:
+    os.dup2(held.fileno(), 2)
+    sys.unraisablehook = lambda _: None
+    asyncio_log.setLevel(logging.CRITICAL)
+    try:
+      result = fn()
+      succeeded = True
+      return result
+    finally:
+      if not succeeded:
+        _UNREADABLE_PATHS.add(os.path.join(os.path.abspath(path), ''))
+        time.sleep(_STRAGGLER_WAIT_S)  # TensorStore's threads finish failing, held back
+        gc.collect()
+      sys.stderr.flush()
+      os.dup2(original_fd, 2)
+      os.close(original_fd)
+      sys.unraisablehook, level = saved
+      asyncio_log.setLevel(level)
+      if _UNREADABLE_PATHS and _UNREADABLE_FILTER not in asyncio_log.filters:  # once
+        asyncio_log.addFilter(_UNREADABLE_FILTER)
+        sys.unraisablehook = functools.partial(_drop_unreadable_reports, sys.unraisablehook)
+      if succeeded:
+        held.seek(0)
+        sys.stderr.write(held.read().decode(errors='replace'))
+
+
+_STRAGGLER_WAIT_S = 0.5
+_UNREADABLE_PATHS: set[str] = set()  # checkpoints whose failed reads were reported
+
+
+def _about_unreadable(error: BaseException | None) -> bool:
+  return error is not None and any(path in str(error) for path in _UNREADABLE_PATHS)
+
+
+def _drop_unreadable_reports(hook, unraisable) -> None:
+  """sys.unraisablehook passing on all but the errors of reads of reported checkpoints."""
+  if not _about_unreadable(unraisable.exc_value):
+    hook(unraisable)
+
+
+class _UnreadableReportsFilter(logging.Filter):
+  """Drops asyncio's 'exception was never retrieved' about reads of reported checkpoints."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.exc_info and _about_unreadable(record.exc_info[1]))
+
+
+_UNREADABLE_FILTER = _UnreadableReportsFilter()
 
 
 def _set_aside(directory: str, step: int) -> str:
