@@ -2,12 +2,10 @@
 changed configs, bad labels, full or read-only disks. Each ends in one clear line or a counted,
 reported skip, and loses nothing already saved (issue 12's cases, in its order)."""
 
-import ctypes
 import glob
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -54,9 +52,14 @@ def _config(data_dir, **overrides):
   return tiny_config(data_dir, **{'data.eval': '', **overrides})
 
 
-def _run_cli(workdir, data_dir, *overrides, **kwargs):
-  return subprocess.run(tiny_main_command(workdir, data_dir, *overrides), capture_output=True,
-                        text=True, cwd=REPO, **kwargs)
+def _run_cli(workdir, data_dir, *overrides, setup: str = ''):
+  """Runs the tiny command; `setup`: Python run first in the child, which then execs the command
+  (no preexec_fn: forking this multithreaded process is unsafe)."""
+  command = tiny_main_command(workdir, data_dir, *overrides)
+  if setup:
+    command = [sys.executable, '-c',
+               f'{setup}\nimport os, sys\nos.execv(sys.argv[1], sys.argv[1:])', *command]
+  return subprocess.run(command, capture_output=True, text=True, cwd=REPO)
 
 
 def _last_line(text: str) -> str:
@@ -359,15 +362,15 @@ def test_a_save_that_does_not_fit_is_refused_before_writing(tmp_path, monkeypatc
   assert sorted(os.listdir(directory)) == ['1']
 
 
-def _limit_file_size():
-  resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+# Files of at most 64 KiB: writing a checkpoint's arrays fails with EFBIG ("File too large").
+_LIMIT_FILE_SIZE = 'import resource\nresource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))'
 
 
 def test_a_write_error_mid_save_ends_in_one_line_and_loses_nothing(data_dir, three_step_run,
                                                                    tmp_path):
   workdir = _copy(three_step_run, tmp_path)
   args = ('--config.train.num_steps=6', '--config.train.checkpoint_every=3')
-  result = _run_cli(workdir, data_dir, *args, preexec_fn=_limit_file_size)
+  result = _run_cli(workdir, data_dir, *args, setup=_LIMIT_FILE_SIZE)
   assert result.returncode == 2
   last = _last_line(result.stderr)
   assert re.match(rf'error: saving (step 6|a checkpoint) in {workdir}/checkpoints failed: File '
@@ -425,11 +428,10 @@ def test_bad_values_are_one_line_before_anything_starts(tmp_path, override, mess
   assert 'Traceback' not in result.stderr and not (tmp_path / 'run').exists()
 
 
-def _without_permission_override():
-  """Drops root's power to write where permissions forbid it (non-root: a no-op)."""
-  libc = ctypes.CDLL(None, use_errno=True)
-  for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
-    libc.prctl(24, capability, 0, 0, 0)  # PR_CAPBSET_DROP
+# Takes away root's power to write where permissions forbid it (for others a harmless no-op):
+# prctl(PR_CAPBSET_DROP) of CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH before the command starts.
+_WITHOUT_PERMISSION_OVERRIDE = ('import ctypes\nlibc = ctypes.CDLL(None)\n'
+                                'for capability in (1, 2):\n  libc.prctl(24, capability, 0, 0, 0)')
 
 
 def test_a_read_only_workdir_is_one_line(data_dir, tmp_path):
@@ -437,7 +439,7 @@ def test_a_read_only_workdir_is_one_line(data_dir, tmp_path):
   os.makedirs(workdir)
   os.chmod(workdir, 0o555)
   try:
-    result = _run_cli(workdir, data_dir, preexec_fn=_without_permission_override)
+    result = _run_cli(workdir, data_dir, setup=_WITHOUT_PERMISSION_OVERRIDE)
   finally:
     os.chmod(workdir, 0o755)
   assert result.returncode == 2
