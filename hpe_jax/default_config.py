@@ -10,11 +10,11 @@ import os
 import re
 import sys
 
-from absl import flags
 import ml_collections
+from hpe_jax import errors
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.HpeError, ValueError):
   """A config field has a value that cannot work; the message names the field and the fix."""
 
 
@@ -216,42 +216,6 @@ def load_config(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing (`app.run(main, flags_parser=parse_flags)`) for commands with a
-  `--config` flag, where a bad config arg, config field or config file path ends the command with
-  one line on stderr and exit code 2 instead of absl's traceback."""
-  try:
-    remaining = flags.FLAGS(argv)
-  except flags.Error as e:
-    exit_with_error(_innermost_config_error(e) or str(e).splitlines()[0])
-  except (KeyError, AttributeError) as e:  # ml_collections' report of an unknown override
-    field = str(e.args[0]).strip('\'"')
-    exit_with_error(f'a --config.* override names no config field {field!r} (the fields and '
-                    'their defaults are in hpe_jax/default_config.py)')
-  if 'config' in flags.FLAGS and not isinstance(flags.FLAGS.config, ml_collections.ConfigDict):
-    path = flags.FLAGS['config'].serialize().partition('=')[2]
-    exit_with_error(f'cannot load --config={path}: no such file (configs/ holds the provided '
-                    'ones)')
-  return remaining
-
-
-def _innermost_config_error(error: BaseException | None) -> str | None:
-  """The message of the first ConfigError raised below `error` (ml_collections re-raises a
-  config file's ConfigError with the traceback in its message; the original has the line)."""
-  message = None
-  while error is not None:
-    if isinstance(error, ConfigError):
-      message = str(error)
-    error = error.__cause__ or error.__context__
-  return message
-
-
-def exit_with_error(message: str, code: int = 2):
-  """Ends a command with `error: message` on stderr and exit `code` (2: a usage error)."""
-  print(f'error: {message}', file=sys.stderr)
-  sys.exit(code)
 
 
 def default_workdir(config_flag: str) -> str:

@@ -34,6 +34,7 @@ import numpy as np
 
 from hpe_jax import default_config
 from hpe_jax import evaluate
+from hpe_jax import errors
 
 # The fields of a study config, each with an example value for error messages.
 FIELDS = {
@@ -61,7 +62,7 @@ CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
 
 
-class StudyError(ValueError):
+class StudyError(errors.HpeError, ValueError):
   """A study cannot go on as asked; the message names the field or run, and the fix."""
 
 

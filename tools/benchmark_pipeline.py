@@ -26,6 +26,7 @@ import jax
 from ml_collections import config_flags
 import numpy as np
 
+from hpe_jax import cli
 from hpe_jax import default_config
 from hpe_jax.data import pipeline
 from hpe_jax.training import step as step_lib
@@ -97,4 +98,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flag_as_required('config')
-  app.run(main, flags_parser=default_config.parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

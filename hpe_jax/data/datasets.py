@@ -16,6 +16,7 @@ import tensorflow_datasets as tfds
 
 from hpe_jax import locks
 from hpe_jax.data import builders  # noqa: F401  (registers our builders with TFDS)
+from hpe_jax import errors
 
 # Which split serves each role when the name does not say. Builders override it with a
 # DEFAULT_SPLITS class attribute (the synthetic set keeps its 2D and 3D sources disjoint).
@@ -23,7 +24,7 @@ _DEFAULT_SPLITS = {'2d': 'train', '3d': 'train', 'eval': 'validation'}
 _ENV_DATA_DIR = 'HPE_DATA_DIR'
 
 
-class DatasetError(RuntimeError):
+class DatasetError(errors.HpeError, RuntimeError):
   """A dataset cannot be used as asked; the message says what to do."""
 
 

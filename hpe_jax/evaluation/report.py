@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from hpe_jax import progress
+
 # Display order and labels; a metric absent from the results is left out.
 METRICS = {
     'pckh': 'PCKh@0.5',
@@ -55,11 +57,7 @@ def markdown(title: str, results: dict) -> str:
                    + ' | '.join(_cell(row.get(k)) for k in keys) + ' |')
     # Human3.6M papers average over actions; the first table averages over frames.
     lines.append('| mean over actions | ' + str(sum(r['num_examples'] for r in table.values()))
-                 + ' | ' + ' | '.join(_cell(_mean(r.get(k) for r in table.values()))
+                 + ' | ' + ' | '.join(_cell(progress.mean(r.get(k) for r in table.values()))
                                       for k in keys) + ' |')
   return '\n'.join(lines) + '\n'
 
-
-def _mean(values) -> float:
-  values = [v for v in values if v is not None and not math.isnan(v)]
-  return sum(values) / len(values) if values else math.nan

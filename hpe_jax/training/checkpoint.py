@@ -24,6 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from hpe_jax import trees
+from hpe_jax import errors
 
 FREE_SPACE_MARGIN = 2**20  # bytes beyond the arrays: metadata and the data iterator's state
 
@@ -31,12 +32,14 @@ FREE_SPACE_MARGIN = 2**20  # bytes beyond the arrays: metadata and the data iter
 DEPTH_PARTS = 'depth'
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(errors.HpeError, RuntimeError):
   """A checkpoint cannot be used as asked; the message lists what disagrees."""
 
 
 class CheckpointIOError(CheckpointError):
   """Writing checkpoints failed for a reason of the file system (full, read-only, ...)."""
+
+  last_words = True  # Orbax's failed writer threads report again at interpreter shutdown
 
 
 def manager(directory: str, *, keep: int = 3, read_only: bool = False, state_handler=None

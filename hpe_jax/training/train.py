@@ -30,16 +30,14 @@ from hpe_jax.training import checkpoint
 from hpe_jax.training import optimizer as optimizer_lib
 from hpe_jax.training import step as step_lib
 from hpe_jax.training import workdir as workdir_lib
+from hpe_jax import errors
+from hpe_jax import progress
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(errors.HpeError, RuntimeError):
   """The loss, the gradients or the weights became non-finite; the message names the step."""
 
-
-def _duration(seconds: float) -> str:
-  seconds = int(seconds)
-  return (f'{seconds // 3600}h{seconds % 3600 // 60:02d}m' if seconds >= 3600
-          else f'{seconds // 60}m{seconds % 60:02d}s')
+  exit_code = 3  # apart from usage and environment errors (2)
 
 
 def _log(*args) -> None:
@@ -213,7 +211,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, lead: b
           images_per_s = len(window) * config.train.batch_size / (now - timer)
           record['images_per_s'] = images_per_s
           rate = (f' | {images_per_s:.1f} img/s | ETA '
-                  f'{_duration((num_steps - step) / len(window) * (now - timer))}')
+                  f'{progress.duration((num_steps - step) / len(window) * (now - timer))}')
         log.write(record)
         losses = ' '.join(f'{k.removesuffix("_loss")} {means[k]:.3e}' for k in sorted(means)
                           if k.endswith('_loss'))

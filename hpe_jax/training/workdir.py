@@ -22,6 +22,7 @@ import ml_collections
 
 from hpe_jax import default_config
 from hpe_jax import locks
+from hpe_jax import errors
 
 LOCK_FILE = 'lock'
 CONFIG_FILE = 'config.json'
@@ -36,7 +37,7 @@ FIXED_ON_RESUME = ('seed', 'model.', 'data.train_2d', 'data.train_3d', 'data.wei
 CHANGEABLE_ON_RESUME = ('model.init',)
 
 
-class WorkdirError(RuntimeError):
+class WorkdirError(errors.HpeError, RuntimeError):
   """The workdir cannot be used as asked; the message says why and what to do."""
 
 

@@ -22,11 +22,12 @@ import tensorflow_datasets as tfds
 
 from hpe_jax import joints
 from hpe_jax.data import features
+from hpe_jax import errors
 
 _EXAMPLES_PER_REASON = 5  # how many names each report line keeps
 
 
-class AnnotationError(ValueError):
+class AnnotationError(errors.HpeError, ValueError):
   """An annotation file is malformed; the message names the file and the field."""
 
 
