@@ -12,6 +12,7 @@ import sys
 
 import ml_collections
 from hpe_jax import errors
+from hpe_jax import trees
 
 
 class ConfigError(errors.HpeError, ValueError):
@@ -185,16 +186,11 @@ def _check_model_init(c: ml_collections.ConfigDict) -> None:
                       "imagenet or a torchvision .pth, or 'scratch'")
 
 
-def flatten(tree, prefix: str = '') -> dict:
-  """Nested dicts or ConfigDicts -> {'train.lr': leaf}, lists as tuples (JSON has no tuples; the
-  tuple fields of a config take them back)."""
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, (dict, ml_collections.ConfigDict)):
-      flat.update(flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = tuple(value) if isinstance(value, list) else value
-  return flat
+def flatten(config) -> dict:
+  """A config (or its JSON as dicts) -> {'train.lr': leaf}, lists as tuples (JSON has no tuples;
+  the tuple fields of a config take them back)."""
+  return {key: tuple(value) if isinstance(value, list) else value
+          for key, value in trees.flatten(config, separator='.').items()}
 
 
 def quick_preset(c: ml_collections.ConfigDict) -> None:

@@ -34,5 +34,9 @@ def main(args: list[str]) -> None:
   train.train_and_evaluate(config, workdir)
 
 
-if __name__ == '__main__':
+def run() -> None:
   cli.run(main, required=('config',))
+
+
+if __name__ == '__main__':
+  run()

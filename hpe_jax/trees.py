@@ -1,18 +1,30 @@
-"""Nested parameter dicts as flat {'a/b/c': leaf} maps: the keys checkpoints and weight imports
-are checked and matched by."""
+"""Nested dicts as flat {'a/b/c': leaf} maps: the keys checkpoints and weight imports are checked
+and matched by, and config fields are compared by ('train.lr')."""
 
 from __future__ import annotations
 
-import jax
+import ml_collections
+
+_NESTED = (dict, ml_collections.ConfigDict)
 
 
-def flatten(tree) -> dict[str, object]:
-  """A nested dict (e.g. nnx.to_pure_dict of a model) -> {'a/b/c': leaf}."""
-  return {'/'.join(str(getattr(k, 'key', k)) for k in path): leaf
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+def flatten(tree, separator: str = '/') -> dict[str, object]:
+  """Nested dicts or ConfigDicts (e.g. nnx.to_pure_dict of a model) -> {'a/b/c': leaf}, in the
+  dicts' order; keys are joined as strings, empty dicts vanish."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, _NESTED):
+      flat.update({f'{key}{separator}{sub}': leaf
+                   for sub, leaf in flatten(value, separator).items()})
+    else:
+      flat[str(key)] = value
+  return flat
 
 
-def unflatten(like, flat: dict[str, object]):
-  """The inverse of `flatten`, shaped like the nested dict `like` (which flattens to flat's keys)."""
-  return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like),
-                                      [flat[k] for k in flatten(like)])
+def unflatten(like, flat: dict[str, object], separator: str = '/') -> dict:
+  """The inverse of `flatten`: plain nested dicts shaped like `like` (which flattens to flat's
+  keys), holding flat's leaves."""
+  def build(node, prefix: str) -> dict:
+    return {key: build(value, f'{prefix}{key}{separator}') if isinstance(value, _NESTED)
+            else flat[f'{prefix}{key}'] for key, value in node.items()}
+  return build(like, '')
