@@ -11,12 +11,8 @@ import re
 import sys
 
 import ml_collections
-from hpe_jax import errors
 from hpe_jax import trees
-
-
-class ConfigError(errors.HpeError, ValueError):
-  """A config field has a value that cannot work; the message names the field and the fix."""
+from hpe_jax.errors import ConfigError
 
 
 _BOOLEANS = {'true': True, '1': True, 'false': False, '0': False}

@@ -13,3 +13,7 @@ class HpeError(Exception):
 
   exit_code = 2
   last_words = False
+
+
+class ConfigError(HpeError, ValueError):
+  """A config field has a value that cannot work; the message names the field and the fix."""
