@@ -1,7 +1,9 @@
-"""Model zoo tests: the sub-pixel deconvolution, shapes, dtypes, BatchNorm modes, grafting keys."""
+"""Model zoo tests: the layers (stock and XLA:CPU forms), shapes, dtypes, BatchNorm modes,
+grafting keys."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 
@@ -14,27 +16,38 @@ import pytest
 from hpe_jax import default_config
 from hpe_jax import models
 from hpe_jax.models import layers
+from hpe_jax.models import xla_cpu
 
 J = 16
 
 
+@pytest.fixture(params=['cpu', 'stock'])
+def form(request):
+  """Runs a layer test with each form of the layers: on this CPU, 'cpu' is the default (the
+  `xla_cpu` forms), 'stock' forces the lax/flax ones that GPUs and TPUs run."""
+  with xla_cpu.stock_ops() if request.param == 'stock' else contextlib.nullcontext():
+    yield request.param
+
+
 def tiny_config(name: str, **overrides):
   c = default_config.base_config().model
-  c.update(name=name, width=8, head_channels=16, num_stacks=1, hourglass_features=16,
-           image_size=64)
+  c.update(name=name, width=8, head_channels=16, num_stacks=1, hourglass_features=16, image_size=64)
   c.update(overrides)
   return c
 
 
 def abstract_model(config, with_depth: bool):
   """The model with ShapeDtypeStruct leaves: builds in milliseconds, allocates nothing."""
-  return nnx.eval_shape(lambda: models.create_model(config, with_depth=with_depth,
-                                                    rngs=nnx.Rngs(0)))
+  return nnx.eval_shape(
+    lambda: models.create_model(config, with_depth=with_depth, rngs=nnx.Rngs(0))
+  )
 
 
 def flat_shapes(tree) -> dict[tuple, tuple]:
-  return {path: tuple(leaf.shape)
-          for path, leaf in jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(tree))[0]}
+  return {
+    path: tuple(leaf.shape)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(tree))[0]
+  }
 
 
 def images(batch: int = 2, size: int = 64, seed: int = 0) -> jax.Array:
@@ -48,22 +61,30 @@ def transposed_conv_reference(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
   full = np.zeros((b, 2 * h + 2, 2 * w + 2, kernel.shape[-1]))
   for i in range(h):
     for j in range(w):
-      full[:, 2 * i:2 * i + 4, 2 * j:2 * j + 4] += np.einsum('bi,yxio->byxo', x[:, i, j], kernel)
+      full[:, 2 * i : 2 * i + 4, 2 * j : 2 * j + 4] += np.einsum(
+        'bi,yxio->byxo', x[:, i, j], kernel
+      )
   return full[:, 1:-1, 1:-1]  # padding=1 crops one pixel on each side
 
 
 def lax_transposed_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """The same with lax: no kernel flip (transpose_kernel), PyTorch padding p -> k - 1 - p = 2."""
-  return jax.lax.conv_transpose(x, kernel.swapaxes(2, 3), (2, 2), ((2, 2), (2, 2)),
-                                dimension_numbers=('NHWC', 'HWIO', 'NHWC'), transpose_kernel=True)
+  return jax.lax.conv_transpose(
+    x,
+    kernel.swapaxes(2, 3),
+    (2, 2),
+    ((2, 2), (2, 2)),
+    dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+    transpose_kernel=True,
+  )
 
 
-def test_subpixel_deconv_is_pytorch_transposed_conv():
+def test_transposed_conv_is_pytorchs(form):
   rng = np.random.default_rng(0)
   x = rng.normal(size=(2, 5, 7, 3)).astype(np.float32)
   kernel = rng.normal(size=(4, 4, 3, 6)).astype(np.float32)
   cotangent = rng.normal(size=(2, 10, 14, 6)).astype(np.float32)
-  layer = layers.SubPixelConvTranspose(3, 6, dtype=jnp.float32, rngs=nnx.Rngs(0))
+  layer = layers.ConvTranspose(3, 6, dtype=jnp.float32, rngs=nnx.Rngs(0))
   layer.kernel[...] = jnp.asarray(kernel)
   with jax.default_matmul_precision('highest'):  # no TF32 on GPUs
     out = layer(x)
@@ -72,8 +93,10 @@ def test_subpixel_deconv_is_pytorch_transposed_conv():
     np.testing.assert_allclose(out, lax_transposed_conv(x, kernel), atol=1e-5)
     # Gradients wrt the input and the kernel, through a random cotangent.
     loss = lambda y: jnp.sum(y * cotangent)
-    got = (jax.grad(lambda x: loss(layer(x)))(x),
-           nnx.to_pure_dict(nnx.grad(lambda layer: loss(layer(x)))(layer))['kernel'])
+    got = (
+      jax.grad(lambda x: loss(layer(x)))(x),
+      nnx.to_pure_dict(nnx.grad(lambda layer: loss(layer(x)))(layer))['kernel'],
+    )
     want = jax.grad(lambda x, k: loss(lax_transposed_conv(x, k)), argnums=(0, 1))(x, kernel)
   for g, w in zip(got, want):
     assert g.shape == w.shape and np.abs(w).max() > 1  # not trivially zero
@@ -96,18 +119,22 @@ def conv_reference(x, kernel, strides, padding, cotangent):
       y += np.einsum('bhwi,io->bhwo', padded[:, rows, cols], kernel[ky, kx])
       dkernel[ky, kx] = np.einsum('bhwi,bhwo->io', padded[:, rows, cols], cotangent)
       dx_padded[:, rows, cols] += np.einsum('bhwo,io->bhwi', cotangent, kernel[ky, kx])
-  return y, dx_padded[:, top:top + x.shape[1], left:left + x.shape[2]], dkernel
+  return y, dx_padded[:, top : top + x.shape[1], left : left + x.shape[2]], dkernel
 
 
-@pytest.mark.parametrize('batch, size, kernel_size, stride, padding', [
-    (2, 6, 3, 1, ((1, 1), (1, 1))),     # input gradient by tap dots (72 positions)
-    (2, 7, 3, 2, ((1, 1), (1, 1))),     # strided, odd size: the last input row is unused
-    (2, 9, 7, 2, ((3, 3), (3, 3))),     # the ResNet stem
-    (2, 6, 1, 2, ((0, 0), (0, 0))),     # 1 x 1 downsampling: the kernel gradient as a dot
-    (2, 5, 2, 1, ((1, 0), (0, 1))),     # a deconvolution phase
-    (5, 16, 3, 1, ((1, 1), (1, 1))),    # 1280 positions: XLA's transposed convolution
-])
-def test_conv2d_and_its_gradients_match_numpy(batch, size, kernel_size, stride, padding):
+# The comments say which gradients the CPU form changes.
+@pytest.mark.parametrize(
+  'batch, size, kernel_size, stride, padding',
+  [
+    (2, 6, 3, 1, ((1, 1), (1, 1))),  # input gradient by tap dots (72 positions)
+    (2, 7, 3, 2, ((1, 1), (1, 1))),  # strided, odd size: the last input row is unused
+    (2, 9, 7, 2, ((3, 3), (3, 3))),  # the ResNet stem
+    (2, 6, 1, 2, ((0, 0), (0, 0))),  # 1 x 1 downsampling: the kernel gradient as a dot
+    (2, 5, 2, 1, ((1, 0), (0, 1))),  # a sub-pixel deconvolution phase
+    (5, 16, 3, 1, ((1, 1), (1, 1))),  # 1280 positions: XLA's transposed convolution
+  ],
+)
+def test_conv2d_and_its_gradients_match_numpy(form, batch, size, kernel_size, stride, padding):
   rng = np.random.default_rng(0)
   x = rng.normal(size=(batch, size, size, 3)).astype(np.float32)
   kernel = rng.normal(size=(kernel_size, kernel_size, 3, 4)).astype(np.float32)
@@ -116,8 +143,13 @@ def test_conv2d_and_its_gradients_match_numpy(batch, size, kernel_size, stride, 
   with jax.default_matmul_precision('highest'):
     y, vjp = jax.vjp(lambda x, k: layers.conv2d(x, k, (stride, stride), padding), x, kernel)
     dx, dkernel = jax.jit(vjp)(cotangent)
-  want = conv_reference(x.astype(np.float64), kernel.astype(np.float64), (stride, stride),
-                        padding, cotangent.astype(np.float64))
+  want = conv_reference(
+    x.astype(np.float64),
+    kernel.astype(np.float64),
+    (stride, stride),
+    padding,
+    cotangent.astype(np.float64),
+  )
   for got, expected in zip((y, dx, dkernel), want):
     assert got.shape == expected.shape and np.abs(expected).max() > 1
     np.testing.assert_allclose(got, expected, atol=1e-4 * np.abs(expected).max())
@@ -125,24 +157,26 @@ def test_conv2d_and_its_gradients_match_numpy(batch, size, kernel_size, stride, 
 
 def max_pool_reference(x, window, stride, padding, cotangent):
   """numpy: PyTorch's MaxPool2d and its gradient (to each window's first maximum)."""
-  padded = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)),
-                  constant_values=-np.inf)
+  padded = np.pad(
+    x, ((0, 0), (padding, padding), (padding, padding), (0, 0)), constant_values=-np.inf
+  )
   y = np.zeros(cotangent.shape)
   dx_padded = np.zeros(padded.shape)
   for b, i, j, c in np.ndindex(*cotangent.shape):
-    patch = padded[b, stride * i:stride * i + window, stride * j:stride * j + window, c]
+    patch = padded[b, stride * i : stride * i + window, stride * j : stride * j + window, c]
     ky, kx = np.unravel_index(np.argmax(patch), patch.shape)  # argmax: the first maximum
     y[b, i, j, c] = patch[ky, kx]
     dx_padded[b, stride * i + ky, stride * j + kx, c] += cotangent[b, i, j, c]
-  return y, dx_padded[:, padding:padding + x.shape[1], padding:padding + x.shape[2]]
+  return y, dx_padded[:, padding : padding + x.shape[1], padding : padding + x.shape[2]]
 
 
-@pytest.mark.parametrize('size, window, stride, padding', [
-    (8, 3, 2, 1), (9, 3, 2, 1), (8, 2, 2, 0)])
-def test_max_pool_and_its_gradient_match_pytorch_semantics(size, window, stride, padding):
+@pytest.mark.parametrize(
+  'size, window, stride, padding', [(8, 3, 2, 1), (9, 3, 2, 1), (8, 2, 2, 0)]
+)
+def test_max_pool_and_its_gradient_match_pytorch_semantics(form, size, window, stride, padding):
   rng = np.random.default_rng(1)
   x = rng.normal(size=(2, size, size, 3)).astype(np.float32)
-  x[0, :4, :4] = 0.5   # ties, as ReLU's zeros make them: the first maximum takes the gradient
+  x[0, :4, :4] = 0.5  # ties, as ReLU's zeros make them: the first maximum takes the gradient
   x[1, :, :, 1] = -3.0  # all tied, next to the padding, which must never win
   out_size = (size + 2 * padding - window) // stride + 1
   cotangent = rng.normal(size=(2, out_size, out_size, 3)).astype(np.float32)
@@ -157,24 +191,40 @@ def test_max_pool_and_its_gradient_match_pytorch_semantics(size, window, stride,
 
 def output_shapes(model, size: int) -> dict[str, tuple]:
   """Traces the forward pass only; checks every output is float32."""
-  out = nnx.eval_shape(lambda m, x: m(x), model,
-                       jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32))
+  out = nnx.eval_shape(
+    lambda m, x: m(x), model, jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)
+  )
   assert all(v.dtype == jnp.float32 for v in out.values())
   return {k: v.shape for k, v in out.items()}
 
 
-@pytest.mark.parametrize('name, with_depth', [
-    ('resnet18', False), ('resnet18', True), ('resnet34', True), ('resnet50', False),
-    ('resnet50', True), ('resnet101', True), ('resnet152', True),
-])
+@pytest.mark.parametrize(
+  'name, with_depth',
+  [
+    ('resnet18', False),
+    ('resnet18', True),
+    ('resnet34', True),
+    ('resnet50', False),
+    ('resnet50', True),
+    ('resnet101', True),
+    ('resnet152', True),
+  ],
+)
 def test_resnet_output_shapes(name, with_depth):
   want = {'heatmaps': (1, 2, 16, 16, J)} | ({'depth_map': (2, 16, 16, J)} if with_depth else {})
   assert output_shapes(abstract_model(tiny_config(name), with_depth), 64) == want
 
 
-@pytest.mark.parametrize('num_stacks, with_depth, size', [
-    (1, False, 64), (1, True, 64), (2, False, 64), (2, True, 64), (1, True, 128),
-])
+@pytest.mark.parametrize(
+  'num_stacks, with_depth, size',
+  [
+    (1, False, 64),
+    (1, True, 64),
+    (2, False, 64),
+    (2, True, 64),
+    (1, True, 128),
+  ],
+)
 def test_hourglass_output_shapes(num_stacks, with_depth, size):
   config = tiny_config('hourglass', num_stacks=num_stacks, image_size=size)
   hm = size // 4
@@ -196,8 +246,7 @@ def test_num_upsample_sets_output_stride():
 @pytest.mark.parametrize('name', ['resnet18', 'hourglass'])
 def test_bfloat16_compute_float32_params_and_outputs(name):
   f32 = models.create_model(tiny_config(name), with_depth=True, rngs=nnx.Rngs(0))
-  bf16 = models.create_model(tiny_config(name, dtype='bfloat16'), with_depth=True,
-                             rngs=nnx.Rngs(1))
+  bf16 = models.create_model(tiny_config(name, dtype='bfloat16'), with_depth=True, rngs=nnx.Rngs(1))
   nnx.update(bf16, nnx.state(f32))
   assert {x.dtype for x in jax.tree.leaves(nnx.state(bf16))} == {jnp.dtype(jnp.float32)}
   f32.eval()  # fresh running statistics: batch statistics of a tiny batch amplify rounding
@@ -230,7 +279,7 @@ def test_model_holds_no_rng_keys(name):
   assert not any(jnp.issubdtype(x.dtype, jax.dtypes.prng_key) for x in jax.tree.leaves(state))
 
 
-def test_batchnorm_train_and_eval_modes():
+def test_batchnorm_train_and_eval_modes(form):
   model = models.create_model(tiny_config('resnet18'), with_depth=False, rngs=nnx.Rngs(0))
   x = images(batch=4)
   stats = lambda: [np.asarray(v) for v in jax.tree.leaves(nnx.state(model, nnx.BatchStat))]
@@ -257,7 +306,7 @@ def test_batchnorm_train_and_eval_modes():
 
 
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
-def test_batchnorm_training_pass_matches_numpy_and_flax_gradients(dtype):
+def test_batchnorm_training_pass_matches_numpy_and_flax_gradients(form, dtype):
   rng = np.random.default_rng(2)
   x = (rng.normal(size=(4, 5, 5, 6)) * 3 + 2).astype(np.float32)
   scale, bias = rng.normal(size=6).astype(np.float32), rng.normal(size=6).astype(np.float32)
@@ -268,19 +317,24 @@ def test_batchnorm_training_pass_matches_numpy_and_flax_gradients(dtype):
     bn.scale[...], bn.bias[...] = jnp.asarray(scale), jnp.asarray(bias)
   loss = lambda bn, x: jnp.sum(bn(x).astype(jnp.float32) * cotangent)
   (grad_ours, dx_ours), (grad_theirs, dx_theirs) = (
-      nnx.grad(loss, argnums=(0, 1))(bn, jnp.asarray(x, dtype)) for bn in (ours, theirs))
+    nnx.grad(loss, argnums=(0, 1))(bn, jnp.asarray(x, dtype)) for bn in (ours, theirs)
+  )
 
   mean, var = x.mean((0, 1, 2)), x.var((0, 1, 2))
   want = (x - mean) / np.sqrt(var + 1e-5) * scale + bias
   tolerance = 1e-5 if dtype == jnp.float32 else 3e-2
   for bn in (ours, theirs):
-    np.testing.assert_allclose(bn(jnp.asarray(x, dtype)).astype(np.float32), want,
-                               atol=tolerance * 10)
+    np.testing.assert_allclose(
+      bn(jnp.asarray(x, dtype)).astype(np.float32), want, atol=tolerance * 10
+    )
   # Two training calls moved the running statistics from (0, 1) twice, by momentum 0.9.
-  np.testing.assert_allclose(ours.mean[...], (1 - 0.9 ** 2) * mean, rtol=tolerance)
-  np.testing.assert_allclose(ours.var[...], 0.9 ** 2 + (1 - 0.9 ** 2) * var, rtol=tolerance)
-  np.testing.assert_allclose(np.asarray(dx_ours, np.float32), np.asarray(dx_theirs, np.float32),
-                             atol=tolerance * np.abs(np.asarray(dx_theirs, np.float32)).max())
+  np.testing.assert_allclose(ours.mean[...], (1 - 0.9**2) * mean, rtol=tolerance)
+  np.testing.assert_allclose(ours.var[...], 0.9**2 + (1 - 0.9**2) * var, rtol=tolerance)
+  np.testing.assert_allclose(
+    np.asarray(dx_ours, np.float32),
+    np.asarray(dx_theirs, np.float32),
+    atol=tolerance * np.abs(np.asarray(dx_theirs, np.float32)).max(),
+  )
   for name in ('scale', 'bias'):
     got, expected = nnx.to_pure_dict(grad_ours)[name], nnx.to_pure_dict(grad_theirs)[name]
     np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
@@ -296,10 +350,18 @@ def test_resnet50_backbone_matches_torchvision():
   assert output_shapes(model, 256) == {'heatmaps': (1, 2, 64, 64, J)}
 
 
-@pytest.mark.parametrize('field, value', [
-    ('dtype', 'float16'), ('width', 0), ('head_channels', 0),
-    ('num_upsample', -1), ('num_stacks', 0), ('hourglass_features', 15), ('image_size', 96),
-])
+@pytest.mark.parametrize(
+  'field, value',
+  [
+    ('dtype', 'float16'),
+    ('width', 0),
+    ('head_channels', 0),
+    ('num_upsample', -1),
+    ('num_stacks', 0),
+    ('hourglass_features', 15),
+    ('image_size', 96),
+  ],
+)
 def test_invalid_config_raises(field, value):
   config = tiny_config('hourglass')
   config[field] = value
@@ -308,7 +370,9 @@ def test_invalid_config_raises(field, value):
 
 
 def test_invalid_name_lists_allowed_values():
-  message = ("model.name='resnet19' is not one of resnet18, resnet34, resnet50, resnet101, "
-             'resnet152, hourglass')
+  message = (
+    "model.name='resnet19' is not one of resnet18, resnet34, resnet50, resnet101, "
+    'resnet152, hourglass'
+  )
   with pytest.raises(ValueError, match=re.escape(message)):
     models.create_model(tiny_config('resnet19'), with_depth=False, rngs=nnx.Rngs(0))

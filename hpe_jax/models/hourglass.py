@@ -59,8 +59,7 @@ class Stack(nnx.Module):
     self.residual = Residual(features, features, dtype=dtype, rngs=rngs)
     self.conv = layers.conv(features, features, 1, use_bias=True, dtype=dtype, rngs=rngs)
     self.bn = layers.batch_norm(features, dtype=dtype, rngs=rngs)
-    self.heatmap_conv = layers.conv(features, num_joints, 1, use_bias=True, dtype=dtype,
-                                    rngs=rngs)
+    self.heatmap_conv = layers.conv(features, num_joints, 1, use_bias=True, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     features = nnx.relu(self.bn(self.conv(self.residual(self.hourglass(x)))))
@@ -68,7 +67,8 @@ class Stack(nnx.Module):
 
 
 class Remap(nnx.Module):
-  """The next stack's (or the depth regressor's) input: x + conv1x1(features) + conv1x1(heatmaps)."""
+  """The next stack's (or the depth regressor's) input:
+  x + conv1x1(features) + conv1x1(heatmaps)."""
 
   def __init__(self, features: int, num_joints: int, *, dtype, rngs: nnx.Rngs):
     self.features = layers.conv(features, features, 1, use_bias=True, dtype=dtype, rngs=rngs)
@@ -83,25 +83,38 @@ class StackedHourglass(nnx.Module):
   float32. H and W must be multiples of 64; with depth, both must equal `image_size` (the size
   the regressor's dense layer was built for)."""
 
-  def __init__(self, *, num_stacks: int, features: int, num_joints: int, with_depth: bool,
-               image_size: int, dtype, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    num_stacks: int,
+    features: int,
+    num_joints: int,
+    with_depth: bool,
+    image_size: int,
+    dtype,
+    rngs: nnx.Rngs,
+  ):
     self.stem_conv = layers.conv(3, 64, 7, 2, use_bias=True, dtype=dtype, rngs=rngs)
     self.stem_bn = layers.batch_norm(64, dtype=dtype, rngs=rngs)
     self.stem_res1 = Residual(64, 128, dtype=dtype, rngs=rngs)
     self.stem_res2 = Residual(128, 128, dtype=dtype, rngs=rngs)
     self.stem_res3 = Residual(128, features, dtype=dtype, rngs=rngs)
-    self.stacks = nnx.List([Stack(features, num_joints, dtype=dtype, rngs=rngs)
-                            for _ in range(num_stacks)])
-    self.remaps = nnx.List([Remap(features, num_joints, dtype=dtype, rngs=rngs)
-                            for _ in range(num_stacks - 1)])
+    self.stacks = nnx.List(
+      [Stack(features, num_joints, dtype=dtype, rngs=rngs) for _ in range(num_stacks)]
+    )
+    self.remaps = nnx.List(
+      [Remap(features, num_joints, dtype=dtype, rngs=rngs) for _ in range(num_stacks - 1)]
+    )
     self.image_size = image_size
     if with_depth:
       self.depth_remap = Remap(features, num_joints, dtype=dtype, rngs=rngs)
-      self.depth_blocks = nnx.List([Residual(features, features, dtype=dtype, rngs=rngs)
-                                    for _ in range(2 * DEPTH_LEVELS)])
-      cells = (image_size // SIZE_MULTIPLE)**2
-      self.depth_dense = nnx.Linear(cells * features, num_joints, dtype=dtype,
-                                    param_dtype=jnp.float32, rngs=rngs)
+      self.depth_blocks = nnx.List(
+        [Residual(features, features, dtype=dtype, rngs=rngs) for _ in range(2 * DEPTH_LEVELS)]
+      )
+      cells = (image_size // SIZE_MULTIPLE) ** 2
+      self.depth_dense = nnx.Linear(
+        cells * features, num_joints, dtype=dtype, param_dtype=jnp.float32, rngs=rngs
+      )
     else:
       self.depth_remap = self.depth_blocks = self.depth_dense = None
 
@@ -110,8 +123,10 @@ class StackedHourglass(nnx.Module):
     if any(s % SIZE_MULTIPLE for s in size):
       raise ValueError(f'hourglass input size {size} is not a multiple of {SIZE_MULTIPLE}')
     if self.depth_dense is not None and size != (self.image_size,) * 2:
-      raise ValueError(f'the hourglass depth regressor was built for {self.image_size}^2 inputs '
-                       f'(model.image_size), got {size}')
+      raise ValueError(
+        f'the hourglass depth regressor was built for {self.image_size}^2 inputs '
+        f'(model.image_size), got {size}'
+      )
     x = nnx.relu(self.stem_bn(self.stem_conv(images)))
     x = self.stem_res3(self.stem_res2(layers.max_pool(self.stem_res1(x), 2, 2)))
     heatmaps = []

@@ -15,13 +15,15 @@ import jax.numpy as jnp
 
 from hpe_jax.models import layers
 
+# Input sizes must be multiples of this: the backbone's output stride.
+SIZE_MULTIPLE = 32
 # name -> (bottleneck blocks?, blocks per stage)
 ARCHITECTURES = {
-    'resnet18': (False, (2, 2, 2, 2)),
-    'resnet34': (False, (3, 4, 6, 3)),
-    'resnet50': (True, (3, 4, 6, 3)),
-    'resnet101': (True, (3, 4, 23, 3)),
-    'resnet152': (True, (3, 8, 36, 3)),
+  'resnet18': (False, (2, 2, 2, 2)),
+  'resnet34': (False, (3, 4, 6, 3)),
+  'resnet50': (True, (3, 4, 6, 3)),
+  'resnet101': (True, (3, 4, 23, 3)),
+  'resnet152': (True, (3, 8, 36, 3)),
 }
 
 
@@ -29,8 +31,9 @@ class Block(nnx.Module):
   """A torchvision residual block: basic (3x3, 3x3) or bottleneck (1x1, 3x3, 1x1 to 4x `features`),
   the stride on the 3x3 conv, and a 1x1 conv + BN projection when the shape changes."""
 
-  def __init__(self, in_features: int, features: int, stride: int, *, bottleneck: bool, dtype,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, in_features: int, features: int, stride: int, *, bottleneck: bool, dtype, rngs: nnx.Rngs
+  ):
     if bottleneck:
       specs = ((1, 1, features), (3, stride, features), (1, 1, 4 * features))
     else:
@@ -39,13 +42,15 @@ class Block(nnx.Module):
     self.out_features = specs[-1][2]
     width = in_features
     for i, (kernel_size, conv_stride, out) in enumerate(specs, 1):
-      setattr(self, f'conv{i}', layers.conv(width, out, kernel_size, conv_stride, dtype=dtype,
-                                            rngs=rngs))
+      setattr(
+        self, f'conv{i}', layers.conv(width, out, kernel_size, conv_stride, dtype=dtype, rngs=rngs)
+      )
       setattr(self, f'bn{i}', layers.batch_norm(out, dtype=dtype, rngs=rngs))
       width = out
     if stride != 1 or in_features != self.out_features:
-      self.downsample_conv = layers.conv(in_features, self.out_features, 1, stride, dtype=dtype,
-                                         rngs=rngs)
+      self.downsample_conv = layers.conv(
+        in_features, self.out_features, 1, stride, dtype=dtype, rngs=rngs
+      )
       self.downsample_bn = layers.batch_norm(self.out_features, dtype=dtype, rngs=rngs)
     else:
       self.downsample_conv = self.downsample_bn = None
@@ -74,8 +79,16 @@ class ResNet(nnx.Module):
     for stage, num_blocks in enumerate(stage_blocks):
       blocks = []
       for i in range(num_blocks):
-        blocks.append(Block(features, width * 2**stage, 2 if stage and not i else 1,
-                            bottleneck=bottleneck, dtype=dtype, rngs=rngs))
+        blocks.append(
+          Block(
+            features,
+            width * 2**stage,
+            2 if stage and not i else 1,
+            bottleneck=bottleneck,
+            dtype=dtype,
+            rngs=rngs,
+          )
+        )
         features = blocks[-1].out_features
       setattr(self, f'layer{stage + 1}', nnx.List(blocks))
     self.out_features = features
@@ -92,7 +105,7 @@ class DeconvBlock(nnx.Module):
   """x2 upsampling: ConvTranspose2d(4, stride 2, padding 1, no bias) + BN + ReLU."""
 
   def __init__(self, in_features: int, out_features: int, *, dtype, rngs: nnx.Rngs):
-    self.deconv = layers.SubPixelConvTranspose(in_features, out_features, dtype=dtype, rngs=rngs)
+    self.deconv = layers.ConvTranspose(in_features, out_features, dtype=dtype, rngs=rngs)
     self.bn = layers.batch_norm(out_features, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -106,8 +119,18 @@ class PoseResNet(nnx.Module):
   h = H / 32 * 2**num_upsample.
   """
 
-  def __init__(self, name: str, *, width: int, head_channels: int, num_upsample: int,
-               num_joints: int, with_depth: bool, dtype, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    name: str,
+    *,
+    width: int,
+    head_channels: int,
+    num_upsample: int,
+    num_joints: int,
+    with_depth: bool,
+    dtype,
+    rngs: nnx.Rngs,
+  ):
     self.backbone = ResNet(name, width, dtype=dtype, rngs=rngs)
     features = self.backbone.out_features
     blocks = []
@@ -115,8 +138,16 @@ class PoseResNet(nnx.Module):
       blocks.append(DeconvBlock(features, head_channels, dtype=dtype, rngs=rngs))
       features = head_channels
     self.head = nnx.List(blocks)
-    head_conv = functools.partial(layers.conv, features, num_joints, 1, use_bias=True,
-                                  kernel_init=layers.HEAD_INIT, dtype=dtype, rngs=rngs)
+    head_conv = functools.partial(
+      layers.conv,
+      features,
+      num_joints,
+      1,
+      use_bias=True,
+      kernel_init=layers.HEAD_INIT,
+      dtype=dtype,
+      rngs=rngs,
+    )
     self.heatmap_conv = head_conv()
     self.depth_conv = head_conv() if with_depth else None
 
