@@ -7,11 +7,13 @@ import json
 import os
 import pickle
 
+from cdflib import cdfwrite
+from conftest import oracle_predictions
+from conftest import realdata_dir
 import cv2
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from cdflib import cdfwrite
 
 from hpe_jax import geometry
 from hpe_jax import joints
@@ -19,9 +21,7 @@ from hpe_jax.data import datasets
 from hpe_jax.data import features
 from hpe_jax.data.builders import base
 from hpe_jax.data.builders import human36m
-from hpe_jax.evaluation import evaluate
-from conftest import oracle_predictions
-from conftest import realdata_dir
+from hpe_jax.evaluation import scoring
 
 H36M = joints.H36M17.index
 INTRINSICS = np.array([60.0, 62.0, 31.5, 30.5], np.float32)  # fx, fy, cx, cy of the fixture
@@ -39,8 +39,9 @@ def realdata() -> str:
 
 
 def _build(manual_dir: str, data_dir: str, **kwargs) -> human36m.Human36m:
-  builder = human36m.Human36m(config='small', data_dir=data_dir, file_format='array_record',
-                              **kwargs)
+  builder = human36m.Human36m(
+    config='small', data_dir=data_dir, file_format='array_record', **kwargs
+  )
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return builder
 
@@ -63,8 +64,16 @@ def _write_cdf(path: str, poses: np.ndarray):
   os.makedirs(os.path.dirname(path), exist_ok=True)
   flat = poses.reshape(1, len(poses), -1)
   cdf = cdfwrite.CDF(path, cdf_spec={'Majority': 'Row_major'}, delete=True)
-  cdf.write_var({'Variable': 'Pose', 'Data_Type': cdfwrite.CDF.CDF_DOUBLE, 'Num_Elements': 1,
-                 'Rec_Vary': True, 'Dim_Sizes': list(flat.shape[1:])}, var_data=flat)
+  cdf.write_var(
+    {
+      'Variable': 'Pose',
+      'Data_Type': cdfwrite.CDF.CDF_DOUBLE,
+      'Num_Elements': 1,
+      'Rec_Vary': True,
+      'Dim_Sizes': list(flat.shape[1:]),
+    },
+    var_data=flat,
+  )
   cdf.close()
 
 
@@ -76,20 +85,29 @@ def _write_video(path: str):
   writer.release()
 
 
-def _write_official(manual_dir: str, sequences: dict[tuple[str, str], np.ndarray],
-                    videos: bool = True, cameras: bool = True):
+def _write_official(
+  manual_dir: str,
+  sequences: dict[tuple[str, str], np.ndarray],
+  videos: bool = True,
+  cameras: bool = True,
+):
   """An official-layout manual_dir: {(subject, 'Action N.camera'): poses (N, 32, 3) mm}."""
   for (subject, sequence), poses in sequences.items():
-    _write_cdf(os.path.join(manual_dir, subject, 'MyPoseFeatures', 'D3_Positions_mono',
-                            f'{sequence}.cdf'), poses)
+    _write_cdf(
+      os.path.join(manual_dir, subject, 'MyPoseFeatures', 'D3_Positions_mono', f'{sequence}.cdf'),
+      poses,
+    )
     if videos:
       _write_video(os.path.join(manual_dir, subject, 'Videos', f'{sequence}.mp4'))
   if cameras:
     table = {}
     for subject, sequence in sequences:
       table.setdefault(subject, {})[sequence.rsplit('.', 1)[1]] = {
-          'f': INTRINSICS[:2].tolist(), 'c': INTRINSICS[2:].tolist(), 'k': RADIAL,
-          'p': TANGENTIAL}
+        'f': INTRINSICS[:2].tolist(),
+        'c': INTRINSICS[2:].tolist(),
+        'k': RADIAL,
+        'p': TANGENTIAL,
+      }
     with open(os.path.join(manual_dir, 'cameras.json'), 'w') as f:
       json.dump(table, f)
 
@@ -108,7 +126,10 @@ def test_official_layout_builds_strided_video_frames(tmp_path):
     frame = int(record['frame'])
     assert record['image_name'].decode() == f'S9/Videos/Directions 1.54138969.mp4@{frame:06d}'
     assert (record['subject'], record['action'], record['camera']) == (
-        b'S9', b'Directions', b'54138969')
+      b'S9',
+      b'Directions',
+      b'54138969',
+    )
     np.testing.assert_allclose(record['intrinsics'], INTRINSICS)
     distortion = np.array([*RADIAL[:2], *TANGENTIAL, RADIAL[2]])
     np.testing.assert_allclose(record['distortion'], distortion, rtol=1e-6)
@@ -120,21 +141,34 @@ def test_official_layout_builds_strided_video_frames(tmp_path):
     # 2D = OpenCV's projection of the 17 joints with the lens distortion, mapped to MPII-16 (the
     # thorax is then the midpoint of the projected shoulders, not the projection of the 3D one).
     fx, fy, cx, cy = INTRINSICS
-    distorted, _ = cv2.projectPoints(pose.astype(np.float64), np.zeros(3), np.zeros(3),
-                                     np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]]), distortion)
+    distorted, _ = cv2.projectPoints(
+      pose.astype(np.float64),
+      np.zeros(3),
+      np.zeros(3),
+      np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]]),
+      distortion,
+    )
     projected, _ = joints.MPII_FROM_H36M(distorted[:, 0], np.ones(17))
     np.testing.assert_allclose(record['joints_2d'], projected, atol=1e-3)
-    assert np.abs(record['joints_2d'] - joints.MPII_FROM_H36M(
-        geometry.project(pose, INTRINSICS), np.ones(17))[0]).max() > 0.1  # distortion matters
+    assert (
+      np.abs(
+        record['joints_2d']
+        - joints.MPII_FROM_H36M(geometry.project(pose, INTRINSICS), np.ones(17))[0]
+      ).max()
+      > 0.1
+    )  # distortion matters
     crop = features.decode_jpeg(record['image'])
-    middle = crop[crop.shape[0] // 3:-crop.shape[0] // 3, crop.shape[1] // 3:-crop.shape[1] // 3]
+    middle = crop[
+      crop.shape[0] // 3 : -crop.shape[0] // 3, crop.shape[1] // 3 : -crop.shape[1] // 3
+    ]
     assert abs(middle.mean() - frame * BRIGHTNESS_STEP) < 8, frame
 
 
 def test_official_layout_missing_video(tmp_path):
   manual_dir = str(tmp_path / 'manual')
-  _write_official(manual_dir, {('S1', 'Walking 1.54138969'): _poses(12),
-                               ('S1', 'Walking 1.55011271'): _poses(11)})
+  _write_official(
+    manual_dir, {('S1', 'Walking 1.54138969'): _poses(12), ('S1', 'Walking 1.55011271'): _poses(11)}
+  )
   os.remove(os.path.join(manual_dir, 'S1', 'Videos', 'Walking 1.55011271.mp4'))
   with pytest.raises(base.MissingImagesError, match='Walking 1.55011271.mp4'):
     _build(manual_dir, str(tmp_path / 'data'))
@@ -162,6 +196,7 @@ def test_missing_camera(tmp_path):
 
 # ---- the real mmpose frames ------------------------------------------------------------------
 
+
 @pytest.fixture(scope='module')
 def mmpose_build(realdata, tmp_path_factory):
   """The 4 real frames built from a manual_dir of links: the npz, cameras.pkl, S1, S5, S7, S8.
@@ -172,8 +207,11 @@ def mmpose_build(realdata, tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp('data'))
   builder = _build(manual_dir, data_dir)
   npz = np.load(os.path.join(realdata, 'test_h36m_body3d.npz'))
-  return (builder, {str(n): (p, s) for n, p, s in zip(npz['imgname'], npz['part'], npz['S'])},
-          data_dir)
+  return (
+    builder,
+    {str(n): (p, s) for n, p, s in zip(npz['imgname'], npz['part'], npz['S'])},
+    data_dir,
+  )
 
 
 def test_mmpose_layout_matches_the_npz(mmpose_build):
@@ -197,12 +235,15 @@ def test_mmpose_layout_matches_the_npz(mmpose_build):
     assert np.linalg.norm(pinhole - part[:, :2], axis=-1).max() > 1.0, name
     camera = cameras[subject, name.split('/')[1].rsplit('.', 1)[1]]
     np.testing.assert_allclose(
-        record['distortion'], np.concatenate([camera['k'][:2, 0], camera['p'][:, 0],
-                                              camera['k'][2:, 0]]), rtol=1e-6)
+      record['distortion'],
+      np.concatenate([camera['k'][:2, 0], camera['p'][:, 0], camera['k'][2:, 0]]),
+      rtol=1e-6,
+    )
     # The person is inside the crop: every joint maps into it.
     size = features.decode_jpeg(record['image']).shape[0]
     in_crop = geometry.transform_points(
-        geometry.invert_affine(record['crop_to_image'].astype(np.float64)), record['joints_2d'])
+      geometry.invert_affine(record['crop_to_image'].astype(np.float64)), record['joints_2d']
+    )
     assert np.all((in_crop > 0) & (in_crop < size - 1)), name
   actions = sorted(r['action'].decode() for r in records)
   assert actions == ['Directions', 'Greeting', 'SittingDown', 'WalkDog']
@@ -215,8 +256,8 @@ def test_mmpose_oracle_reproduces_the_labels(mmpose_build):
   reference's legacy figure its orthographic projection and fixed skeleton size."""
   ref = datasets.DatasetRef('human36m/small', 'train', mmpose_build[2])
   r = oracle_predictions(ref, projected_2d=False)
-  np.testing.assert_allclose(evaluate.label_scale(r), 1.0, rtol=1e-5)
-  results = evaluate.score(r, ref, 64, None)
+  np.testing.assert_allclose(scoring.label_scale(r), 1.0, rtol=1e-5)
+  results = scoring.score(r, ref, 64, None)
   assert results['mpjpe_15j'] < 0.01 and results['pa_mpjpe_15j'] < 0.01, results
   assert 3 < results['mpjpe'] < 15 and 20 < results['mpjpe_legacy'] < 40, results  # 6.7, 29.4
   assert set(results['per_action']) == {'Directions', 'Greeting', 'SittingDown', 'WalkDog'}
@@ -229,8 +270,10 @@ def test_mmpose_left_is_the_persons_left(mmpose_build):
   shows the actor's back with r_* on the image right, S7 faces us with r_* on the image left)."""
   builder, _, _ = mmpose_build
   pose = np.stack([r['eval_joints_3d'] for r in _records(builder, 'train')])
-  front = np.cross(pose[:, H36M('l_hip')] - pose[:, H36M('r_hip')],
-                   pose[:, H36M('thorax')] - pose[:, H36M('pelvis')])
+  front = np.cross(
+    pose[:, H36M('l_hip')] - pose[:, H36M('r_hip')],
+    pose[:, H36M('thorax')] - pose[:, H36M('pelvis')],
+  )
   nose = pose[:, H36M('nose')] - pose[:, H36M('thorax')]
   assert np.all(np.sum(front * nose, -1) > 0)
   assert np.sum(front[:, 2] < 0) == 2  # two frames face the camera (front towards -z)

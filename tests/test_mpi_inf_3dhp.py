@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import pickle
 
+from conftest import oracle_predictions
+from conftest import realdata_dir
 import cv2
 import h5py
 import numpy as np
@@ -19,9 +21,7 @@ from hpe_jax.data import datasets
 from hpe_jax.data import features
 from hpe_jax.data.builders import base
 from hpe_jax.data.builders import mpi_inf_3dhp as m3
-from hpe_jax.evaluation import evaluate
-from conftest import oracle_predictions
-from conftest import realdata_dir
+from hpe_jax.evaluation import scoring
 
 _SIZE = (160, 120)  # video / image width, height
 UNIV_SCALE = 0.95  # the test fixtures' univ_annot3 / annot3
@@ -39,9 +39,14 @@ def _calibration(cameras) -> str:
   for camera in cameras:
     k = np.eye(4)
     k[[0, 1, 0, 1], [0, 1, 2, 2]] = _INTRINSICS
-    lines += [f'name          {camera}', '  sensor      10 10', '  size        160 120',
-              '  animated    0', '  intrinsic   ' + ' '.join(f'{v:g}' for v in k.ravel()),
-              '  extrinsic   ' + ' '.join(f'{v:g}' for v in np.eye(4).ravel())]
+    lines += [
+      f'name          {camera}',
+      '  sensor      10 10',
+      '  size        160 120',
+      '  animated    0',
+      '  intrinsic   ' + ' '.join(f'{v:g}' for v in k.ravel()),
+      '  extrinsic   ' + ' '.join(f'{v:g}' for v in np.eye(4).ravel()),
+    ]
   return '\n'.join(lines) + '\n'
 
 
@@ -49,24 +54,35 @@ def _brightness(frame: int) -> int:
   return 20 * frame % 250 + 5
 
 
-def _write_train(manual_dir: str, rng, file_cameras=(0, 1, 2), videos=(0, 2),
-                 calibration_cameras=(0, 1, 2)) -> dict[int, np.ndarray]:
+def _write_train(
+  manual_dir: str, rng, file_cameras=(0, 1, 2), videos=(0, 2), calibration_cameras=(0, 1, 2)
+) -> dict[int, np.ndarray]:
   """S1/Seq1 with annot.mat, camera.calibration and videos; returns {camera: (F, 28, 3) mm}."""
   folder = os.path.join(manual_dir, 'S1', 'Seq1')
   os.makedirs(os.path.join(folder, 'imageSequence'))
   poses = {c: _poses(rng, _FRAMES) for c in file_cameras}
   cell = lambda rows: np.array([[r] for r in rows] + [[None]], dtype=object)[:-1]
-  scipy.io.savemat(os.path.join(folder, 'annot.mat'), {
-      'annot2': cell([geometry.project(poses[c], _INTRINSICS).reshape(_FRAMES, 56)
-                      for c in file_cameras]),
+  scipy.io.savemat(
+    os.path.join(folder, 'annot.mat'),
+    {
+      'annot2': cell(
+        [geometry.project(poses[c], _INTRINSICS).reshape(_FRAMES, 56) for c in file_cameras]
+      ),
       'annot3': cell([poses[c].reshape(_FRAMES, 84) for c in file_cameras]),
       'univ_annot3': cell([poses[c].reshape(_FRAMES, 84) * 0.9 for c in file_cameras]),
-      'cameras': np.array([file_cameras]), 'frames': np.arange(_FRAMES)[:, None]})
+      'cameras': np.array([file_cameras]),
+      'frames': np.arange(_FRAMES)[:, None],
+    },
+  )
   with open(os.path.join(folder, 'camera.calibration'), 'w') as f:
     f.write(_calibration(calibration_cameras))
   for camera in videos:
-    writer = cv2.VideoWriter(os.path.join(folder, 'imageSequence', f'video_{camera}.avi'),
-                             cv2.VideoWriter_fourcc(*'MJPG'), 25, _SIZE)
+    writer = cv2.VideoWriter(
+      os.path.join(folder, 'imageSequence', f'video_{camera}.avi'),
+      cv2.VideoWriter_fourcc(*'MJPG'),
+      25,
+      _SIZE,
+    )
     for frame in range(_FRAMES):
       writer.write(np.full((_SIZE[1], _SIZE[0], 3), _brightness(frame), np.uint8))
     writer.release()
@@ -85,10 +101,13 @@ def _write_test(manual_dir: str, rng, valid=(1, 0, 1, 1)) -> np.ndarray:
     f['valid_frame'] = np.array(valid, np.float64)
     f['activity_annotation'] = np.full(len(valid), 3.0)
   for i in range(len(valid)):
-    cv2.imwrite(os.path.join(folder, 'imageSequence', f'img_{i + 1:06d}.jpg'),
-                np.full((_SIZE[1], _SIZE[0], 3), _brightness(i), np.uint8))
-  cameras = {f'TS{n}': {'f': _INTRINSICS[:2, None], 'c': _INTRINSICS[2:, None]}
-             for n in m3.TEST_SEQUENCES}
+    cv2.imwrite(
+      os.path.join(folder, 'imageSequence', f'img_{i + 1:06d}.jpg'),
+      np.full((_SIZE[1], _SIZE[0], 3), _brightness(i), np.uint8),
+    )
+  cameras = {
+    f'TS{n}': {'f': _INTRINSICS[:2, None], 'c': _INTRINSICS[2:, None]} for n in m3.TEST_SEQUENCES
+  }
   with open(os.path.join(manual_dir, 'cameras_test.pkl'), 'wb') as f:
     pickle.dump(cameras, f)
   return poses
@@ -96,8 +115,10 @@ def _write_test(manual_dir: str, rng, valid=(1, 0, 1, 1)) -> np.ndarray:
 
 def _records(builder, split: str) -> list[dict]:
   source = builder.as_data_source(split, decoders={'image': tfds.decode.SkipDecoding()})
-  return [{k: v.decode() if isinstance(v, bytes) and k != 'image' else v
-           for k, v in source[i].items()} for i in range(len(source))]
+  return [
+    {k: v.decode() if isinstance(v, bytes) and k != 'image' else v for k, v in source[i].items()}
+    for i in range(len(source))
+  ]
 
 
 def _check_projection(record: dict):
@@ -115,13 +136,15 @@ def test_build_train_and_test(tmp_path):
   train_poses = _write_train(manual_dir, rng)
   test_poses = _write_test(manual_dir, rng)
   config = m3.MpiInf3dhpConfig(name='tiny', crop_size=64, frame_stride=5, cameras=(0, 2))
-  builder = m3.MpiInf3dhp(config=config, data_dir=str(tmp_path / 'tfds'),
-                          file_format='array_record')
+  builder = m3.MpiInf3dhp(
+    config=config, data_dir=str(tmp_path / 'tfds'), file_format='array_record'
+  )
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
 
   train = _records(builder, 'train')
   assert [(r['camera'], int(r['frame'])) for r in train] == [
-      (c, f) for c in ('0', '2') for f in (0, 5, 10)]
+    (c, f) for c in ('0', '2') for f in (0, 5, 10)
+  ]
   for record in train:
     camera, frame = int(record['camera']), int(record['frame'])
     assert record['image_name'] == f'S1/Seq1/imageSequence/video_{camera}.avi@{frame:06d}'
@@ -147,13 +170,13 @@ def test_build_train_and_test(tmp_path):
     _check_projection(record)
     pose28 = np.zeros((28, 3))
     pose28[list(joints.MPI_INF_3DHP_TEST_JOINTS)] = test_poses[frame]
-    np.testing.assert_allclose(record['joints_3d'], joints.MPII_FROM_3DHP(pose28, np.ones(28))[0],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+      record['joints_3d'], joints.MPII_FROM_3DHP(pose28, np.ones(28))[0], rtol=1e-6
+    )
     assert record['eval_mask'].sum() == (0 if frame == 1 else 16)  # frame 1 is invalid
     crop = features.decode_jpeg(record['image'])
     assert abs(np.median(crop[24:40, 24:40]) - _brightness(frame)) < 4
-  assert builder.report['test']['counts'][
-      'invalid frames (kept, excluded from 3D metrics)'] == 1
+  assert builder.report['test']['counts']['invalid frames (kept, excluded from 3D metrics)'] == 1
   assert builder.report['train']['counts']['written'] == 6
 
 
@@ -166,8 +189,9 @@ def test_missing_video_frames_are_counted(tmp_path):
   contents['frames'] = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 11])[:, None]
   scipy.io.savemat(path, {k: v for k, v in contents.items() if not k.startswith('__')})
   config = m3.MpiInf3dhpConfig(name='tiny', crop_size=64, frame_stride=5, cameras=(0, 2))
-  builder = m3.MpiInf3dhp(config=config, data_dir=str(tmp_path / 'tfds'),
-                          file_format='array_record', allow_missing=True)
+  builder = m3.MpiInf3dhp(
+    config=config, data_dir=str(tmp_path / 'tfds'), file_format='array_record', allow_missing=True
+  )
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   counts = builder.report['train']['counts']
   assert counts == {'written': 2, 'missing image': 3, 'unreadable image': 1}, counts
@@ -203,11 +227,13 @@ def _real(real: str, split: str):
   with open(os.path.join(real, f'cameras_{split}.pkl'), 'rb') as f:
     cameras = pickle.load(f)
   names = [str(n) for n in data['imgname']]
-  intrinsics = np.stack([np.ravel([cameras[n.rsplit('_', 1)[0]][k] for k in 'fc'])
-                         for n in names])
+  intrinsics = np.stack([np.ravel([cameras[n.rsplit('_', 1)[0]][k] for k in 'fc']) for n in names])
   uv, xyz = np.zeros((len(names), 28, 2)), np.zeros((len(names), 28, 3))
   # mmpose's 17 joints are the test joints in TEST_JOINTS order; S is in metres.
-  uv[:, joints.MPI_INF_3DHP_TEST_JOINTS], xyz[:, joints.MPI_INF_3DHP_TEST_JOINTS] = data['part'][..., :2], data['S'][..., :3] * 1000
+  uv[:, joints.MPI_INF_3DHP_TEST_JOINTS], xyz[:, joints.MPI_INF_3DHP_TEST_JOINTS] = (
+    data['part'][..., :2],
+    data['S'][..., :3] * 1000,
+  )
   mask = np.zeros((len(names), 28))
   mask[:, list(joints.MPI_INF_3DHP_TEST_JOINTS)] = 1
   return names, intrinsics, uv, xyz, mask
@@ -265,8 +291,12 @@ def real_test_build(tmp_path_factory):
     folder = manual_dir / 'mpi_inf_3dhp_test_set' / sequence
     (folder / 'imageSequence').mkdir(parents=True)
     os.symlink(os.path.join(real, str(name)), folder / 'imageSequence' / f'img_{number}.jpg')
-    fields = {'annot2': np.zeros((frame + 1, 1, 17, 2)), 'annot3': np.zeros((frame + 1, 1, 17, 3)),
-              'valid_frame': np.zeros(frame + 1), 'activity_annotation': np.ones(frame + 1)}
+    fields = {
+      'annot2': np.zeros((frame + 1, 1, 17, 2)),
+      'annot3': np.zeros((frame + 1, 1, 17, 3)),
+      'valid_frame': np.zeros(frame + 1),
+      'activity_annotation': np.ones(frame + 1),
+    }
     fields['annot2'][frame, 0], fields['annot3'][frame, 0] = part[:, :2], pose[:, :3] * 1000
     fields['valid_frame'][frame] = 1
     fields['univ_annot3'] = fields['annot3'] * UNIV_SCALE
@@ -276,10 +306,12 @@ def real_test_build(tmp_path_factory):
     expected[sequence] = (frame, part[:, :2], pose[:, :3] * 1000)
   os.symlink(os.path.join(real, 'cameras_test.pkl'), manual_dir / 'cameras_test.pkl')
   data_dir = str(tmp_path_factory.mktemp('tfds'))
-  builder = m3.MpiInf3dhp(config='small', data_dir=data_dir, file_format='array_record',
-                          allow_missing=True)
+  builder = m3.MpiInf3dhp(
+    config='small', data_dir=data_dir, file_format='array_record', allow_missing=True
+  )
   builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+    download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir))
+  )
   return builder, expected, data_dir
 
 
@@ -307,10 +339,11 @@ def test_real_test_frames_build_from_the_release_layout(real_test_build):
     # The crop holds the person: every joint inside it, on image content (not the black border).
     crop = features.decode_jpeg(record['image'])
     in_crop = geometry.transform_points(
-        geometry.invert_affine(record['crop_to_image'].astype(np.float64)), record['joints_2d'])
+      geometry.invert_affine(record['crop_to_image'].astype(np.float64)), record['joints_2d']
+    )
     assert np.all((in_crop[inside] > 0) & (in_crop[inside] < crop.shape[0] - 1))
     for x, y in np.round(in_crop[inside]).astype(int):
-      assert crop[max(y - 2, 0):y + 3, max(x - 2, 0):x + 3].max() > 20, (x, y)
+      assert crop[max(y - 2, 0) : y + 3, max(x - 2, 0) : x + 3].max() > 20, (x, y)
 
 
 def _test_joints_28(points17: np.ndarray) -> np.ndarray:
@@ -330,8 +363,8 @@ def test_real_test_frames_oracle_reproduces_the_scored_labels(real_test_build, p
   scored univ_annot3 labels: lifted in annot3's geometry, then brought to the scored size."""
   ref = datasets.DatasetRef('mpi_inf_3dhp/small', 'test', real_test_build[2])
   r = oracle_predictions(ref, projected_2d=projected_2d)
-  np.testing.assert_allclose(evaluate.label_scale(r), UNIV_SCALE, rtol=1e-5)
-  pred = evaluate.lift(r, geometry.transform_points(r['input_to_image'], r['pred_xy']))
+  np.testing.assert_allclose(scoring.label_scale(r), UNIV_SCALE, rtol=1e-5)
+  pred = scoring.lift(r, geometry.transform_points(r['input_to_image'], r['pred_xy']))
   gt = r['eval_joints_3d'] - r['eval_joints_3d'][:, :1]
   # The 15 directly predicted joints of each frame, less TS2's wrists: they lie outside its
   # image, so they have no 2D label and their 3D label is not stored either.

@@ -10,18 +10,19 @@ import shutil
 import subprocess
 import sys
 
+from conftest import realdata_dir
+from conftest import tiny_config
 import cv2
 from flax import nnx
 import grain
 import numpy as np
 import pytest
 
-from conftest import realdata_dir, tiny_config
 from hpe_jax import inference
 from hpe_jax import joints
-from hpe_jax import predict
-from hpe_jax import visualize
-from hpe_jax.training import checkpoint
+from hpe_jax.inference import image_files
+from hpe_jax.inference import visualize
+from hpe_jax.storage import checkpoint
 from hpe_jax.training import step as step_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,8 +38,9 @@ def _make_run(workdir: str, depth: bool) -> str:
   _, state = step_lib.init_state(config)
   mngr = checkpoint.manager(os.path.join(workdir, 'checkpoints'))
   data_iterator = iter(grain.MapDataset.range(1).to_iter_dataset())
-  checkpoint.save(mngr, 1, {name: nnx.to_pure_dict(part) for name, part in state.items()},
-                  data_iterator)
+  checkpoint.save(
+    mngr, 1, {name: nnx.to_pure_dict(part) for name, part in state.items()}, data_iterator
+  )
   mngr.wait_until_finished()
   mngr.close()
   return workdir
@@ -73,16 +75,26 @@ def cli_run(tmp_path_factory):
   boxed = str(directory / 'boxed.jpg')
   shutil.copyfile(photo, boxed)
   process = subprocess.run(
-      _predict_command(workdir, photo, boxed, '--bbox=none', '--bbox=' + ','.join(map(str, BOX))),
-      capture_output=True, text=True, cwd=REPO)
+    _predict_command(workdir, photo, boxed, '--bbox=none', '--bbox=' + ','.join(map(str, BOX))),
+    capture_output=True,
+    text=True,
+    cwd=REPO,
+  )
   assert process.returncode == 0, process.stderr
-  outputs = [predict.output_paths(os.path.join(workdir, 'predictions'), p) for p in (photo, boxed)]
+  outputs = [
+    image_files.output_paths(os.path.join(workdir, 'predictions'), p) for p in (photo, boxed)
+  ]
   records = []
   for files in outputs:
     with open(files['json']) as f:
       records.append(json.load(f))
-  return {'workdir': workdir, 'images': (photo, boxed), 'outputs': outputs, 'records': records,
-          'stdout': process.stdout}
+  return {
+    'workdir': workdir,
+    'images': (photo, boxed),
+    'outputs': outputs,
+    'records': records,
+    'stdout': process.stdout,
+  }
 
 
 def test_cli_writes_overlay_3d_plot_and_json_per_image_and_says_where(cli_run):
@@ -100,18 +112,27 @@ def test_json_joints_equal_the_predictor_on_the_same_image(cli_run):
     expected = predictor.predict(_read_rgb(image), box)
     assert list(record['joints_2d']) == list(joints.MPII16)
     assert list(record['joints_3d']) == list(joints.MPII16)
-    np.testing.assert_allclose([[j['x'], j['y']] for j in record['joints_2d'].values()],
-                               expected['joints_2d'], rtol=0, atol=1e-4)
-    np.testing.assert_allclose([j['score'] for j in record['joints_2d'].values()],
-                               expected['scores'], rtol=0, atol=1e-6)
-    np.testing.assert_allclose([[j['x'], j['y'], j['z']] for j in record['joints_3d'].values()],
-                               expected['joints_3d'], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(
+      [[j['x'], j['y']] for j in record['joints_2d'].values()],
+      expected['joints_2d'],
+      rtol=0,
+      atol=1e-4,
+    )
+    np.testing.assert_allclose(
+      [j['score'] for j in record['joints_2d'].values()], expected['scores'], rtol=0, atol=1e-6
+    )
+    np.testing.assert_allclose(
+      [[j['x'], j['y'], j['z']] for j in record['joints_3d'].values()],
+      expected['joints_3d'],
+      rtol=0,
+      atol=1e-3,
+    )
 
 
 def _distance_to_segments(points, starts, ends):
   """(P, 2) points, (S, 2) segment ends -> (P,) distance of each point to the nearest segment."""
   direction = ends - starts
-  length2 = np.maximum((direction ** 2).sum(-1), 1e-12)
+  length2 = np.maximum((direction**2).sum(-1), 1e-12)
   t = np.clip(((points[:, None] - starts) * direction).sum(-1) / length2, 0, 1)
   nearest = starts + t[..., None] * direction
   return np.linalg.norm(points[:, None] - nearest, axis=-1).min(1)
@@ -162,17 +183,22 @@ def test_3d_joints_are_root_relative_with_the_canonical_limb_sum(cli_run):
     assert f'{canonical:.2f} mm' in record['scale_rule']
 
 
-@pytest.mark.parametrize('args, message', [
+@pytest.mark.parametrize(
+  'args, message',
+  [
     (('missing.jpg',), 'error: missing.jpg: no such image file'),
     (('README.md',), 'error: README.md: cannot be read as an image'),
     (('README.md', '--bbox=1,2,3'), 'error: --bbox=1,2,3 is not x,y,w,h'),
     (('README.md', '--bbox=1,2,0,4'), 'error: --bbox=1,2,0,4 has no area'),
     (('a.jpg', 'b.jpg', 'c.jpg', '--bbox=1,2,3,4', '--bbox=none'), 'error: 2 boxes for 3 images'),
-], ids=['missing', 'not-an-image', 'bbox-3-numbers', 'bbox-no-area', 'bbox-count'])
+  ],
+  ids=['missing', 'not-an-image', 'bbox-3-numbers', 'bbox-no-area', 'bbox-count'],
+)
 def test_bad_images_and_boxes_fail_with_one_line_and_exit_code_2(args, message):
   # No run needed: these are checked before the model loads.
-  process = subprocess.run(_predict_command('runs/none', *args), capture_output=True, text=True,
-                           cwd=REPO)
+  process = subprocess.run(
+    _predict_command('runs/none', *args), capture_output=True, text=True, cwd=REPO
+  )
   assert process.returncode == 2
   assert process.stderr.startswith(message) and process.stderr.count('\n') == 1, process.stderr
 
@@ -183,18 +209,50 @@ def test_two_images_whose_outputs_would_collide_are_refused_before_loading(tmp_p
     cv2.imwrite(str(tmp_path / folder / 'photo.png'), np.zeros((8, 8, 3), np.uint8))
   paths = [str(tmp_path / 'a' / 'photo.png'), str(tmp_path / 'b' / 'photo.png')]
   with pytest.raises(ValueError, match='would both write .*photo.json'):
-    predict.predict_files(str(tmp_path / 'no_run'), paths, out_dir=str(tmp_path / 'out'))
+    image_files.predict_files(str(tmp_path / 'no_run'), paths, out_dir=str(tmp_path / 'out'))
 
 
 def test_a_2d_only_run_writes_the_overlay_and_2d_json_and_says_3d_needs_fine_tuning(tmp_path):
   workdir = _make_run(str(tmp_path / 'run2d'), depth=False)
   image = _photo(str(tmp_path))
   out_dir = str(tmp_path / 'out')
-  [result] = predict.predict_files(workdir, [image], [BOX], out_dir=out_dir)
+  [result] = image_files.predict_files(workdir, [image], [BOX], out_dir=out_dir)
   assert result['files']['3d'] is None
   assert sorted(os.listdir(out_dir)) == sorted(
-      os.path.basename(p) for p in (result['files']['2d'], result['files']['json']))
+    os.path.basename(p) for p in (result['files']['2d'], result['files']['json'])
+  )
   with open(result['files']['json']) as f:
     record = json.load(f)
   assert record == result['record'] and record['joints_3d'] is None
   assert 'fine-tuned' in record['note_3d'] and len(record['joints_2d']) == joints.NUM_JOINTS
+
+
+def test_an_out_dir_that_cannot_be_created_fails_with_one_line_naming_it(tmp_path):
+  workdir = _make_run(str(tmp_path / 'run'), depth=False)
+  image = _photo(str(tmp_path))
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a directory')
+  out_dir = str(blocker / 'out')
+  process = subprocess.run(
+    _predict_command(workdir, image, f'--out_dir={out_dir}'),
+    capture_output=True,
+    text=True,
+    cwd=REPO,
+  )
+  assert process.returncode == 2, process.stderr
+  assert process.stderr.startswith(
+    f'error: --out_dir={out_dir} cannot be created (Not a directory)'
+  ), process.stderr
+  assert process.stderr.count('\n') == 1 and not os.path.exists(out_dir)
+
+
+def test_inference_imports_nothing_of_training():
+  """The dependency runs one way: training uses inference's predict step, never the reverse."""
+  code = (
+    'import sys; import hpe_jax.inference, hpe_jax.evaluation.trained_run; '
+    'print(sorted(m for m in sys.modules if m.startswith("hpe_jax.training")))'
+  )
+  process = subprocess.run(
+    [sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO, check=True
+  )
+  assert process.stdout.strip() == '[]'

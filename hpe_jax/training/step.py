@@ -1,4 +1,5 @@
-"""The jit-compiled train and predict steps.
+"""The jit-compiled train step, compiled beside inference's predict step (inference/readout.py)
+for the periodic evaluation.
 
 The model and optimiser are split once into static graph definitions and array state; the steps
 are plain `jax.jit` functions of that state (no per-step graph traversal), with the state
@@ -14,18 +15,15 @@ import functools
 from flax import nnx
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from hpe_jax import default_config
-from hpe_jax import joints
 from hpe_jax import losses
 from hpe_jax import models
 from hpe_jax import targets
+from hpe_jax.inference import readout
+from hpe_jax.models import interface
+from hpe_jax.models import xla_cpu
 from hpe_jax.training import optimizer as optimizer_lib
-
-_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
-_IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,37 +46,28 @@ class GraphDefs:
 
 def init_state(config) -> tuple[GraphDefs, dict]:
   """Builds the model and optimiser `config` describes -> (graph defs, state {'model',
-  'optimizer'}). Model config errors are raised as ConfigError."""
-  try:
-    model = models.create_model(config.model, with_depth=config.model.depth,
-                                rngs=nnx.Rngs(config.seed))
-  except ValueError as e:  # the model validates its fields; report them as config errors
-    raise default_config.ConfigError(str(e)) from e
+  'optimizer'}), for a config that passed `default_config.validate`."""
+  model = models.create_model(
+    config.model, with_depth=config.model.depth, rngs=nnx.Rngs(config.seed)
+  )
   optimizer = nnx.Optimizer(model, optimizer_lib.make_optimizer(config.train), wrt=nnx.Param)
   model.eval()
   eval_model_def = nnx.graphdef(model)
   model.train()
   model_def, model_state = nnx.split(model)
   optimizer_def, optimizer_state = nnx.split(optimizer)
-  return (GraphDefs(model_def, eval_model_def, optimizer_def),
-          {'model': model_state, 'optimizer': optimizer_state})
+  return (
+    GraphDefs(model_def, eval_model_def, optimizer_def),
+    {'model': model_state, 'optimizer': optimizer_state},
+  )
 
 
 def loss_config(config) -> LossConfig:
-  return LossConfig(sigma=config.data.sigma, depth_weight=config.train.depth_weight,
-                    geometric_weight=config.train.geometric_weight)
-
-
-def normalize_images(images: jax.Array, dtype) -> jax.Array:
-  """(B, H, W, 3) uint8 RGB -> ImageNet-normalised `dtype` (done on the device: 4x less to ship)."""
-  return ((images.astype(jnp.float32) - _IMAGENET_MEAN) / _IMAGENET_STD).astype(dtype)
-
-
-def predicted_depth(outputs: dict, xy_hm: jax.Array) -> jax.Array | None:
-  """(B, J) depth in crop units: read from the depth map at `xy_hm`, or the regressed vector."""
-  if 'depth_map' in outputs:
-    return targets.gather_at(outputs['depth_map'], xy_hm)
-  return outputs.get('depth')
+  return LossConfig(
+    sigma=config.data.sigma,
+    depth_weight=config.train.depth_weight,
+    geometric_weight=config.train.geometric_weight,
+  )
 
 
 def compute_losses(outputs: dict, batch: dict, config: LossConfig) -> tuple[jax.Array, dict]:
@@ -98,19 +87,29 @@ def compute_losses(outputs: dict, batch: dict, config: LossConfig) -> tuple[jax.
   heatmap = sum(losses.heatmap_loss(h * weight, target) for h in heatmaps)
   metrics = {'heatmap_loss': heatmap}
   total = heatmap
-  depth = predicted_depth(outputs, xy_hm)
+  depth = interface.predicted_depth(outputs, xy_hm)
   if depth is not None:
     has_3d = batch['has_3d']
     metrics['depth_loss'] = losses.depth_loss(depth, batch['depth'], inside * has_3d[:, None])
     metrics['geometric_loss'] = losses.geometric_loss(xy_hm / size, depth, inside, ~has_3d)
-    total = (total + config.depth_weight * metrics['depth_loss']
-             + config.geometric_weight * metrics['geometric_loss'])
+    total = (
+      total
+      + config.depth_weight * metrics['depth_loss']
+      + config.geometric_weight * metrics['geometric_loss']
+    )
   metrics['loss'] = total
   return total, metrics
 
 
-def train_step(model_def: nnx.GraphDef, optimizer_def: nnx.GraphDef, state: dict, batch: dict,
-               *, loss_config: LossConfig, dtype) -> tuple[dict, dict]:
+def train_step(
+  model_def: nnx.GraphDef,
+  optimizer_def: nnx.GraphDef,
+  state: dict,
+  batch: dict,
+  *,
+  loss_config: LossConfig,
+  dtype,
+) -> tuple[dict, dict]:
   """One optimisation step. state = {'model': ..., 'optimizer': ...} -> (new state, metrics).
 
   metrics['finite'] says whether the loss, the gradient norm and the whole new state are finite:
@@ -118,7 +117,7 @@ def train_step(model_def: nnx.GraphDef, optimizer_def: nnx.GraphDef, state: dict
   """
   model = nnx.merge(model_def, state['model'])
   optimizer = nnx.merge(optimizer_def, state['optimizer'])
-  images = normalize_images(batch['image'], dtype)
+  images = interface.normalize_images(batch['image'], dtype)
 
   def loss_fn(model):
     return compute_losses(model(images), batch, loss_config)
@@ -128,73 +127,20 @@ def train_step(model_def: nnx.GraphDef, optimizer_def: nnx.GraphDef, state: dict
   optimizer.update(model, grads)
   metrics['grad_norm'] = optax.tree.norm(grads)
   new_state = {'model': nnx.state(model), 'optimizer': nnx.state(optimizer)}
-  metrics['finite'] = (jnp.isfinite(metrics['loss']) & jnp.isfinite(metrics['grad_norm'])
-                       & all_finite(new_state))
+  metrics['finite'] = (
+    jnp.isfinite(metrics['loss']) & jnp.isfinite(metrics['grad_norm']) & all_finite(new_state)
+  )
   return new_state, metrics
 
 
 def all_finite(tree) -> jax.Array:
   """() bool: every floating-point value in `tree` is finite."""
-  checks = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree)
-            if jnp.issubdtype(jnp.result_type(x), jnp.floating)]
+  checks = [
+    jnp.isfinite(x).all()
+    for x in jax.tree.leaves(tree)
+    if jnp.issubdtype(jnp.result_type(x), jnp.floating)
+  ]
   return jnp.stack(checks).all() if checks else jnp.bool_(True)
-
-
-def unmirror_outputs(outputs: dict) -> dict:
-  """The model's outputs on a mirrored image -> outputs for the original image: maps flipped
-  back along x (pixel centres map onto pixel centres, so this is exact) and left/right joints
-  swapped. Depth is unchanged by a mirror in x. Maps are (..., h, w, J), depth vectors (..., J)."""
-  unmirrored = {}
-  for key, value in outputs.items():
-    if value.ndim >= 4:  # heatmaps (S, B, h, w, J) and depth maps (B, h, w, J)
-      value = value[..., ::-1, :]
-    unmirrored[key] = value[..., joints.MPII_FLIP]
-  return unmirrored
-
-
-def predict_step(model_def: nnx.GraphDef, model_state, images: jax.Array, *, dtype,
-                 flip_test: bool = False, subpixel: bool = True) -> dict:
-  """Inference: heatmap peaks as input-image pixels `pred_xy` (B, J, 2), their heatmap values
-  `pred_peak` (B, J), and `pred_depth` (B, J) in crop units read at those peaks (models with
-  depth).
-
-  flip_test: also run the mirrored images and average both predictions (`unmirror_outputs`).
-  subpixel: refine each peak by a quarter pixel towards its higher neighbour
-  (targets.heatmap_peaks); False: the plain argmax.
-  """
-  model = nnx.merge(model_def, model_state)
-  outputs = model(normalize_images(images, dtype))
-  outputs = {k: v for k, v in outputs.items() if k in ('heatmaps', 'depth_map', 'depth')}
-  outputs['heatmaps'] = outputs['heatmaps'][-1]
-  if flip_test:
-    mirrored = model(normalize_images(images[:, :, ::-1], dtype))
-    mirrored = unmirror_outputs({k: mirrored[k][-1] if k == 'heatmaps' else mirrored[k]
-                                 for k in outputs})
-    outputs = jax.tree.map(lambda a, b: (a + b) / 2, outputs, mirrored)
-  heatmaps = outputs['heatmaps']
-  xy_hm, peak = targets.heatmap_peaks(heatmaps, subpixel=subpixel)
-  prediction = {
-      'pred_xy': targets.heatmap_to_input(xy_hm, images.shape[1] / heatmaps.shape[1]),
-      'pred_peak': peak}
-  depth = predicted_depth(outputs, xy_hm)
-  if depth is not None:
-    prediction['pred_depth'] = depth
-  return prediction
-
-
-# XLA:CPU (jax 0.10.2) hands convolutions to YNNPACK by default, whose kernels ran 1.5-2.5x
-# slower than XLA's Eigen ones on our CPU (ResNet-18 layer by layer, forward and gradients):
-# keep YNNPACK for the dots and reductions (BatchNorm statistics), where it is the faster.
-# ResNet-18, 128 px, batch 8: 274 -> 218-226 ms per train step (BENCHMARKS.md). A jaxlib that
-# drops the option fails at compilation, naming it (tests/test_train.py checks it).
-_CPU_COMPILER_OPTIONS = {
-    'xla_cpu_experimental_ynn_fusion_type':
-        'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
-
-
-def compiler_options(mesh) -> dict[str, str]:
-  """XLA options for the steps compiled for `mesh`'s platform."""
-  return dict(_CPU_COMPILER_OPTIONS) if mesh.devices.flat[0].platform == 'cpu' else {}
 
 
 def jit_steps(defs: GraphDefs, state: dict, mesh, config):
@@ -205,18 +151,14 @@ def jit_steps(defs: GraphDefs, state: dict, mesh, config):
   state_sharding = jax.tree.map(lambda _: replicated, state)
   dtype = jnp.dtype(config.model.dtype)
   train = jax.jit(
-      functools.partial(train_step, defs.model, defs.optimizer, loss_config=loss_config(config),
-                        dtype=dtype),
-      donate_argnums=0, out_shardings=(state_sharding, replicated),
-      compiler_options=compiler_options(mesh))
-  predict = jit_predict(defs.eval_model, mesh, dtype, flip_test=config.eval.flip_test,
-                        subpixel=config.eval.subpixel)
+    functools.partial(
+      train_step, defs.model, defs.optimizer, loss_config=loss_config(config), dtype=dtype
+    ),
+    donate_argnums=0,
+    out_shardings=(state_sharding, replicated),
+    compiler_options=xla_cpu.compiler_options(mesh),
+  )
+  predict = readout.jit_predict(
+    defs.eval_model, mesh, dtype, flip_test=config.eval.flip_test, subpixel=config.eval.subpixel
+  )
   return train, predict
-
-
-def jit_predict(eval_model_def: nnx.GraphDef, mesh, dtype, **options):
-  """predict_step compiled for `mesh` (images split along 'data', prediction replicated)."""
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  return jax.jit(functools.partial(predict_step, eval_model_def, dtype=jnp.dtype(dtype),
-                                   **options), out_shardings=replicated,
-                 compiler_options=compiler_options(mesh))

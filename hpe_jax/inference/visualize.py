@@ -1,6 +1,6 @@
 """Pictures of predicted poses: the 2D skeleton over the image, the 3D skeleton from two sides.
 
-  from hpe_jax import visualize
+  from hpe_jax.inference import visualize
   overlay = visualize.draw_2d(image, result['joints_2d'], result['scores'])  # (H, W, 3) RGB
   visualize.plot_3d(result['joints_3d'], 'pose_3d.png')
 
@@ -11,8 +11,8 @@ the person's left).
 from __future__ import annotations
 
 import cv2
-from matplotlib.backends import backend_agg
 from matplotlib import figure
+from matplotlib.backends import backend_agg
 import numpy as np
 
 from hpe_jax import joints
@@ -47,8 +47,12 @@ def marker_radius(image_shape) -> int:
   return line_width(image_shape) + 2
 
 
-def draw_2d(image: np.ndarray, joints_2d: np.ndarray, scores: np.ndarray,
-            min_score: float = MIN_CONFIDENT_SCORE) -> np.ndarray:
+def draw_2d(
+  image: np.ndarray,
+  joints_2d: np.ndarray,
+  scores: np.ndarray,
+  min_score: float = MIN_CONFIDENT_SCORE,
+) -> np.ndarray:
   """The skeleton drawn over a copy of the image.
 
   Args:
@@ -65,24 +69,34 @@ def draw_2d(image: np.ndarray, joints_2d: np.ndarray, scores: np.ndarray,
   width = line_width(canvas.shape)
   radius = marker_radius(canvas.shape)
   confident = np.asarray(scores) >= min_score
-  points = [tuple(int(v) for v in np.round(p * (1 << _SHIFT_BITS)))
-            for p in np.asarray(joints_2d, np.float64)]
+  points = [
+    tuple(int(v) for v in np.round(p * (1 << _SHIFT_BITS)))
+    for p in np.asarray(joints_2d, np.float64)
+  ]
   for parent, child in joints.BONES:
     bone_width = width if confident[parent] and confident[child] else max(1, width // 2)
-    cv2.line(canvas, points[parent], points[child], SIDE_RGB[side((parent, child))], bone_width,
-             cv2.LINE_AA, _SHIFT_BITS)
+    cv2.line(
+      canvas,
+      points[parent],
+      points[child],
+      SIDE_RGB[side((parent, child))],
+      bone_width,
+      cv2.LINE_AA,
+      _SHIFT_BITS,
+    )
   for index, point in enumerate(points):
     fill = cv2.FILLED if confident[index] else max(1, width // 2)
-    cv2.circle(canvas, point, radius << _SHIFT_BITS, SIDE_RGB[side(index)], fill, cv2.LINE_AA,
-               _SHIFT_BITS)
+    cv2.circle(
+      canvas, point, radius << _SHIFT_BITS, SIDE_RGB[side(index)], fill, cv2.LINE_AA, _SHIFT_BITS
+    )
   return canvas
 
 
 # The two orthographic views of plot_3d: (title, horizontal axis, its label). The vertical axis is
 # always up (-y); the camera looks along +z.
 _VIEWS = (
-    ('front (as the camera sees it)', 0, 'x, right (mm)'),
-    ('side (camera on the left)', 2, 'z, away from the camera (mm)'),
+  ('front (as the camera sees it)', 0, 'x, right (mm)'),
+  ('side (camera on the left)', 2, 'z, away from the camera (mm)'),
 )
 
 
@@ -91,7 +105,7 @@ def plot_3d(joints_3d: np.ndarray, path: str, title: str | None = None) -> None:
 
   Args:
     joints_3d: (16, 3) MPII-16 joints in mm: x right, y down, z away from the camera (as
-      inference.Predictor.predict gives them).
+      predictor.Predictor.predict gives them).
     path: the PNG to write.
     title: a line above both views.
   """
@@ -106,8 +120,13 @@ def plot_3d(joints_3d: np.ndarray, path: str, title: str | None = None) -> None:
     for side_name in SIDE_RGB:
       ax.plot([], [], color=np.array(SIDE_RGB[side_name]) / 255, label=side_name)
     for bone in joints.BONES:
-      ax.plot(pose[bone, axis], -pose[bone, 1], color=np.array(SIDE_RGB[side(bone)]) / 255,
-              linewidth=3, solid_capstyle='round')
+      ax.plot(
+        pose[bone, axis],
+        -pose[bone, 1],
+        color=np.array(SIDE_RGB[side(bone)]) / 255,
+        linewidth=3,
+        solid_capstyle='round',
+      )
     ax.scatter(pose[:, axis], -pose[:, 1], s=14, color='black', zorder=3)
     ax.set_xlim(centre[axis] - half_range, centre[axis] + half_range)
     ax.set_ylim(-centre[1] - half_range, -centre[1] + half_range)

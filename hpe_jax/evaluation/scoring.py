@@ -19,6 +19,7 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from hpe_jax import default_config
 from hpe_jax import geometry
 from hpe_jax import joints
 from hpe_jax import metrics
@@ -55,7 +56,7 @@ def mean_pose(ref_2d: datasets.DatasetRef | None, ref_3d: datasets.DatasetRef | 
     box_xy = _masked_mean(xy, labels['joints_mask'])
   if ref_3d is not None:
     labels = _labels(ref_3d, ('eval_joints_3d', 'eval_mask'))
-    pose = labels['eval_joints_3d'] - labels['eval_joints_3d'][:, joints.H36M_PELVIS:][:, :1]
+    pose = labels['eval_joints_3d'] - labels['eval_joints_3d'][:, joints.H36M_PELVIS :][:, :1]
     pose_3d = _masked_mean(pose, labels['eval_mask'])
   return MeanPose(box_xy, pose_3d)
 
@@ -64,7 +65,7 @@ def training_mean_pose(config) -> MeanPose:
   """`mean_pose` of the first 2D and first 3D training source of a run's config."""
   refs = []
   for role in ('2d', '3d'):
-    names = datasets.parse_list(config.data[f'train_{role}'])
+    names = default_config.parse_list(config.data[f'train_{role}'])
     refs.append(datasets.resolve(names[0], role, config.data.data_dir) if names else None)
   return mean_pose(*refs)
 
@@ -74,16 +75,19 @@ def _masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
   return (values * weight).sum(0) / np.maximum(weight.sum(0), 1)
 
 
-def _collect(predict, model_state, ref, config, sharding, log=None
-             ) -> tuple[dict[str, np.ndarray], float]:
-  """Runs the model over a split; -> every batch field and prediction, valid samples only, and
-  'images_per_s' (after the first batch, which includes compilation; NaN with one batch).
-  `log(line)` gets a progress line about every 10% of the batches."""
+def _collect(
+  predict, model_state, ref, config, sharding, batch_size: int, log=None
+) -> tuple[dict[str, np.ndarray], float]:
+  """Runs the model over a split in global batches of `batch_size`; -> every batch field and
+  prediction, valid samples only, and 'images_per_s' (after the first batch, which includes
+  compilation; NaN with one batch). `log(line)` gets a progress line about every 10% of the
+  batches."""
   parts = []
-  total = -(-pipeline.eval_size(ref, config.data.eval_limit) // config.train.batch_size)
+  total = -(-pipeline.eval_size(ref, config.data.eval_limit) // batch_size)
   start = None
-  for number, batch in enumerate(pipeline.eval_batches(ref, config,
-                                                       limit=config.data.eval_limit), 1):
+  for number, batch in enumerate(
+    pipeline.eval_batches(ref, config, batch_size=batch_size, limit=config.data.eval_limit), 1
+  ):
     images = pipeline.to_global({'image': batch.pop('image')}, sharding)['image']
     prediction = jax.tree.map(np.asarray, predict(model_state, images))
     batch = multihost_utils.process_allgather(batch, tiled=True)
@@ -91,27 +95,50 @@ def _collect(predict, model_state, ref, config, sharding, log=None
     if start is None:
       start = time.perf_counter()
     elif log and (number == total or number % max(total // 10, 1) == 0):
-      rate = (number - 1) * config.train.batch_size / (time.perf_counter() - start)
-      log(f'eval {ref}: batch {number}/{total} | {rate:.1f} img/s | ETA '
-          f'{(total - number) * config.train.batch_size / rate:.0f} s')
+      rate = (number - 1) * batch_size / (time.perf_counter() - start)
+      log(
+        f'eval {ref}: batch {number}/{total} | {rate:.1f} img/s | ETA '
+        f'{(total - number) * batch_size / rate:.0f} s'
+      )
   merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
   valid = merged.pop('valid')
   seconds = time.perf_counter() - start
-  rate = (len(parts) - 1) * config.train.batch_size / seconds if len(parts) > 1 else np.nan
+  rate = (len(parts) - 1) * batch_size / seconds if len(parts) > 1 else np.nan
   return {k: v[valid] for k, v in merged.items()}, rate
 
 
-def evaluate(predict, model_state, ref: datasets.DatasetRef, config, sharding,
-             baseline: MeanPose | None, log=None) -> dict:
+def evaluate(
+  predict,
+  model_state,
+  ref: datasets.DatasetRef,
+  config,
+  sharding,
+  baseline: MeanPose | None,
+  *,
+  batch_size: int,
+  log=None,
+) -> dict:
   """Runs the model over a split and scores it (`score`); adds 'images_per_s', the prediction
-  rate with the input pipeline. `log(line)` gets progress lines."""
-  collected, images_per_s = _collect(predict, model_state, ref, config, sharding, log)
+  rate with the input pipeline.
+
+  Args:
+    predict: predict(model_state, images (B, S, S, 3) uint8) -> `inference.predict_step`'s dict.
+    model_state: the model's weights, placed as `predict` expects.
+    ref: the split.
+    config: the run's config (data.image_size, data.eval_limit, data.threads).
+    sharding: where each global batch of images goes (split along the batch axis).
+    baseline: the training set's mean pose, or None.
+    batch_size: images per global batch, a multiple of the devices `sharding` spans.
+    log: log(line) gets progress lines.
+  """
+  collected, images_per_s = _collect(predict, model_state, ref, config, sharding, batch_size, log)
   results = score(collected, ref, config.data.image_size, baseline)
   return {**results, 'images_per_s': float(images_per_s)}
 
 
-def score(r: dict[str, np.ndarray], ref: datasets.DatasetRef, image_size: int,
-          baseline: MeanPose | None) -> dict:
+def score(
+  r: dict[str, np.ndarray], ref: datasets.DatasetRef, image_size: int, baseline: MeanPose | None
+) -> dict:
   """The metrics of a split's predictions.
 
   Args:
@@ -130,22 +157,27 @@ def score(r: dict[str, np.ndarray], ref: datasets.DatasetRef, image_size: int,
   has_torso = r['torso_size'] > 0
   results = {'num_examples': int(len(xy))}
   if has_torso.any():
-    results['pck'] = metrics.pck(xy, r['joints_2d'], r['joints_mask'], r['torso_size'],
-                                 PCK_THRESHOLD)['mean']
+    results['pck'] = metrics.pck(
+      xy, r['joints_2d'], r['joints_mask'], r['torso_size'], PCK_THRESHOLD
+    )['mean']
     if baseline is not None and baseline.box_xy is not None:
       mean_input = baseline.box_xy * image_size + image_size / 2 - 0.5
-      mean_xy = geometry.transform_points(r['input_to_image'],
-                                          np.broadcast_to(mean_input, xy.shape).copy())
-      results['pck_mean_pose'] = metrics.pck(mean_xy, r['joints_2d'], r['joints_mask'],
-                                             r['torso_size'], PCK_THRESHOLD)['mean']
+      mean_xy = geometry.transform_points(
+        r['input_to_image'], np.broadcast_to(mean_input, xy.shape).copy()
+      )
+      results['pck_mean_pose'] = metrics.pck(
+        mean_xy, r['joints_2d'], r['joints_mask'], r['torso_size'], PCK_THRESHOLD
+      )['mean']
   has_head = r['head_size'] > 0
   if has_head.any():  # MPII's PCKh@0.5
-    results['pckh'] = metrics.pckh(xy[has_head], r['joints_2d'][has_head],
-                                   r['joints_mask'][has_head], r['head_size'][has_head])['mean']
+    results['pckh'] = metrics.pckh(
+      xy[has_head], r['joints_2d'][has_head], r['joints_mask'][has_head], r['head_size'][has_head]
+    )['mean']
   has_3d = r['eval_mask'].sum(axis=1) > 0
   if 'pred_depth' in r and has_3d.any():
-    results.update(_score_3d({k: v[has_3d] for k, v in r.items()}, xy[has_3d], ref, image_size,
-                             baseline))
+    results.update(
+      _score_3d({k: v[has_3d] for k, v in r.items()}, xy[has_3d], ref, image_size, baseline)
+    )
   return {k: v if isinstance(v, (dict, int)) else float(v) for k, v in results.items()}
 
 
@@ -161,8 +193,12 @@ def lift(r: dict[str, np.ndarray], xy: np.ndarray) -> np.ndarray:
   """
   pinhole_xy = geometry.undistort_pixels(xy, r['intrinsics'], r['distortion'])
   pose = geometry.backproject_root_relative(
-      pinhole_xy, r['pred_depth'] * r['box_side'][:, None], r['intrinsics'],
-      r['joints_3d'][:, joints.PELVIS, 2], joints.PELVIS)
+    pinhole_xy,
+    r['pred_depth'] * r['box_side'][:, None],
+    r['intrinsics'],
+    r['joints_3d'][:, joints.PELVIS, 2],
+    joints.PELVIS,
+  )
   pose, _ = joints.H36M_FROM_MPII(pose, np.ones(pose.shape[:2]))
   return pose * label_scale(r)[:, None, None]
 
@@ -175,19 +211,27 @@ def label_scale(r: dict[str, np.ndarray]) -> np.ndarray:
   camera, camera_mask = joints.H36M_FROM_MPII_DIRECT(r['joints_3d'], r['joints_mask'])
   root = joints.H36M_PELVIS
   scored = r['eval_joints_3d']
-  return geometry.fit_scale(camera - camera[:, root:root + 1], scored - scored[:, root:root + 1],
-                            camera_mask * r['eval_mask'])
+  return geometry.fit_scale(
+    camera - camera[:, root : root + 1],
+    scored - scored[:, root : root + 1],
+    camera_mask * r['eval_mask'],
+  )
 
 
-def _score_3d(r: dict[str, np.ndarray], xy: np.ndarray, ref: datasets.DatasetRef,
-              image_size: int, baseline: MeanPose | None) -> dict:
+def _score_3d(
+  r: dict[str, np.ndarray],
+  xy: np.ndarray,
+  ref: datasets.DatasetRef,
+  image_size: int,
+  baseline: MeanPose | None,
+) -> dict:
   """3D metrics over the 17 Human3.6M joints the split labels, root-relative mm: those of
   `_metrics_3d`, 'mpjpe_15j' / 'pa_mpjpe_15j' (the 15 joints predicted directly, without the
   interpolated spine and nose), 'mpjpe_visible' / 'mpjpe_occluded', 'mpjpe_mean_pose' /
   'pa_mpjpe_mean_pose' (with a baseline) and, where the split names actions, 'per_action'
   {action: `_metrics_3d` and 'num_examples'}."""
   pred = lift(r, xy)
-  gt = r['eval_joints_3d'] - r['eval_joints_3d'][:, joints.H36M_PELVIS:][:, :1]
+  gt = r['eval_joints_3d'] - r['eval_joints_3d'][:, joints.H36M_PELVIS :][:, :1]
   mask, visible = r['eval_mask'], r['eval_visible']
   # The reference's orthographic prediction: heatmap x, y and depth, all in crop-side units.
   ortho = np.concatenate([r['pred_xy'] / image_size, r['pred_depth'][..., None]], axis=-1)
@@ -203,23 +247,33 @@ def _score_3d(r: dict[str, np.ndarray], xy: np.ndarray, ref: datasets.DatasetRef
   actions = _split_labels(ref, 'action')[r['index']]
   if any(actions):
     results['per_action'] = {
-        action: {**_metrics_3d(pred[actions == action], gt[actions == action],
-                               mask[actions == action], ortho[actions == action]),
-                 'num_examples': int((actions == action).sum())}
-        for action in sorted(set(actions))}
+      action: {
+        **_metrics_3d(
+          pred[actions == action],
+          gt[actions == action],
+          mask[actions == action],
+          ortho[actions == action],
+        ),
+        'num_examples': int((actions == action).sum()),
+      }
+      for action in sorted(set(actions))
+    }
   return results
 
 
-def _metrics_3d(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray,
-                ortho: np.ndarray) -> dict[str, float]:
+def _metrics_3d(
+  pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, ortho: np.ndarray
+) -> dict[str, float]:
   """MPJPE (P1), PA-MPJPE (P2), 3DPCK@150 mm and its AUC over 0-150 mm of pred against gt
   ((N, 17, 3) root-relative mm, mask (N, 17)), and the reference's legacy MPJPE of the
   orthographic MPII-16 prediction `ortho` (N, 16, 3) (`metrics.mpjpe_legacy`)."""
-  return {'mpjpe': metrics.mpjpe(pred, gt, mask=mask),
-          'pa_mpjpe': metrics.pa_mpjpe(pred, gt, mask=mask),
-          'mpjpe_legacy': metrics.mpjpe_legacy(ortho, gt, mask=mask),
-          'pck3d_150': metrics.pck_3d(pred, gt, 150.0, mask=mask),
-          'auc_3d': metrics.auc_3d(pred, gt, mask=mask)}
+  return {
+    'mpjpe': metrics.mpjpe(pred, gt, mask=mask),
+    'pa_mpjpe': metrics.pa_mpjpe(pred, gt, mask=mask),
+    'mpjpe_legacy': metrics.mpjpe_legacy(ortho, gt, mask=mask),
+    'pck3d_150': metrics.pck_3d(pred, gt, 150.0, mask=mask),
+    'auc_3d': metrics.auc_3d(pred, gt, mask=mask),
+  }
 
 
 @functools.cache

@@ -4,7 +4,7 @@
     lock               the PID of the run using it (an advisory lock the OS drops when it dies)
     config.json        the config of the latest start; the earlier ones as config.<n>.json
     metrics.jsonl      one strict-JSON record per logged step and per evaluation, each step once
-    checkpoints/<step> Orbax checkpoints (training/checkpoint.py)
+    checkpoints/<step> Orbax checkpoints (storage/checkpoint.py)
 
 A resumed run may change how long it trains, how often it logs, checkpoints and evaluates, its
 learning rate and loss weights; a change to what the checkpoint holds (the model, the optimiser's
@@ -21,8 +21,8 @@ import os
 import ml_collections
 
 from hpe_jax import default_config
-from hpe_jax import locks
 from hpe_jax import errors
+from hpe_jax import locks
 
 LOCK_FILE = 'lock'
 CONFIG_FILE = 'config.json'
@@ -31,9 +31,19 @@ METRICS_FILE = 'metrics.jsonl'
 # Config fields a resumed run must keep: they shape the model or the optimiser's state, or decide
 # which examples the restored data iterator yields and how they are turned into targets. A prefix
 # ending in '.' covers its whole group. model.init only chooses the first weights of a new run.
-FIXED_ON_RESUME = ('seed', 'model.', 'data.train_2d', 'data.train_3d', 'data.weights_2d',
-                   'data.weights_3d', 'data.fraction_3d', 'data.image_size', 'data.sigma',
-                   'data.augment.', 'train.batch_size')
+FIXED_ON_RESUME = (
+  'seed',
+  'model.',
+  'data.train_2d',
+  'data.train_3d',
+  'data.weights_2d',
+  'data.weights_3d',
+  'data.fraction_3d',
+  'data.image_size',
+  'data.sigma',
+  'data.augment.',
+  'train.batch_size',
+)
 CHANGEABLE_ON_RESUME = ('model.init',)
 
 
@@ -55,11 +65,14 @@ def exclusive(workdir: str):
     held.enter_context(locks.exclusive(os.path.join(workdir, LOCK_FILE)))
   except locks.LockHeld as e:
     raise WorkdirError(
-        f'{workdir} is in use by another run (PID {e.pid}); wait for it to end or stop it '
-        f'(kill {e.pid}: it saves a checkpoint), or choose another --workdir') from None
+      f'{workdir} is in use by another run (PID {e.pid}); wait for it to end or stop it '
+      f'(kill {e.pid}: it saves a checkpoint), or choose another --workdir'
+    ) from None
   except OSError as e:
-    raise WorkdirError(f'cannot write in --workdir={workdir} ({e.strerror or e}): make it '
-                       'writable or choose another --workdir') from e
+    raise WorkdirError(
+      f'cannot write in --workdir={workdir} ({e.strerror or e}): make it '
+      'writable or choose another --workdir'
+    ) from e
   with held:
     yield
 
@@ -80,22 +93,27 @@ def read_config(workdir: str) -> ml_collections.ConfigDict | None:
     if not isinstance(saved, dict):
       raise ValueError('not a JSON object')
   except (OSError, ValueError) as e:
-    raise WorkdirError(f'cannot read {path}: {e}; restore it from config.<n>.json beside it, or '
-                       'choose another --workdir') from e
+    raise WorkdirError(
+      f'cannot read {path}: {e}; restore it from config.<n>.json beside it, or '
+      'choose another --workdir'
+    ) from e
   config = default_config.base_config()
   known = default_config.flatten(config)
   config.update_from_flattened_dict(
-      {k: v for k, v in default_config.flatten(saved).items() if k in known})
+    {k: v for k, v in default_config.flatten(saved).items() if k in known}
+  )
   return config
 
 
 def _fixed(field: str) -> bool:
   return field not in CHANGEABLE_ON_RESUME and any(
-      field == rule or (rule.endswith('.') and field.startswith(rule)) for rule in FIXED_ON_RESUME)
+    field == rule or (rule.endswith('.') and field.startswith(rule)) for rule in FIXED_ON_RESUME
+  )
 
 
-def config_changes(old: ml_collections.ConfigDict, new: ml_collections.ConfigDict
-                   ) -> tuple[list[str], list[str]]:
+def config_changes(
+  old: ml_collections.ConfigDict, new: ml_collections.ConfigDict
+) -> tuple[list[str], list[str]]:
   """The differences between a run's config and a new one -> (refused, accepted), each a list of
   'field old -> new'. Switching gradient clipping on or off changes the optimiser's state, so it
   is refused; changing its threshold is not."""
@@ -124,9 +142,10 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
   refused, accepted = config_changes(saved, config)
   if refused:
     raise WorkdirError(
-        f'cannot resume {workdir} with this config: {"; ".join(refused)} (its checkpoints hold '
-        'another model, optimiser state or data position). Run with the old values to resume, or '
-        'choose a new --workdir to start afresh')
+      f'cannot resume {workdir} with this config: {"; ".join(refused)} (its checkpoints hold '
+      'another model, optimiser state or data position). Run with the old values to resume, or '
+      'choose a new --workdir to start afresh'
+    )
   return accepted
 
 
@@ -139,9 +158,13 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     with open(path) as f:
       if f.read() == text:
         return
-    taken = [int(name[len('config.'):-len('.json')]) for name in os.listdir(workdir)
-             if name.startswith('config.') and name.endswith('.json')
-             and name[len('config.'):-len('.json')].isdigit()]
+    taken = [
+      int(name[len('config.') : -len('.json')])
+      for name in os.listdir(workdir)
+      if name.startswith('config.')
+      and name.endswith('.json')
+      and name[len('config.') : -len('.json')].isdigit()
+    ]
     os.replace(path, os.path.join(workdir, f'config.{max(taken, default=0) + 1}.json'))
   _write_atomically(path, text)
 

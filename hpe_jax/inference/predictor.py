@@ -1,4 +1,4 @@
-"""Using a trained model: load it from a run's workdir and predict on images.
+"""A trained model ready for inference: load it from a run's workdir and predict on images.
 
   from hpe_jax import inference
   model = inference.load('runs/finetune')
@@ -12,7 +12,6 @@ sub-pixel readout) unless overridden.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import cv2
 from flax import nnx
@@ -20,13 +19,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from hpe_jax import default_config
 from hpe_jax import geometry
 from hpe_jax import joints
 from hpe_jax import models
-from hpe_jax.training import checkpoint
-from hpe_jax.training import step as step_lib
-from hpe_jax.training import workdir as workdir_lib
+from hpe_jax.inference import readout
+from hpe_jax.storage import checkpoint
+from hpe_jax.storage import workdir as workdir_lib
 
 # A tight person box (around the joints) is padded like the training boxes
 # (data.builders.base.box_from_joints).
@@ -47,8 +45,9 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     raise checkpoint.CheckpointError(str(e)) from e
   if config is None:
     raise checkpoint.CheckpointError(
-        f'{workdir} is not a training run: it has no config.json. Pass the --workdir of a run '
-        'made by python -m hpe_jax.main (or by tools/import_weights.py).')
+      f'{workdir} is not a training run: it has no config.json. Pass the --workdir of a run '
+      'made by python -m hpe_jax.main (or by tools/import_weights.py).'
+    )
   return config
 
 
@@ -64,9 +63,13 @@ class Predictor:
   batch_size: int  # images per device call, a multiple of the device count
 
   def __post_init__(self):
-    self.predict_fn = step_lib.jit_predict(
-        self.eval_model_def, self.mesh, self.config.model.dtype,
-        flip_test=self.config.eval.flip_test, subpixel=self.config.eval.subpixel)
+    self.predict_fn = readout.jit_predict(
+      self.eval_model_def,
+      self.mesh,
+      self.config.model.dtype,
+      flip_test=self.config.eval.flip_test,
+      subpixel=self.config.eval.subpixel,
+    )
     self.sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec('data'))
 
   def with_readout(self, *, flip_test: bool, subpixel: bool) -> Predictor:
@@ -94,15 +97,20 @@ class Predictor:
     """
     inputs = np.asarray(inputs)
     if inputs.ndim != 4 or inputs.shape[1:] != (self.image_size, self.image_size, 3):
-      raise ValueError(f'inputs have shape {inputs.shape}; this model takes (N, '
-                       f'{self.image_size}, {self.image_size}, 3) uint8 RGB')
+      raise ValueError(
+        f'inputs have shape {inputs.shape}; this model takes (N, '
+        f'{self.image_size}, {self.image_size}, 3) uint8 RGB'
+      )
     parts = []
     for start in range(0, len(inputs), self.batch_size):
-      chunk = inputs[start:start + self.batch_size]
+      chunk = inputs[start : start + self.batch_size]
       padded = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch_size - len(chunk), 0)])
       images = jax.device_put(padded.astype(np.uint8), self.sharding)
-      parts.append(jax.tree.map(lambda a, n=len(chunk): np.asarray(a)[:n],
-                                self.predict_fn(self.model_state, images)))
+      parts.append(
+        jax.tree.map(
+          lambda a, n=len(chunk): np.asarray(a)[:n], self.predict_fn(self.model_state, images)
+        )
+      )
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
   def predict(self, image: np.ndarray, box=None) -> dict[str, np.ndarray]:
@@ -121,14 +129,24 @@ class Predictor:
     """
     center, side = person_square(image.shape, box)
     image_to_input = geometry.crop_affine(center, side, 0.0, self.image_size)
-    model_input = cv2.warpAffine(np.asarray(image, np.uint8), image_to_input,
-                                 (self.image_size, self.image_size), flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    model_input = cv2.warpAffine(
+      np.asarray(image, np.uint8),
+      image_to_input,
+      (self.image_size, self.image_size),
+      flags=cv2.INTER_LINEAR,
+      borderMode=cv2.BORDER_CONSTANT,
+      borderValue=(0, 0, 0),
+    )
     prediction = jax.tree.map(lambda a: a[0], self.predict_inputs(model_input[None]))
-    joints_2d = geometry.transform_points(geometry.invert_affine(image_to_input),
-                                          prediction['pred_xy'].astype(np.float64))
-    result = {'joints_2d': joints_2d, 'scores': prediction['pred_peak'],
-              'box_center': np.asarray(center), 'box_side': np.float64(side)}
+    joints_2d = geometry.transform_points(
+      geometry.invert_affine(image_to_input), prediction['pred_xy'].astype(np.float64)
+    )
+    result = {
+      'joints_2d': joints_2d,
+      'scores': prediction['pred_peak'],
+      'box_center': np.asarray(center),
+      'box_side': np.float64(side),
+    }
     if 'pred_depth' in prediction:
       # Weak perspective: x, y in image pixels and depth in box units * box side share one unit.
       pose = np.concatenate([joints_2d, prediction['pred_depth'][:, None] * side], axis=1)
@@ -153,16 +171,26 @@ def person_square(image_shape, box=None) -> tuple[np.ndarray, float]:
   if w <= 0 or h <= 0:
     raise ValueError(f'box {tuple(box)} has no area: expected x, y, width, height')
   if x >= width or y >= height or x + w <= 0 or y + h <= 0:
-    raise ValueError(f'box {tuple(box)} lies wholly outside the {width} x {height} image: '
-                     'expected x, y of its top-left corner, then width, height, in pixels')
+    raise ValueError(
+      f'box {tuple(box)} lies wholly outside the {width} x {height} image: '
+      'expected x, y of its top-left corner, then width, height, in pixels'
+    )
   if max(w, h) > MAX_BOX_TO_IMAGE * max(width, height):
-    raise ValueError(f'box {tuple(box)} is over {MAX_BOX_TO_IMAGE} times the {width} x {height} '
-                     'image: the person would be a few pixels in what the model sees')
+    raise ValueError(
+      f'box {tuple(box)} is over {MAX_BOX_TO_IMAGE} times the {width} x {height} '
+      'image: the person would be a few pixels in what the model sees'
+    )
   return np.array([x + w / 2 - 0.5, y + h / 2 - 0.5]), BOX_PAD * max(w, h)
 
 
-def load(workdir: str, *, step: int | None = None, flip_test: bool | None = None,
-         subpixel: bool | None = None, batch_size: int | None = None) -> Predictor:
+def load(
+  workdir: str,
+  *,
+  step: int | None = None,
+  flip_test: bool | None = None,
+  subpixel: bool | None = None,
+  batch_size: int | None = None,
+) -> Predictor:
   """Loads the model of a training run.
 
   Args:
@@ -176,27 +204,44 @@ def load(workdir: str, *, step: int | None = None, flip_test: bool | None = None
   """
   config = load_run_config(workdir)
   _, step = checkpoint.find_checkpoint(
-      workdir, step, hint='Train the run (python -m hpe_jax.main) or convert weights into it '
-      '(tools/import_weights.py) first.')
+    workdir,
+    step,
+    hint='Train the run (python -m hpe_jax.main) or convert weights into it '
+    '(tools/import_weights.py) first.',
+  )
   for key, value in (('flip_test', flip_test), ('subpixel', subpixel)):
     if value is not None:
       config.eval[key] = value
   try:  # shapes only: initialising real weights only to overwrite them takes ~10 s on a CPU
-    model = nnx.eval_shape(lambda: models.create_model(
-        config.model, with_depth=config.model.depth, rngs=nnx.Rngs(config.seed)))
+    model = nnx.eval_shape(
+      lambda: models.create_model(
+        config.model, with_depth=config.model.depth, rngs=nnx.Rngs(config.seed)
+      )
+    )
   except ValueError as e:
     raise checkpoint.CheckpointError(f'{workdir}/config.json: {e}') from e
   model.eval()
   eval_model_def, model_state = nnx.split(model)
   loaded, fresh = checkpoint.graft(workdir, nnx.to_pure_dict(model_state), step=step)
   if fresh:
-    raise checkpoint.CheckpointError(f'{workdir}: the checkpoint lacks {fresh}; it does not '
-                                     'hold the model its config.json describes')
+    raise checkpoint.CheckpointError(
+      f'{workdir}: the checkpoint lacks {fresh}; it does not '
+      'hold the model its config.json describes'
+    )
   nnx.replace_by_pure_dict(model_state, loaded)
-  mesh = jax.make_mesh((jax.local_device_count(),), ('data',),
-                       axis_types=(jax.sharding.AxisType.Auto,), devices=jax.local_devices())
+  mesh = jax.make_mesh(
+    (jax.local_device_count(),),
+    ('data',),
+    axis_types=(jax.sharding.AxisType.Auto,),
+    devices=jax.local_devices(),
+  )
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   devices = jax.local_device_count()
-  return Predictor(config=config, step=step, eval_model_def=eval_model_def,
-                   model_state=jax.device_put(model_state, replicated), mesh=mesh,
-                   batch_size=-(-(batch_size or config.train.batch_size) // devices) * devices)
+  return Predictor(
+    config=config,
+    step=step,
+    eval_model_def=eval_model_def,
+    model_state=jax.device_put(model_state, replicated),
+    mesh=mesh,
+    batch_size=-(-(batch_size or config.train.batch_size) // devices) * devices,
+  )

@@ -23,8 +23,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from hpe_jax import trees
 from hpe_jax import errors
+from hpe_jax import trees
 
 FREE_SPACE_MARGIN = 2**20  # bytes beyond the arrays: metadata and the data iterator's state
 
@@ -42,27 +42,37 @@ class CheckpointIOError(CheckpointError):
   last_words = True  # Orbax's failed writer threads report again at interpreter shutdown
 
 
-def manager(directory: str, *, keep: int = 3, read_only: bool = False, state_handler=None
-            ) -> ocp.CheckpointManager:
+def manager(
+  directory: str, *, keep: int = 3, read_only: bool = False, state_handler=None
+) -> ocp.CheckpointManager:
   """A manager of `directory`; read-only ones only look (at another run's checkpoints).
 
   A writing manager keeps the newest `keep` checkpoints and removes the temporary folders of
-  saves that a crash interrupted (only one run writes a workdir: training/workdir.py's lock).
+  saves that a crash interrupted (only one run writes a workdir: storage/workdir.py's lock).
   `state_handler` replaces the standard handler of the state item (grafting restores a subset of
   it, which only the PyTree handler does).
   Raises:
     CheckpointIOError: a writing manager cannot create `directory`.
   """
-  options = (ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0,
-                                          max_to_keep=None) if read_only else
-             ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
-                                          cleanup_tmp_directories=True))
+  options = (
+    ocp.CheckpointManagerOptions(
+      read_only=True, create=False, save_interval_steps=0, max_to_keep=None
+    )
+    if read_only
+    else ocp.CheckpointManagerOptions(
+      max_to_keep=keep, enable_async_checkpointing=True, cleanup_tmp_directories=True
+    )
+  )
   # Handlers registered up front, so that metadata can be read before any restore.
   with reporting_io_errors(directory, 'opening the checkpoint directory'):
     return ocp.CheckpointManager(
-        os.path.abspath(directory), options=options,
-        item_handlers={'state': state_handler or ocp.StandardCheckpointHandler(),
-                       'data': grain.checkpoint.CheckpointHandler()})
+      os.path.abspath(directory),
+      options=options,
+      item_handlers={
+        'state': state_handler or ocp.StandardCheckpointHandler(),
+        'data': grain.checkpoint.CheckpointHandler(),
+      },
+    )
 
 
 # TensorStore (which writes the arrays) reports an OS error inside a ValueError's message.
@@ -99,9 +109,11 @@ def reporting_io_errors(directory: str, action: str):
       raise
     reason, path = found
     raise CheckpointIOError(
-        f'{action} in {directory} failed: {reason}' + (f' ({path})' if path else '') +
-        '. The checkpoints saved before are untouched: free space or fix the permissions, then '
-        'run the same command to resume from the newest') from None
+      f'{action} in {directory} failed: {reason}'
+      + (f' ({path})' if path else '')
+      + '. The checkpoints saved before are untouched: free space or fix the permissions, then '
+      'run the same command to resume from the newest'
+    ) from None
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: dict, data_iterator) -> None:
@@ -115,18 +127,25 @@ def save(mngr: ocp.CheckpointManager, step: int, state: dict, data_iterator) -> 
   """
   directory = str(mngr.directory)
   # Room for this checkpoint, and for the one still being written.
-  needed = sum(x.nbytes for x in jax.tree.leaves(state)) * (
-      2 if mngr.is_saving_in_progress() else 1) + FREE_SPACE_MARGIN
+  needed = (
+    sum(x.nbytes for x in jax.tree.leaves(state)) * (2 if mngr.is_saving_in_progress() else 1)
+    + FREE_SPACE_MARGIN
+  )
   free = shutil.disk_usage(directory).free
   if free < needed:
     raise CheckpointIOError(
-        f'saving step {step} in {directory} needs about {needed / 2**20:.1f} MiB; '
-        f'{free / 2**20:.1f} MiB are free. The checkpoints saved before are untouched: free '
-        'space, then run the same command to resume from the newest')
+      f'saving step {step} in {directory} needs about {needed / 2**20:.1f} MiB; '
+      f'{free / 2**20:.1f} MiB are free. The checkpoints saved before are untouched: free '
+      'space, then run the same command to resume from the newest'
+    )
   with reporting_io_errors(directory, f'saving step {step}'):
-    mngr.save(step, force=True, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=grain.checkpoint.CheckpointSave(data_iterator)))
+    mngr.save(
+      step,
+      force=True,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator)
+      ),
+    )
 
 
 def wait(mngr: ocp.CheckpointManager) -> None:
@@ -138,9 +157,13 @@ def wait(mngr: ocp.CheckpointManager) -> None:
 def restore(mngr: ocp.CheckpointManager, step: int, state_like: dict, data_iterator) -> dict:
   """Restores `state` (shaped and sharded like `state_like`) and the iterator in place."""
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
-  restored = mngr.restore(step, args=ocp.args.Composite(
+  restored = mngr.restore(
+    step,
+    args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract),
-      data=grain.checkpoint.CheckpointRestore(data_iterator)))
+      data=grain.checkpoint.CheckpointRestore(data_iterator),
+    ),
+  )
   return restored.state
 
 
@@ -154,8 +177,9 @@ def saved_steps(directory: str) -> list[int]:
 UNREADABLE_DIR = 'unreadable_checkpoints'
 
 
-def restore_newest(directory: str, state_like: dict, data_iterator, warn
-                   ) -> tuple[int, dict | None]:
+def restore_newest(
+  directory: str, state_like: dict, data_iterator, warn
+) -> tuple[int, dict | None]:
   """Restores the newest checkpoint of `directory` that can be read -> (its step, state), or
   (0, None) if there is none. Newer ones that cannot be read (a file truncated or corrupted) are
   reported through `warn` and moved to ../unreadable_checkpoints/, out of the way of the steps the
@@ -170,19 +194,23 @@ def restore_newest(directory: str, state_like: dict, data_iterator, warn
   for step in reversed(steps):
     try:
       restored = _without_noise_if_failing(
-          lambda: restore(mngr, step, state_like, data_iterator),
-          os.path.join(directory, str(step)))
+        lambda: restore(mngr, step, state_like, data_iterator), os.path.join(directory, str(step))
+      )
     except Exception as e:  # anything from a missing file to garbage in one: try an older one
       failures.append((step, _root_cause(e)))
       continue
     for bad_step, reason in failures:
       moved = _set_aside(directory, bad_step) if jax.process_index() == 0 else 'aside'
-      warn(f'warning: checkpoint step {bad_step} in {directory} cannot be read ({reason}); '
-           f'moved it to {moved}, resuming from step {step}')
+      warn(
+        f'warning: checkpoint step {bad_step} in {directory} cannot be read ({reason}); '
+        f'moved it to {moved}, resuming from step {step}'
+      )
     return step, restored
   if failures:
-    raise CheckpointError(f'none of the checkpoints in {directory} can be read; the newest (step '
-                          f'{failures[0][0]}): {failures[0][1]}')
+    raise CheckpointError(
+      f'none of the checkpoints in {directory} can be read; the newest (step '
+      f'{failures[0][0]}): {failures[0][1]}'
+    )
   return 0, None
 
 
@@ -267,13 +295,16 @@ def _set_aside(directory: str, step: int) -> str:
   return target
 
 
-INIT_FROM_HINT = ('Train the 2D stage first (python -m hpe_jax.main --config=configs/pretrain.py),'
-                  ' point --config.init_from at its workdir, or set --config.init_from=\'\' to '
-                  'start from scratch.')
+INIT_FROM_HINT = (
+  'Train the 2D stage first (python -m hpe_jax.main --config=configs/pretrain.py),'
+  " point --config.init_from at its workdir, or set --config.init_from='' to "
+  'start from scratch.'
+)
 
 
-def find_checkpoint(path: str, step: int | None = None, hint: str = INIT_FROM_HINT
-                    ) -> tuple[str, int]:
+def find_checkpoint(
+  path: str, step: int | None = None, hint: str = INIT_FROM_HINT
+) -> tuple[str, int]:
   """A run's workdir or its checkpoint directory -> (checkpoint directory, `step` or the latest).
 
   Raises:
@@ -307,27 +338,39 @@ def graft(path: str, model_state: dict, step: int | None = None) -> tuple[dict, 
   fresh = trees.flatten(model_state)
   missing = sorted(set(fresh) - set(saved))
   unexpected = sorted(set(saved) - set(fresh))
-  mismatched = sorted(f'{k}: checkpoint {tuple(saved[k].shape)} vs model {np.shape(fresh[k])}'
-                      for k in set(fresh) & set(saved)
-                      if tuple(saved[k].shape) != tuple(np.shape(fresh[k])))
+  mismatched = sorted(
+    f'{k}: checkpoint {tuple(saved[k].shape)} vs model {np.shape(fresh[k])}'
+    for k in set(fresh) & set(saved)
+    if tuple(saved[k].shape) != tuple(np.shape(fresh[k]))
+  )
   not_depth = [k for k in missing if DEPTH_PARTS not in k]
   if unexpected or not_depth or mismatched:
     raise CheckpointError(
-        f'cannot graft {directory} (step {step}) onto this model: it needs the same architecture '
-        'apart from the depth output.\n'
-        f'  missing from the checkpoint: {not_depth or "none"}\n'
-        f'  unexpected in the checkpoint: {unexpected or "none"}\n'
-        f'  shape mismatches: {mismatched or "none"}')
+      f'cannot graft {directory} (step {step}) onto this model: it needs the same architecture '
+      'apart from the depth output.\n'
+      f'  missing from the checkpoint: {not_depth or "none"}\n'
+      f'  unexpected in the checkpoint: {unexpected or "none"}\n'
+      f'  shape mismatches: {mismatched or "none"}'
+    )
   shared = {k: fresh[k] for k in fresh if k in saved}
   target = _prune(jax.tree.map(ocp.utils.to_shape_dtype_struct, model_state), set(shared))
   target = {'model': target}
-  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-      target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-      partial_restore=True)))
+  restored = mngr.restore(
+    step,
+    args=ocp.args.Composite(
+      state=ocp.args.PyTreeRestore(
+        target,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True,
+      )
+    ),
+  )
   loaded = trees.flatten(restored.state['model'])
   if set(loaded) != set(shared):  # partial restore can silently skip weights: check
-    raise CheckpointError(f'grafting {directory} restored {len(loaded)} of {len(shared)} '
-                          f'weights; not restored: {sorted(set(shared) - set(loaded))[:10]}')
+    raise CheckpointError(
+      f'grafting {directory} restored {len(loaded)} of {len(shared)} '
+      f'weights; not restored: {sorted(set(shared) - set(loaded))[:10]}'
+    )
   merged = {k: loaded.get(k, v) for k, v in fresh.items()}
   return trees.unflatten(model_state, merged), missing
 
