@@ -3,10 +3,10 @@
 Two backbones (ResNet-18 and -34 at a quarter of their width, 96 px inputs), two 3D datasets
 (the synthetic people seen from near eye level, and `synthetic_humans/overhead`, cameras looking
 down from 30-60 degrees, which makes the generalisation matrix meaningful), two 3D step budgets,
-one seed: 16 cells and 2 pre-training runs. The whole study, dataset builds, compilation and
-evaluation included, took 17 minutes on a 2-core CPU (longer while the machine is busy):
+one seed: 16 cells and 2 pre-training runs (its time and results: README.md, "Studies"):
   python tools/study.py --study=configs/study_small.py   # report in runs/study_small/report/
   python tools/study.py --study=configs/study_small.py --print_commands   # the commands instead
+  python tools/study.py --study=configs/study_small.py --data_dir=DIR   # datasets built in DIR
 """
 
 import ml_collections
@@ -27,8 +27,8 @@ def get_config(arg=None):
   c.steps_3d = (200, 800)
   c.pretrain_steps = 2000
   c.overrides = dict(
-      model=dict(width=16, head_channels=32),
-      data=dict(image_size=96),
-      train=dict(batch_size=16, log_every=50, checkpoint_every=500),
+    model=dict(width=16, head_channels=32),
+    data=dict(image_size=96),
+    train=dict(batch_size=16, log_every=50, checkpoint_every=500),
   )
   return c

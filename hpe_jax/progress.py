@@ -8,8 +8,11 @@ import math
 def duration(seconds: float) -> str:
   """Seconds as '4m05s', or '2h03m' from an hour on."""
   seconds = int(round(seconds))
-  return (f'{seconds // 3600}h{seconds % 3600 // 60:02d}m' if seconds >= 3600
-          else f'{seconds // 60}m{seconds % 60:02d}s')
+  return (
+    f'{seconds // 3600}h{seconds % 3600 // 60:02d}m'
+    if seconds >= 3600
+    else f'{seconds // 60}m{seconds % 60:02d}s'
+  )
 
 
 def mean(values) -> float | None:

@@ -1,6 +1,6 @@
 """The study runner on a tiny study: run, report, skip, re-evaluate, commands, config errors.
 
-  python -m pytest -q tests/test_study.py
+python -m pytest -q tests/test_study.py
 """
 
 from __future__ import annotations
@@ -13,27 +13,37 @@ import subprocess
 import sys
 import types
 
+from conftest import TINY_DATASET
 from matplotlib import image as mpimg
 import ml_collections
 import pytest
 
-from conftest import TINY_DATASET
 from hpe_jax import default_config
-from hpe_jax import evaluate
 from hpe_jax import study
+from hpe_jax.evaluation import trained_run
+from hpe_jax.study import plan as plan_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OWN_EVAL = f'{TINY_DATASET}:test'
 OTHER_EVAL = f'{TINY_DATASET}:train_2d'  # another split as a second evaluation dataset Y
 STEPS = 2
 BATCH_SIZE = 8
-REPORT_FILES = ('results.md', 'results.csv', 'generalisation.md', 'generalisation.csv',
-                'compute.png', 'backbone.png', 'generalisation.png')
+REPORT_FILES = (
+  'results.md',
+  'results.csv',
+  'generalisation.md',
+  'generalisation.csv',
+  'compute.png',
+  'backbone.png',
+  'generalisation.png',
+)
 
 
-def study_source(data_dir: str, log_every: int = 1) -> str:
-  """A study config file: both pretraining modes, one backbone, one X, one budget of 2 steps."""
-  return f'''import ml_collections
+def study_source(data_dir: str | None, log_every: int = 1) -> str:
+  """A study config file: both pretraining modes, one backbone, one X, one budget of 2 steps;
+  its overrides set data.data_dir unless it is None."""
+  data_dir_override = '' if data_dir is None else f', data_dir={data_dir!r}'
+  return f"""import ml_collections
 
 
 def get_config(arg=None):
@@ -48,10 +58,10 @@ def get_config(arg=None):
   c.pretrain_steps = {STEPS}
   c.overrides = dict(
       model=dict(width=8, head_channels=16),
-      data=dict(image_size=64, threads=1, data_dir={data_dir!r}),
+      data=dict(image_size=64, threads=1{data_dir_override}),
       train=dict(batch_size={BATCH_SIZE}, log_every={log_every}, checkpoint_every=100))
   return c
-'''
+"""
 
 
 @pytest.fixture(scope='module')
@@ -84,7 +94,7 @@ def read_csv(path: str) -> list[dict]:
 
 
 def read_eval(workdir: str, dataset: str) -> dict:
-  with open(evaluate.result_path(workdir, dataset)) as f:
+  with open(trained_run.result_path(workdir, dataset)) as f:
     return json.load(f)
 
 
@@ -98,7 +108,11 @@ def test_first_run_trains_everything_and_reports_matching_numbers(tiny_study):
   assert sorted(row['pretraining'] for row in rows) == ['2d', 'none']
   for row in rows:
     assert (row['backbone'], row['dataset_3d'], row['seed'], row['steps']) == (
-        'resnet18', TINY_DATASET, '0', str(STEPS))
+      'resnet18',
+      TINY_DATASET,
+      '0',
+      str(STEPS),
+    )
     assert int(row['images_3d']) == STEPS * BATCH_SIZE
     pretrain_images = STEPS * BATCH_SIZE if row['pretraining'] == '2d' else 0
     assert int(row['images_total']) == STEPS * BATCH_SIZE + pretrain_images
@@ -120,8 +134,9 @@ def test_generalisation_matrix_is_complete(tiny_study):
     header, *rows = list(csv.reader(f))
   assert header == ['cell', OWN_EVAL, OTHER_EVAL]
   assert sorted(row[0] for row in rows) == [
-      f'resnet18 2d-pretrained on {TINY_DATASET}, seed 0',
-      f'resnet18 3d-only on {TINY_DATASET}, seed 0']
+    f'resnet18 2d-pretrained on {TINY_DATASET}, seed 0',
+    f'resnet18 3d-only on {TINY_DATASET}, seed 0',
+  ]
   assert all(float(value) > 0 for row in rows for value in row[1:])
 
 
@@ -142,27 +157,34 @@ def test_second_run_skips_everything(tiny_study):
   assert run_files(tiny_study.study_dir) == before  # no checkpoint, metrics or evaluation
   assert not any(': training' in line or 'evaluating' in line for line in lines)
   skipped = [line for line in lines if 'skipped' in line]
-  assert [line.split()[:2] for line in skipped] == [['[pretrain', '1/1]'], ['[cell', '1/2]'],
-                                                    ['[cell', '2/2]']]
+  assert [line.split()[:2] for line in skipped] == [
+    ['[pretrain', '1/1]'],
+    ['[cell', '1/2]'],
+    ['[cell', '2/2]'],
+  ]
   assert study.read_time(tiny_study.study_dir)['invocations'] == 1  # nothing ran: not counted
 
 
 def test_a_deleted_evaluation_is_the_only_thing_redone(tiny_study):
   scratch = next(cell for cell in tiny_study.plan.cells if cell.pretraining == 'none')
-  os.remove(evaluate.result_path(scratch.run.workdir, OTHER_EVAL))
+  os.remove(trained_run.result_path(scratch.run.workdir, OTHER_EVAL))
   before = run_files(tiny_study.study_dir)
   record = study.read_time(scratch.run.workdir)
   lines = []
   study.run(tiny_study.flag, tiny_study.study_dir, echo=False, log=lines.append)
   assert [line.split(' | ')[0] for line in lines if 'evaluating' in line] == [
-      f'[cell 2/2] evaluating on {OTHER_EVAL}']
+    f'[cell 2/2] evaluating on {OTHER_EVAL}'
+  ]
   assert not any(': training' in line for line in lines)
   after = run_files(tiny_study.study_dir)
   changed = {path for path in after if before.get(path) != after[path]}
-  eval_stem = evaluate.result_path(scratch.run.workdir, OTHER_EVAL)[:-len('.json')]
-  assert changed == {eval_stem + '.json', eval_stem + '.md',
-                     os.path.join(scratch.run.workdir, study.TIME_FILE),
-                     os.path.join(scratch.run.workdir, study.LOG_FILE)}
+  eval_stem = trained_run.result_path(scratch.run.workdir, OTHER_EVAL)[: -len('.json')]
+  assert changed == {
+    eval_stem + '.json',
+    eval_stem + '.md',
+    os.path.join(scratch.run.workdir, study.TIME_FILE),
+    os.path.join(scratch.run.workdir, study.LOG_FILE),
+  }
   updated = study.read_time(scratch.run.workdir)
   assert updated['processes'] == record['processes'] + 1
   assert updated['eval_s'] > record['eval_s'] and updated['train_s'] == record['train_s']
@@ -191,26 +213,39 @@ def test_print_commands_in_dependency_order(tiny_study, data_dir, tmp_path):
 
   fresh_dir = str(tmp_path / 'fresh')
   output = subprocess.run(
-      [sys.executable, 'tools/study.py', f'--study={tiny_study.flag}',
-       f'--study_dir={fresh_dir}', '--print_commands'],
-      cwd=REPO, capture_output=True, text=True, check=True).stdout
+    [
+      sys.executable,
+      'tools/study.py',
+      f'--study={tiny_study.flag}',
+      f'--study_dir={fresh_dir}',
+      '--print_commands',
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    check=True,
+  ).stdout
   export, *commands = [shlex.split(line) for line in output.splitlines()]
   assert export[0] == 'export' and not os.path.exists(fresh_dir)  # printing runs nothing
   assert [c[:3] for c in commands] == [['python', '-m', 'hpe_jax.main']] * 2 + [
-      ['python', '-m', 'hpe_jax.evaluate'], ['python', '-m', 'hpe_jax.main'],
-      ['python', '-m', 'hpe_jax.evaluate']]
+    ['python', '-m', 'hpe_jax.evaluate'],
+    ['python', '-m', 'hpe_jax.main'],
+    ['python', '-m', 'hpe_jax.evaluate'],
+  ]
   trains = []
   for command in commands:
     args = dict(arg[2:].split('=', 1) for arg in command[3:])
     assert args['workdir'].startswith(fresh_dir)
     if command[2] == 'hpe_jax.evaluate':
       assert [a for a in command if a.startswith('--dataset=')] == [
-          f'--dataset={OWN_EVAL}', f'--dataset={OTHER_EVAL}']
+        f'--dataset={OWN_EVAL}',
+        f'--dataset={OTHER_EVAL}',
+      ]
       continue
     config = default_config.load_config(os.path.join(REPO, args['config']))
     for key in args:
       if key.startswith('config.'):
-        _config_value(config, key[len('config.'):])
+        _config_value(config, key[len('config.') :])
     assert args['config.train.num_steps'] == str(STEPS)
     trains.append(args)
   pretrain, finetune, scratch = trains
@@ -221,6 +256,74 @@ def test_print_commands_in_dependency_order(tiny_study, data_dir, tmp_path):
   assert 'config.data.train_2d' not in scratch
   assert finetune['config.data.train_3d'] == scratch['config.data.train_3d'] == TINY_DATASET
   assert scratch['config.data.data_dir'] == pretrain['config.data.data_dir'] == data_dir
+
+
+def _tree(*directories) -> list[str]:
+  """Every path below the directories, sorted."""
+  return sorted(
+    os.path.join(root, name)
+    for directory in directories
+    for root, dirs, files in os.walk(directory)
+    for name in dirs + files
+  )
+
+
+def test_print_commands_write_nothing_and_carry_the_data_dir(tmp_path):
+  """A fresh study on a data dir where nothing is built: printing builds no dataset, makes no
+  folder and writes no report; every training and evaluation gets --data_dir."""
+  flag = tmp_path / 'study.py'
+  flag.write_text(study_source(None))
+  root, data_dir = tmp_path / 'runs', tmp_path / 'data'
+  root.mkdir()
+  data_dir.mkdir()
+  (root / 'earlier_study').mkdir()  # listings that are not empty, to tell apart
+  before = _tree(root, data_dir)
+  output = subprocess.run(
+    [
+      sys.executable,
+      'tools/study.py',
+      f'--study={flag}',
+      f'--study_dir={root / "fresh"}',
+      f'--data_dir={data_dir}',
+      '--print_commands',
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    check=True,
+  ).stdout
+  assert _tree(root, data_dir) == before
+  export, *commands = [shlex.split(line) for line in output.splitlines()]
+  assert export[0] == 'export' and len(commands) == 5
+  for command in commands:
+    if command[2] == 'hpe_jax.main':
+      assert f'--config.data.data_dir={data_dir}' in command
+    else:  # the splits resolved without building: the same as the built dataset's
+      assert command[2] == 'hpe_jax.evaluate' and f'--data_dir={data_dir}' in command
+      assert [a for a in command if a.startswith('--dataset=')] == [
+        f'--dataset={OWN_EVAL}',
+        f'--dataset={OTHER_EVAL}',
+      ]
+
+
+def test_the_data_dir_flag_overrides_the_study_config(tiny_study, tmp_path):
+  plan = study.plan_study(
+    tiny_study.flag, str(tmp_path / 'other'), data_dir=str(tmp_path), plan_only=True
+  )
+  assert plan.data_dir == str(tmp_path)
+  for run in (*plan.pretrains, *(cell.run for cell in plan.cells)):
+    command = run.train_command()
+    assert [a for a in command if a.startswith('--config.data.data_dir=')] == [
+      f'--config.data.data_dir={tmp_path}'
+    ]
+  # Where the data lives is no part of what a run is: the finished runs are still reused, also
+  # those whose record has it (studies recorded it before --data_dir).
+  assert plan_lib.comparable_identity(
+    {'config': 'c.py', 'flags': ['seed=0', 'data.data_dir=/d']}
+  ) == {'config': 'c.py', 'flags': ['seed=0']}
+  assert study.pending_commands(
+    study.plan_study(tiny_study.flag, tiny_study.study_dir, data_dir=str(tmp_path), plan_only=True)
+  ) == [study.pending_commands(tiny_study.plan)[0]]
 
 
 def test_changed_overrides_are_refused(tiny_study, data_dir, tmp_path):
@@ -243,7 +346,9 @@ def _valid_config() -> ml_collections.ConfigDict:
   return c
 
 
-@pytest.mark.parametrize('field, value, message', [
+@pytest.mark.parametrize(
+  'field, value, message',
+  [
     ('pretraining', ('2d', '3d'), "pretraining has '3d'"),
     ('backbones', ('resnet19',), "backbones has 'resnet19', which is not a model.name"),
     ('datasets_2d', (), 'datasets_2d is empty'),
@@ -253,7 +358,8 @@ def _valid_config() -> ml_collections.ConfigDict:
     ('overrides', {'model': {'name': 'resnet50'}}, 'overrides sets model.name, which the study'),
     ('overrides', {'model': {'widht': 8}}, 'model.widht, which is not a config field'),
     ('seed', 0, r'unknown study field\(s\) seed'),
-])
+  ],
+)
 def test_bad_study_configs_name_the_field(field, value, message):
   config = _valid_config()
   config[field] = value

@@ -14,9 +14,9 @@ import shutil
 
 import tensorflow_datasets as tfds
 
+from hpe_jax import errors
 from hpe_jax import locks
 from hpe_jax.data import builders  # noqa: F401  (registers our builders with TFDS)
-from hpe_jax import errors
 
 # Which split serves each role when the name does not say. Builders override it with a
 # DEFAULT_SPLITS class attribute (the synthetic set keeps its 2D and 3D sources disjoint).
@@ -45,45 +45,55 @@ def default_data_dir(data_dir: str = '') -> str:
   return os.path.expanduser(data_dir or os.environ.get(_ENV_DATA_DIR, '~/tensorflow_datasets'))
 
 
-def parse_list(spec: str) -> list[str]:
-  """'a, b:split' -> ['a', 'b:split']; '' -> []."""
-  return [item.strip() for item in spec.split(',') if item.strip()]
-
-
 def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
   dataset, _, config = name.partition('/')
   if dataset not in builders.NAMES:
-    raise DatasetError(f'unknown dataset {dataset!r}: hpe_jax provides '
-                       f'{", ".join(sorted(builders.NAMES))}')
+    raise DatasetError(
+      f'unknown dataset {dataset!r}: hpe_jax provides {", ".join(sorted(builders.NAMES))}'
+    )
   configs = tfds.builder_cls(dataset).builder_configs
   if config and config not in configs:
-    raise DatasetError(f'dataset {dataset!r} has no config {config!r}; it has '
-                       f'{", ".join(sorted(configs))}')
+    raise DatasetError(
+      f'dataset {dataset!r} has no config {config!r}; it has {", ".join(sorted(configs))}'
+    )
   return tfds.builder(name, data_dir=data_dir, file_format='array_record')
 
 
-def resolve(spec: str, role: str, data_dir: str = '', build_if_missing: bool = True) -> DatasetRef:
+def resolve(
+  spec: str,
+  role: str,
+  data_dir: str = '',
+  build_if_missing: bool = True,
+  *,
+  plan_only: bool = False,
+) -> DatasetRef:
   """Turns 'name[/config][:split]' into a reference to a built split.
 
   Datasets that need no download (the embedded synthetic set) are built on first use; any other
-  dataset that is not built is an error that says how to build it.
+  dataset that is not built is an error that says how to build it. With `plan_only`, nothing is
+  built or written: a dataset that is not built yet resolves to the split named or its role's
+  default, unchecked (for planning commands that build or find it when they run).
   """
   name, _, split = spec.partition(':')
   data_dir = default_data_dir(data_dir)
   builder = _builder(name, data_dir)
   split = split or getattr(builder, 'DEFAULT_SPLITS', _DEFAULT_SPLITS)[role]
   if not builder.is_prepared():
+    if plan_only:
+      return DatasetRef(name, split, data_dir)
     if getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None) or not build_if_missing:
       raise DatasetError(
-          f'dataset {name!r} is not built in {data_dir}. Build it with\n'
-          f'  python tools/build_dataset.py {name} --manual_dir=DIR --data_dir={data_dir}\n'
-          f'or point --config.data.data_dir (or ${_ENV_DATA_DIR}) at the directory that holds it.')
+        f'dataset {name!r} is not built in {data_dir}. Build it with\n'
+        f'  python tools/build_dataset.py {name} --manual_dir=DIR --data_dir={data_dir}\n'
+        f'or point --config.data.data_dir (or ${_ENV_DATA_DIR}) at the directory that holds it.'
+      )
     print(f'Building {name} in {data_dir} (first use; it needs no download)...', flush=True)
     prepare(builder)
     builder = _builder(name, data_dir)  # another process may have built it meanwhile
   if split.partition('[')[0] not in builder.info.splits:
-    raise DatasetError(f'dataset {name!r} has no split {split!r}; it has '
-                       f'{", ".join(sorted(builder.info.splits))}')
+    raise DatasetError(
+      f'dataset {name!r} has no split {split!r}; it has {", ".join(sorted(builder.info.splits))}'
+    )
   return DatasetRef(name, split, data_dir)
 
 
@@ -96,8 +106,9 @@ def prepare(builder: tfds.core.DatasetBuilder, **download_and_prepare_kwargs) ->
   `incomplete.*` folders of an interrupted build (killed, SIGTERM'd) are removed first."""
   directory = os.path.dirname(builder.data_dir)  # data_dir/name/config: TFDS's scratch goes here
   os.makedirs(directory, exist_ok=True)
-  waiting = lambda pid: print(f'Waiting for another build of {builder.name} in {directory} '
-                              f'(PID {pid})...', flush=True)
+  waiting = lambda pid: print(
+    f'Waiting for another build of {builder.name} in {directory} (PID {pid})...', flush=True
+  )
   with locks.exclusive(os.path.join(directory, BUILD_LOCK), on_wait=waiting):
     if builder.is_prepared():
       return
@@ -109,6 +120,10 @@ def prepare(builder: tfds.core.DatasetBuilder, **download_and_prepare_kwargs) ->
 
 def data_source(ref: DatasetRef):
   """Random-access source over one split; images stay encoded JPEG bytes."""
-  return tfds.data_source(ref.name, split=ref.split, data_dir=ref.data_dir,
-                          decoders={'image': tfds.decode.SkipDecoding()},
-                          builder_kwargs={'file_format': 'array_record'})
+  return tfds.data_source(
+    ref.name,
+    split=ref.split,
+    data_dir=ref.data_dir,
+    decoders={'image': tfds.decode.SkipDecoding()},
+    builder_kwargs={'file_format': 'array_record'},
+  )

@@ -1,0 +1,379 @@
+"""A study's report from its finished runs: results.{md,csv} (one row per cell),
+generalisation.{md,csv} (every cell on every evaluation dataset), and the plots of plots.py."""
+
+from __future__ import annotations
+
+import collections
+import csv
+import datetime
+import json
+import os
+
+from flax import nnx
+import jax
+import numpy as np
+
+from hpe_jax import default_config
+from hpe_jax import inference
+from hpe_jax import models
+from hpe_jax import progress
+from hpe_jax.evaluation import trained_run
+from hpe_jax.study import plan as plan_lib
+from hpe_jax.study import plots
+from hpe_jax.study import status
+
+# What the report shows of each evaluation (keys of hpe_jax.evaluate's json files).
+METRICS = ('mpjpe', 'pa_mpjpe', 'pck')
+
+
+def count_params(workdir: str, cache: dict) -> int:
+  """Parameters (not batch statistics) of a run's model, built abstractly from its config.json
+  (no computation, no device)."""
+  config = inference.load_run_config(workdir)
+  key = json.dumps(config.model.to_dict(), sort_keys=True)
+  if key not in cache:
+    model = nnx.eval_shape(
+      lambda: models.create_model(config.model, with_depth=config.model.depth, rngs=nnx.Rngs(0))
+    )
+    cache[key] = sum(
+      int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(nnx.state(model, nnx.Param))
+    )
+  return cache[key]
+
+
+def _run_config(workdir: str) -> dict:
+  with open(os.path.join(workdir, 'config.json')) as f:
+    return json.load(f)
+
+
+def _seconds(workdir: str) -> float:
+  record = status.read_time(workdir)
+  return record.get('train_s', 0.0) + record.get('eval_s', 0.0)
+
+
+def metric_column(metric: str, dataset: str) -> str:
+  return f'{metric}@{dataset}'
+
+
+def collect(plan: plan_lib.Plan) -> list[dict]:
+  """One row per trained cell (the results.csv columns); metrics of missing evaluations are
+  None."""
+  rows, params_cache = [], {}
+  for cell in plan.cells:
+    if not status.is_trained(cell.run):
+      continue
+    workdir = cell.run.workdir
+    batch_size = _run_config(workdir)['train']['batch_size']
+    pretrain_images = pretrain_seconds = 0
+    if cell.pretrain:
+      pretrain_config = _run_config(cell.pretrain.workdir)['train']
+      pretrain_images = pretrain_config['num_steps'] * pretrain_config['batch_size']
+      pretrain_seconds = _seconds(cell.pretrain.workdir)
+    row = {
+      'pretraining': cell.pretraining,
+      'backbone': cell.backbone,
+      'params': count_params(workdir, params_cache),
+      'dataset_2d': cell.dataset_2d,
+      'dataset_3d': cell.dataset_3d,
+      'seed': cell.seed,
+      'steps': cell.steps,
+      'pretrain_steps': cell.pretrain.num_steps if cell.pretrain else 0,
+      'batch_size': batch_size,
+      'images_3d': cell.steps * batch_size,
+      'images_total': cell.steps * batch_size + pretrain_images,
+      'wall_s': _seconds(workdir),
+      'wall_total_s': _seconds(workdir) + pretrain_seconds,
+      'device_kind': status.read_time(workdir).get('device_kind', 'cpu'),
+    }
+    results = {}
+    for dataset in cell.evals:
+      path = trained_run.result_path(workdir, dataset)
+      if os.path.isfile(path):
+        with open(path) as f:
+          results[dataset] = json.load(f)
+    own = results.get(cell.evals[0], {})
+    row.update({metric: own.get(metric) for metric in METRICS})
+    row['mpjpe_mean_pose'] = own.get('mpjpe_mean_pose')  # predicting the training mean pose
+    for dataset in plan.columns:
+      row.update(
+        {metric_column(metric, dataset): results.get(dataset, {}).get(metric) for metric in METRICS}
+      )
+    row['workdir'] = workdir
+    row['label'] = cell.label
+    row['own_eval'] = cell.evals[0]
+    rows.append(row)
+  return rows
+
+
+def csv_columns(plan: plan_lib.Plan) -> list[str]:
+  """The columns of results.csv."""
+  return [
+    'pretraining',
+    'backbone',
+    'params',
+    'dataset_2d',
+    'dataset_3d',
+    'seed',
+    'steps',
+    'pretrain_steps',
+    'batch_size',
+    'images_3d',
+    'images_total',
+    'wall_s',
+    'wall_total_s',
+    'device_kind',
+    *METRICS,
+    'mpjpe_mean_pose',
+    *(metric_column(m, d) for d in plan.columns for m in METRICS),
+    'workdir',
+  ]
+
+
+def _write_csv(path: str, columns: list[str], rows: list[dict]) -> None:
+  with open(path, 'w', newline='') as f:
+    writer = csv.DictWriter(f, columns, extrasaction='ignore')
+    writer.writeheader()
+    writer.writerows({k: ('' if v is None else v) for k, v in row.items()} for row in rows)
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  return '\n'.join(lines + ['| ' + ' | '.join(row) + ' |' for row in rows]) + '\n'
+
+
+def _mm(value) -> str:
+  return '' if value is None else f'{value:.1f}'
+
+
+def _percent(value) -> str:
+  return '' if value is None else f'{100 * value:.1f}'
+
+
+def _count(value: float) -> str:
+  for unit, scale in (('G', 1e9), ('M', 1e6), ('k', 1e3)):
+    if value >= scale:
+      return f'{value / scale:.3g}{unit}'
+  return str(int(value))
+
+
+def largest_budget_rows(rows: list[dict]) -> list[dict]:
+  """The rows at the largest 3D step budget (the generalisation matrix's rows)."""
+  largest = max((row['steps'] for row in rows), default=0)
+  return [row for row in rows if row['steps'] == largest]
+
+
+def _comparison(rows: list[dict]) -> list[list[str]]:
+  """2D-pretrained vs 3D-only MPJPE at equal 3D steps, averaged over seeds."""
+  groups = collections.defaultdict(lambda: collections.defaultdict(list))
+  for row in rows:
+    groups[row['backbone'], row['dataset_3d'], row['steps']][
+      row['pretraining'], row['dataset_2d']
+    ].append(row)
+  table = []
+  for (backbone, dataset_3d, steps), modes in groups.items():
+    scratch_rows = modes.get(('none', ''), [])
+    scratch = progress.mean(r['mpjpe'] for r in scratch_rows)
+    pretrained_groups = [(key[1], group) for key, group in modes.items() if key[0] == '2d']
+    for dataset_2d, group in pretrained_groups or [('', [])]:
+      pretrained = progress.mean(r['mpjpe'] for r in group)
+      gain = f'{scratch - pretrained:+.1f}' if None not in (scratch, pretrained) else ''
+      every = group + scratch_rows
+      table.append(
+        [
+          backbone,
+          dataset_3d,
+          str(steps),
+          dataset_2d or '-',
+          _mm(progress.mean(r['mpjpe_mean_pose'] for r in every)),
+          _mm(scratch),
+          _mm(pretrained),
+          gain,
+          str(len({r['seed'] for r in every})),
+          _count(every[0]['images_3d']),
+          _count(group[0]['images_total']) if group else '',
+        ]
+      )
+  return table
+
+
+def write_report(plan: plan_lib.Plan) -> list[str]:
+  """Writes <study_dir>/report/: results.{md,csv}, generalisation.{md,csv}, compute.png,
+  backbone.png, generalisation.png -> their paths."""
+  os.makedirs(plan.report_dir, exist_ok=True)
+  rows = collect(plan)
+  path = lambda name: os.path.join(plan.report_dir, name)
+  _write_csv(path('results.csv'), csv_columns(plan), rows)
+  matrix_rows = largest_budget_rows(rows)
+  matrix = [[row[metric_column('mpjpe', d)] for d in plan.columns] for row in matrix_rows]
+  labels = [row['label'] for row in matrix_rows]
+  with open(path('generalisation.csv'), 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['cell', *plan.columns])
+    writer.writerows(
+      [label, *('' if v is None else v for v in values)] for label, values in zip(labels, matrix)
+    )
+  with open(path('generalisation.md'), 'w') as f:
+    f.write(_generalisation_markdown(plan, matrix_rows, matrix))
+  with open(path('results.md'), 'w') as f:
+    f.write(_results_markdown(plan, rows))
+  names = ['results.md', 'results.csv', 'generalisation.md', 'generalisation.csv']
+  if rows:
+    plots.plot_compute(rows, plan.axes.datasets_3d, path('compute.png'))
+    plots.plot_backbone(matrix_rows, plan.axes.datasets_3d, path('backbone.png'))
+    plots.plot_generalisation(labels, plan.columns, matrix, path('generalisation.png'))
+    names += ['compute.png', 'backbone.png', 'generalisation.png']
+  return [path(name) for name in names]
+
+
+def _time_summary(plan: plan_lib.Plan) -> str:
+  """How long the study took, from the time records."""
+  read = status.read_time
+  study = read(plan.study_dir)
+  parts = {
+    'pre-training': sum(read(r.workdir).get('train_s', 0.0) for r in plan.pretrains),
+    '3D stages': sum(read(c.run.workdir).get('train_s', 0.0) for c in plan.cells),
+    'evaluation': sum(read(c.run.workdir).get('eval_s', 0.0) for c in plan.cells),
+  }
+  kinds = sorted(
+    {read(r.workdir).get('device_kind') for r in (*plan.pretrains, *(c.run for c in plan.cells))}
+    - {None}
+  )
+  return (
+    f'{progress.duration(study.get("seconds", 0.0))} of wall time over '
+    f'{study.get("invocations", 0)} invocation(s) of tools/study.py that ran something '
+    "(dataset builds, compilation, training and evaluation). Of that, the runs' processes: "
+    + ', '.join(f'{name} {progress.duration(s)}' for name, s in parts.items())
+    + f'. Device: {", ".join(kinds) or "none recorded"}.'
+  )
+
+
+def _results_markdown(plan: plan_lib.Plan, rows: list[dict]) -> str:
+  pending = [
+    c.run.description for c in plan.cells if not status.is_trained(c.run) or status.missing_evals(c)
+  ]
+  data_dir = f' --data_dir={plan.data_dir}' if plan.data_dir else ''
+  lines = [
+    f'# Study {plan.name}: 2D pre-training vs 3D-only training',
+    '',
+    f'`python tools/study.py --study={plan.flag} --study_dir={plan.study_dir}{data_dir}` '
+    f'({datetime.datetime.now():%Y-%m-%d %H:%M}): {len(plan.cells) - len(pending)} of '
+    f'{len(plan.cells)} cells finished.',
+    '',
+    f'Time: {_time_summary(plan)}',
+    '',
+  ]
+  if pending:
+    lines += ['Not finished: ' + '; '.join(pending) + '.', '']
+  lines += [
+    '## 2D pre-training vs 3D-only at equal 3D steps',
+    '',
+    'MPJPE in mm (lower is better) on the test split of the 3D training dataset, mean '
+    'over seeds. Mean pose: predicting the mean training pose for every person. '
+    'Gain = 3D-only minus 2D-pretrained (positive: pre-training helps). '
+    'Images: training images seen in the 3D stage, and in total with the 2D '
+    'pre-training (the fair compute comparison; a 3D-only cell sees its 3D images only).',
+    '',
+    _markdown_table(
+      [
+        'backbone',
+        '3D data',
+        '3D steps',
+        '2D data',
+        'mean pose',
+        '3D-only',
+        '2D-pretrained',
+        'gain',
+        'seeds',
+        'images 3D stage',
+        'images total (2D-pretrained)',
+      ],
+      _comparison(rows),
+    ),
+    '## All cells',
+    '',
+    "Own X: the test split of the cell's 3D training dataset. PCK@0.2 (torso) in %. "
+    "Wall time of the cell's processes (training and evaluation), and in total with its "
+    'pre-training run. Every metric of every evaluation is in results.csv.',
+    '',
+  ]
+  others = list(plan.columns)
+  header = [
+    'pretraining',
+    'backbone',
+    'params',
+    '2D data',
+    '3D data (X)',
+    'seed',
+    '3D steps',
+    'images 3D / total',
+    'wall / total',
+    'MPJPE',
+    'PA-MPJPE',
+    'PCK',
+    *(f'MPJPE on {name}' for name in others),
+  ]
+  table = [
+    [
+      row['pretraining'],
+      row['backbone'],
+      _count(row['params']),
+      row['dataset_2d'] or '-',
+      row['dataset_3d'],
+      str(row['seed']),
+      str(row['steps']),
+      f'{_count(row["images_3d"])} / {_count(row["images_total"])}',
+      f'{progress.duration(row["wall_s"])} / {progress.duration(row["wall_total_s"])}',
+      _mm(row['mpjpe']),
+      _mm(row['pa_mpjpe']),
+      _percent(row['pck']),
+      *(_mm(row[metric_column('mpjpe', name)]) for name in others),
+    ]
+    for row in rows
+  ]
+  lines += [
+    _markdown_table(header, table),
+    '## Plots',
+    '',
+    '- compute.png: MPJPE on own X against training images seen (2D pre-training '
+    'included), one line per backbone, 2D data and seed through its 3D budgets.',
+    '- backbone.png: MPJPE on own X against parameters at the largest 3D budget.',
+    '- generalisation.png: the matrix of generalisation.md.',
+    '',
+    '![compute](compute.png)',
+    '',
+    '![backbone](backbone.png)',
+    '',
+    '![generalisation](generalisation.png)',
+    '',
+    '## Study config',
+    '',
+    '```python',
+    *(f'{key} = {value!r}' for key, value in default_config.flatten(plan.config).items()),
+    '```',
+    '',
+  ]
+  return '\n'.join(lines)
+
+
+def _generalisation_markdown(plan: plan_lib.Plan, rows: list[dict], matrix: list[list]) -> str:
+  steps = rows[0]['steps'] if rows else 0
+  table = [
+    [
+      row['label'],
+      *(
+        f'**{_mm(v)}**' if name == row['own_eval'] and v is not None else _mm(v)
+        for name, v in zip(plan.columns, values)
+      ),
+    ]
+    for row, values in zip(rows, matrix)
+  ]
+  return '\n'.join(
+    [
+      f'# Study {plan.name}: cross-dataset generalisation',
+      '',
+      f'MPJPE in mm (lower is better) of every cell at the largest 3D budget ({steps} steps, '
+      "rows) on every evaluation dataset (columns); bold: the cell's own 3D training dataset.",
+      '',
+      _markdown_table(['cell', *plan.columns], table),
+    ]
+  )

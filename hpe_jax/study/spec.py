@@ -1,0 +1,150 @@
+"""A study config: its fields and their checks, which turn it into the study's axes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+from hpe_jax import default_config
+from hpe_jax import errors
+from hpe_jax import models
+
+# The fields of a study config, each with an example value for error messages.
+FIELDS = {
+  'pretraining': "('2d', 'none')",
+  'backbones': "('resnet18', 'resnet50')",
+  'datasets_2d': "('synthetic_humans',)",
+  'datasets_3d': "('synthetic_humans', 'synthetic_humans/overhead')",
+  'seeds': '(0, 1)',
+  'steps_3d': '(500, 1000)',
+  'pretrain_steps': '2000',
+  'eval_datasets': "('human36m:test',)",
+  'overrides': "{'model': {'width': 16}, 'train': {'batch_size': 16}}",
+}
+PRETRAINING_MODES = ('2d', 'none')
+# Config fields that every run's command sets from the study's axes; `overrides` may not.
+AXIS_FIELDS = (
+  'seed',
+  'init_from',
+  'model.name',
+  'data.train_2d',
+  'data.train_3d',
+  'data.eval',
+  'train.num_steps',
+  'train.lr_drop_steps',
+)
+
+
+class StudyError(errors.HpeError, ValueError):
+  """A study cannot go on as asked; the message names the field or run, and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Axes:
+  """A checked study config (see FIELDS); overrides are ('config.field', flag value) pairs."""
+
+  pretraining: tuple[str, ...]
+  backbones: tuple[str, ...]
+  datasets_2d: tuple[str, ...]
+  datasets_3d: tuple[str, ...]
+  seeds: tuple[int, ...]
+  steps_3d: tuple[int, ...]
+  pretrain_steps: int
+  eval_datasets: tuple[str, ...]
+  overrides: tuple[tuple[str, str], ...]
+
+
+def _items(
+  config: ml_collections.ConfigDict, field: str, kind: type, *, required: bool = True
+) -> tuple:
+  """A tuple field (a bare value counts as a 1-tuple) whose items are distinct `kind`s."""
+  value = config.get(field, ())
+  items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+  if required and not items:
+    raise StudyError(f'study field {field} is empty; set it, e.g. {field} = {FIELDS[field]}')
+  for item in items:
+    if isinstance(item, bool) or not isinstance(item, kind):
+      raise StudyError(
+        f'study field {field}={value!r}: each item must be a {kind.__name__}, '
+        f'e.g. {field} = {FIELDS[field]}'
+      )
+  if len(set(items)) < len(items):
+    raise StudyError(f'study field {field}={value!r} lists an item twice; list each once')
+  return items
+
+
+def _flag_value(value) -> str:
+  """A config value as `--config.field=` parses it back ([1, 2] -> '(1, 2)')."""
+  return str(tuple(value) if isinstance(value, list) else value)
+
+
+def check_config(config: ml_collections.ConfigDict) -> Axes:
+  """Checks a study config's fields (see FIELDS) -> its axes; raises StudyError naming the field
+  and the fix."""
+  unknown = sorted(set(config.keys()) - set(FIELDS))
+  if unknown:
+    raise StudyError(
+      f'unknown study field(s) {", ".join(unknown)}; a study config has {", ".join(FIELDS)}'
+    )
+  pretraining = _items(config, 'pretraining', str)
+  for mode in pretraining:
+    if mode not in PRETRAINING_MODES:
+      raise StudyError(
+        f"study field pretraining has {mode!r}: use '2d' (pre-train on 2D data, "
+        "then fine-tune) and/or 'none' (3D-only training)"
+      )
+  backbones = _items(config, 'backbones', str)
+  for name in backbones:
+    if name not in models.NAMES:
+      raise StudyError(
+        f'study field backbones has {name!r}, which is not a model.name; use '
+        f'{", ".join(models.NAMES)}'
+      )
+  with_2d = '2d' in pretraining
+  datasets_2d = _items(config, 'datasets_2d', str, required=with_2d)
+  datasets_3d = _items(config, 'datasets_3d', str)
+  for name in datasets_3d:
+    if ',' in name:
+      raise StudyError(
+        f'study field datasets_3d has {name!r}, several sources in one entry; a '
+        'cell is evaluated on its own training dataset: list one dataset per entry'
+      )
+  seeds = _items(config, 'seeds', int)
+  steps_3d = _items(config, 'steps_3d', int)
+  pretrain_steps = config.get('pretrain_steps', 0)
+  for field, values in (
+    ('steps_3d', steps_3d),
+    ('pretrain_steps', (pretrain_steps,) if with_2d else ()),
+  ):
+    if any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in values):
+      raise StudyError(
+        f'study field {field}={config.get(field)!r} must hold positive ints, e.g. '
+        f'{field} = {FIELDS[field]}'
+      )
+  eval_datasets = _items(config, 'eval_datasets', str, required=False)
+  overrides = default_config.flatten(config.get('overrides', {}))
+  known = default_config.flatten(default_config.base_config().to_dict())
+  for key in overrides:
+    if key in AXIS_FIELDS:
+      raise StudyError(
+        f'study field overrides sets {key}, which the study sets for each run '
+        'from its axes; remove it from overrides'
+      )
+    if key not in known:
+      raise StudyError(
+        f'study field overrides sets {key}, which is not a config field (see '
+        'hpe_jax/default_config.py); nest fields as '
+        f'overrides = {FIELDS["overrides"]}'
+      )
+  return Axes(
+    pretraining,
+    backbones,
+    datasets_2d,
+    datasets_3d,
+    seeds,
+    steps_3d,
+    pretrain_steps if with_2d else 0,
+    eval_datasets,
+    tuple((k, _flag_value(v)) for k, v in overrides.items()),
+  )
