@@ -1,26 +1,33 @@
-"""tools/build_dataset.py: builds through the CLI, reports skips, fails with one clear message."""
+"""hpe-build-dataset (hpe_jax.tools.build_dataset, hpe_jax.data.building): builds through the
+command line (the tools/build_dataset.py shim), reports skips, fails with one clear message."""
 
 import os
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, 'tools'))
+from hpe_jax.data import building
 
-import build_dataset  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(*args):
-  return subprocess.run([sys.executable, os.path.join(REPO, 'tools', 'build_dataset.py'), *args],
-                        capture_output=True, text=True)
+  return subprocess.run(
+    [sys.executable, os.path.join(REPO, 'tools', 'build_dataset.py'), *args],
+    capture_output=True,
+    text=True,
+  )
 
 
 def test_report_lists_written_and_every_skip_reason():
-  report = {'train': {'counts': {'written': 2000, 'missing image': 8000},
-                      'examples': {'missing image': ['images/im02001.jpg']}}}
-  assert build_dataset.format_report(report) == (
-      'train: 2000 examples written\n'
-      '  missing image: 8000 (e.g. images/im02001.jpg)')
+  report = {
+    'train': {
+      'counts': {'written': 2000, 'missing image': 8000},
+      'examples': {'missing image': ['images/im02001.jpg']},
+    }
+  }
+  assert building.format_report(report) == (
+    'train: 2000 examples written\n  missing image: 8000 (e.g. images/im02001.jpg)'
+  )
 
 
 def test_builds_the_synthetic_dataset(tmp_path):
@@ -29,7 +36,7 @@ def test_builds_the_synthetic_dataset(tmp_path):
   assert 'Built synthetic_humans/tiny' in result.stdout
   assert list((tmp_path / 'synthetic_humans' / 'tiny').glob('*/dataset_info.json'))
   again = _run('synthetic_humans', '--config=tiny', f'--data_dir={tmp_path}')
-  assert 'already built' in again.stderr
+  assert again.returncode == 2 and 'already built' in again.stderr
 
 
 def test_unknown_dataset_is_named(tmp_path):
@@ -39,4 +46,14 @@ def test_unknown_dataset_is_named(tmp_path):
 
 def test_unknown_config_is_named(tmp_path):
   result = _run('lsp', '--config=huge', f'--data_dir={tmp_path}')
-  assert result.returncode != 0 and "lsp has no config 'huge'; it has default, small" in result.stderr
+  assert result.returncode != 0
+  assert "lsp has no config 'huge'; it has default, small" in result.stderr
+
+
+def test_missing_downloads_are_one_line(tmp_path):
+  result = _run('mpii', f'--manual_dir={tmp_path / "nothing"}', f'--data_dir={tmp_path}')
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+    f"error: --manual_dir='{tmp_path / 'nothing'}' is not a directory; mpii is built from "
+    'downloaded files: `hpe-build-dataset mpii --help_download` says which and how to lay them out'
+  ]

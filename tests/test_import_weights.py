@@ -2,28 +2,26 @@
 
 import json
 import os
+import subprocess
 import sys
 
+from conftest import tiny_config
 from flax import nnx
 import ml_collections
 import numpy as np
 import pytest
 
-from conftest import tiny_config
 from hpe_jax import default_config
 from hpe_jax import models
 from hpe_jax import trees
+from hpe_jax.errors import ConfigError
 from hpe_jax.models import torch_import
-from hpe_jax.training import checkpoint
+from hpe_jax.storage import checkpoint
+from hpe_jax.training import reference_run
 from hpe_jax.training import train
 
 torch = pytest.importorskip('torch')
 nn = torch.nn
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, 'tools'))
-
-import import_weights  # noqa: E402
 
 NUM_JOINTS = 16
 
@@ -34,17 +32,20 @@ class TorchBlock(nn.Module):
   def __init__(self, in_features, features, stride, bottleneck):
     super().__init__()
     out = 4 * features if bottleneck else features
-    specs = ([(in_features, features, 1, 1), (features, features, 3, stride),
-              (features, out, 1, 1)] if bottleneck else
-             [(in_features, features, 3, stride), (features, features, 3, 1)])
+    specs = (
+      [(in_features, features, 1, 1), (features, features, 3, stride), (features, out, 1, 1)]
+      if bottleneck
+      else [(in_features, features, 3, stride), (features, features, 3, 1)]
+    )
     self.num_convs = len(specs)
     for i, (cin, cout, k, s) in enumerate(specs, 1):
       setattr(self, f'conv{i}', nn.Conv2d(cin, cout, k, s, k // 2, bias=False))
       setattr(self, f'bn{i}', nn.BatchNorm2d(cout))
     self.downsample = None
     if stride != 1 or in_features != out:
-      self.downsample = nn.Sequential(nn.Conv2d(in_features, out, 1, stride, bias=False),
-                                      nn.BatchNorm2d(out))
+      self.downsample = nn.Sequential(
+        nn.Conv2d(in_features, out, 1, stride, bias=False), nn.BatchNorm2d(out)
+      )
     self.out_features = out
 
   def forward(self, x):
@@ -69,8 +70,9 @@ class TorchPoseResNet(nn.Module):
     for stage, num_blocks in enumerate(stage_blocks):
       blocks = []
       for i in range(num_blocks):
-        blocks.append(TorchBlock(features, width * 2**stage, 2 if stage and not i else 1,
-                                 bottleneck))
+        blocks.append(
+          TorchBlock(features, width * 2**stage, 2 if stage and not i else 1, bottleneck)
+        )
         features = blocks[-1].out_features
       setattr(self, f'layer{stage + 1}', nn.Sequential(*blocks))
     self.classifier = num_upsample is None
@@ -79,8 +81,11 @@ class TorchPoseResNet(nn.Module):
       return
     deconvs = []
     for _ in range(num_upsample):
-      deconvs += [nn.ConvTranspose2d(features, head_channels, 4, 2, 1, 0, bias=False),
-                  nn.BatchNorm2d(head_channels), nn.ReLU()]
+      deconvs += [
+        nn.ConvTranspose2d(features, head_channels, 4, 2, 1, 0, bias=False),
+        nn.BatchNorm2d(head_channels),
+        nn.ReLU(),
+      ]
       features = head_channels
     self.deconv_layers = nn.Sequential(*deconvs)
     self.hm = nn.Conv2d(features, NUM_JOINTS, 1)
@@ -122,16 +127,19 @@ def _numpy_state_dict(module, prefix=''):
 
 def _model_config(arch, width, head_channels=16, num_upsample=3, depth=True):
   config = default_config.base_config()
-  config.model.update(name=arch, width=width, head_channels=head_channels,
-                      num_upsample=num_upsample, depth=depth)
+  config.model.update(
+    name=arch, width=width, head_channels=head_channels, num_upsample=num_upsample, depth=depth
+  )
   return config
 
 
 def _build(config, *, abstract=False):
   """The model `config` describes; abstract: its arrays only shapes (skips the slow random init,
   for weights that will all be replaced or only checked)."""
+
   def build():
     return models.create_model(config.model, with_depth=config.model.depth, rngs=nnx.Rngs(1))
+
   return nnx.eval_shape(build) if abstract else build()
 
 
@@ -149,10 +157,13 @@ def _flat(tree):
   return {key: np.asarray(value) for key, value in trees.flatten(tree).items()}
 
 
-@pytest.mark.parametrize('arch, width, head_channels', [
+@pytest.mark.parametrize(
+  'arch, width, head_channels',
+  [
     ('resnet18', 64, 256),  # the reference's own widths
     ('resnet50', 16, 32),  # bottlenecks, narrowed to stay fast
-])
+  ],
+)
 def test_imported_reference_model_gives_the_torch_outputs(arch, width, head_channels):
   torch_model = _randomised(TorchPoseResNet(arch, width, head_channels, num_upsample=3))
   # DataParallel's 'module.' prefix and the BatchNorm counters, as in released checkpoints.
@@ -168,17 +179,23 @@ def test_imported_reference_model_gives_the_torch_outputs(arch, width, head_chan
   model = _build(_model_config(arch, width, head_channels), abstract=True)  # every array filled
   model.eval()
   graphdef, state = nnx.split(model)
-  filled, unused = torch_import.fill(nnx.to_pure_dict(state), state_dict,
-                                     parts=('backbone', 'head', 'heatmap_conv', 'depth_conv'),
-                                     heads=heads, source='test')
+  filled, unused = torch_import.fill(
+    nnx.to_pure_dict(state),
+    state_dict,
+    parts=('backbone', 'head', 'heatmap_conv', 'depth_conv'),
+    heads=heads,
+    source='test',
+  )
   assert unused == []
   nnx.replace_by_pure_dict(state, filled)
   model = nnx.merge(graphdef, state)
 
   images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
   with torch.no_grad():
-    heatmaps, depth = (t.numpy().transpose(0, 2, 3, 1)
-                       for t in torch_model(torch.from_numpy(images.transpose(0, 3, 1, 2))))
+    heatmaps, depth = (
+      t.numpy().transpose(0, 2, 3, 1)
+      for t in torch_model(torch.from_numpy(images.transpose(0, 3, 1, 2)))
+    )
   outputs = model(images)
   assert outputs['heatmaps'].shape == (1, 2, 16, 16, NUM_JOINTS)
   for ours, theirs in ((outputs['heatmaps'][0], heatmaps), (outputs['depth_map'], depth)):
@@ -193,11 +210,12 @@ def imagenet_resnet18(tmp_path_factory):
   return path
 
 
-def test_imagenet_weights_fill_the_backbone_and_leave_the_head(imagenet_resnet18, fresh_resnet18,
-                                                               tmp_path):
+def test_imagenet_weights_fill_the_backbone_and_leave_the_head(
+  imagenet_resnet18, fresh_resnet18, tmp_path
+):
   source = {key: value.numpy() for key, value in torch.load(imagenet_resnet18).items()}
   npz = str(tmp_path / 'resnet18.npz')
-  assert import_weights.import_imagenet(imagenet_resnet18, npz) == []
+  assert torch_import.convert_imagenet(imagenet_resnet18, npz).unused == []
   with np.load(npz) as arrays:  # the classifier and the BatchNorm counters are left out
     assert not [key for key in arrays.files if key.startswith('fc.') or 'num_batches' in key]
 
@@ -207,8 +225,13 @@ def test_imagenet_weights_fill_the_backbone_and_leave_the_head(imagenet_resnet18
     assert unused == []
     loaded, flat_fresh = _flat(loaded), _flat(fresh)
     backbone = [key for key in loaded if key.startswith('backbone/')]
-    assert len(backbone) == len({torch_import.torch_key(k) for k in backbone}) == len(
-        [k for k in source if k.startswith(('conv1', 'bn1', 'layer')) and 'num_batches' not in k])
+    assert (
+      len(backbone)
+      == len({torch_import.torch_key(k) for k in backbone})
+      == len(
+        [k for k in source if k.startswith(('conv1', 'bn1', 'layer')) and 'num_batches' not in k]
+      )
+    )
     for key in backbone:
       expected = source[torch_import.torch_key(key)]
       if expected.ndim == 4:
@@ -218,8 +241,7 @@ def test_imagenet_weights_fill_the_backbone_and_leave_the_head(imagenet_resnet18
       np.testing.assert_array_equal(loaded[key], flat_fresh[key], err_msg=key)
 
 
-def test_unused_source_keys_other_than_fc_are_reported(imagenet_resnet18, fresh_resnet18,
-                                                       tmp_path):
+def test_unused_source_keys_other_than_fc_are_reported(imagenet_resnet18, fresh_resnet18, tmp_path):
   state_dict = dict(torch.load(imagenet_resnet18), extra_layer=torch.zeros(3))
   path = str(tmp_path / 'extra.pth')
   torch.save(state_dict, path)
@@ -227,8 +249,9 @@ def test_unused_source_keys_other_than_fc_are_reported(imagenet_resnet18, fresh_
   assert unused == ['extra_layer']
 
 
-def test_missing_or_misshapen_weights_are_one_line_errors_naming_the_key(imagenet_resnet18,
-                                                                        fresh_resnet18, tmp_path):
+def test_missing_or_misshapen_weights_are_one_line_errors_naming_the_key(
+  imagenet_resnet18, fresh_resnet18, tmp_path
+):
   state_dict = torch.load(imagenet_resnet18)
   del state_dict['layer2.0.downsample.1.running_var']
   path = str(tmp_path / 'missing.pth')
@@ -239,9 +262,11 @@ def test_missing_or_misshapen_weights_are_one_line_errors_naming_the_key(imagene
   assert f'model.init={path!r}' in str(error.value) and '\n' not in str(error.value)
 
   wider = _pure_state(_model_config('resnet18', 16), abstract=True)
-  with pytest.raises(default_config.ConfigError,
-                     match=r'shape mismatch: conv1.weight is \(8, 3, 7, 7\), the model needs '
-                     r'\(16, 3, 7, 7\)'):
+  with pytest.raises(
+    default_config.ConfigError,
+    match=r'shape mismatch: conv1.weight is \(8, 3, 7, 7\), the model needs '
+    r'\(16, 3, 7, 7\)',
+  ):
     torch_import.init_backbone(wider, imagenet_resnet18)
   hourglass = _model_config('hourglass', 8)
   hourglass.model.update(num_stacks=1, hourglass_features=8)
@@ -254,42 +279,86 @@ def test_missing_or_misshapen_weights_are_one_line_errors_naming_the_key(imagene
 def test_reference_checkpoint_becomes_a_workdir_that_grafts_exactly(tmp_path, capsys):
   torch_model = _randomised(TorchPoseResNet('resnet18', 8, 16, num_upsample=3), seed=3)
   src = str(tmp_path / 'model_last.pth')
-  torch.save({'epoch': 140, 'state_dict': {'module.' + key: value for key, value
-                                           in torch_model.state_dict().items()}}, src)
+  torch.save(
+    {
+      'epoch': 140,
+      'state_dict': {'module.' + key: value for key, value in torch_model.state_dict().items()},
+    },
+    src,
+  )
   workdir = str(tmp_path / 'reference')
-  import_weights.main(['reference', src, f'--workdir={workdir}', '--input=rgb'])
+  reference_run.import_reference(src, workdir, input_format='rgb')
   assert f'--config.init_from={workdir}' in capsys.readouterr().out
 
   with open(os.path.join(workdir, 'config.json')) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  assert (config.model.name, config.model.width, config.model.head_channels,
-          config.model.num_upsample, config.model.depth) == ('resnet18', 8, 16, 3, True)
+  assert (
+    config.model.name,
+    config.model.width,
+    config.model.head_channels,
+    config.model.num_upsample,
+    config.model.depth,
+  ) == ('resnet18', 8, 16, 3, True)
   assert checkpoint.find_checkpoint(workdir)[1] == 0
   fresh = _pure_state(config)
   grafted, newly_initialised = checkpoint.graft(workdir, fresh)
   assert newly_initialised == []
-  expected, _ = torch_import.fill(fresh, _numpy_state_dict(torch_model),
-                                  parts=('backbone', 'head', 'heatmap_conv', 'depth_conv'),
-                                  heads={'heatmap_conv': 'hm', 'depth_conv': 'depth'}, source='')
+  expected, _ = torch_import.fill(
+    fresh,
+    _numpy_state_dict(torch_model),
+    parts=('backbone', 'head', 'heatmap_conv', 'depth_conv'),
+    heads={'heatmap_conv': 'hm', 'depth_conv': 'depth'},
+    source='',
+  )
   grafted, expected = _flat(grafted), _flat(expected)
   assert set(grafted) == set(expected)
   for key, value in expected.items():
     np.testing.assert_array_equal(grafted[key], value, err_msg=key)
 
-  # Refused: a second import into the workdir, another --arch, parts our model has no place for.
+  # Refused: a second import into the workdir, another --arch, parts our model has no place for;
+  # each a one-line ConfigError (the command's exit 2: test_command_refuses_in_one_line).
   extra = str(tmp_path / 'extra.pth')
   torch.save(dict(torch_model.state_dict(), offsets=torch.zeros(2)), extra)
-  other = f'--workdir={tmp_path / "other"}'
-  for args in (['reference', src, f'--workdir={workdir}'],
-               ['reference', src, other, '--arch=resnet34'],
-               ['reference', extra, other]):
-    with pytest.raises(SystemExit) as exit_info:
-      import_weights.main(args)
-    assert exit_info.value.code == 2
-  errors = capsys.readouterr().err.splitlines()
+  other = str(tmp_path / 'other')
+  errors = []
+  for kwargs in (
+    {'src': src, 'workdir': workdir},
+    {'src': src, 'workdir': other, 'arch': 'resnet34'},
+    {'src': extra, 'workdir': other},
+  ):
+    with pytest.raises(ConfigError) as error:
+      reference_run.import_reference(**kwargs)
+    assert error.value.exit_code == 2 and '\n' not in str(error.value)
+    errors.append(str(error.value))
   assert len(errors) == 3
   assert 'already holds checkpoints' in errors[0] and 'not --arch=resnet34' in errors[1]
   assert "no place for: ['offsets']" in errors[2]
+
+
+def test_command_refuses_in_one_line(tmp_path):
+  """hpe-import-weights (through its tools/ shim) ends a refusal with one `error:` line, exit 2."""
+  src = str(tmp_path / 'model_last.pth')
+  torch.save(TorchPoseResNet('resnet18', 8, 16, num_upsample=3).state_dict(), src)
+  workdir = tmp_path / 'used'
+  (workdir / 'checkpoints' / '0').mkdir(parents=True)
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(repo, 'tools', 'import_weights.py'),
+      'reference',
+      src,
+      f'--workdir={workdir}',
+      '--input=rgb',
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.splitlines() == [
+    f'error: {workdir / "checkpoints"} already holds checkpoints; choose a new --workdir'
+  ]
 
 
 def test_bgr256_fold_gives_the_reference_stem_on_our_input():
@@ -298,17 +367,22 @@ def test_bgr256_fold_gives_the_reference_stem_on_our_input():
   folded = torch_import.fold_bgr256_input(state_dict)
   pixels = np.random.default_rng(1).integers(0, 256, size=(1, 32, 32, 3)).astype(np.float32)
   mean, std = torch_import.IMAGENET_MEAN, torch_import.IMAGENET_STD
-  ours = (pixels / 255 - mean) / std  # RGB, as step.normalize_images
+  ours = (pixels / 255 - mean) / std  # RGB, as interface.normalize_images
   reference = (pixels[..., ::-1] / 256 - mean) / std  # BGR with RGB-ordered mean and std
 
   def stem(images, weights):
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2), np.float32))
-    x = nn.functional.conv2d(x, torch.from_numpy(weights['conv1.weight'].copy()), stride=2,
-                             padding=3)
+    x = nn.functional.conv2d(
+      x, torch.from_numpy(weights['conv1.weight'].copy()), stride=2, padding=3
+    )
     return nn.functional.batch_norm(
-        x, torch.from_numpy(weights['bn1.running_mean']),
-        torch.from_numpy(weights['bn1.running_var']), torch.from_numpy(weights['bn1.weight']),
-        torch.from_numpy(weights['bn1.bias']), eps=1e-5).numpy()
+      x,
+      torch.from_numpy(weights['bn1.running_mean']),
+      torch.from_numpy(weights['bn1.running_var']),
+      torch.from_numpy(weights['bn1.weight']),
+      torch.from_numpy(weights['bn1.bias']),
+      eps=1e-5,
+    ).numpy()
 
   expected, got = stem(reference, state_dict), stem(ours, folded)
   interior = (slice(None), slice(None), slice(2, -2), slice(2, -2))  # windows clear of padding
@@ -319,27 +393,35 @@ def test_bgr256_fold_gives_the_reference_stem_on_our_input():
 def test_model_init_scratch_trains_from_random_weights_and_says_so(data_dir, tmp_path, capsys):
   """The explicit opt-out of a recipe's ImageNet start: no file is read, the log and config.json
   say it."""
-  config = tiny_config(data_dir, **{'model.init': 'scratch', 'train.num_steps': 1,
-                                    'data.eval': ''})
+  config = tiny_config(data_dir, **{'model.init': 'scratch', 'train.num_steps': 1, 'data.eval': ''})
   train.train_and_evaluate(config, str(tmp_path))
   assert "Random initial weights (model.init='scratch')." in capsys.readouterr().out
   with open(os.path.join(tmp_path, 'config.json')) as f:
     assert json.load(f)['model']['init'] == 'scratch'
 
 
-def test_training_with_model_init_starts_from_the_imported_backbone(imagenet_resnet18, data_dir,
-                                                                    tmp_path):
+def test_training_with_model_init_starts_from_the_imported_backbone(
+  imagenet_resnet18, data_dir, tmp_path
+):
   # lr 1e-30 (0 is refused): one Adam step moves each parameter by about 1e-30, leaving it as it
   # started to far below float32 precision (batch statistics still move).
-  config = tiny_config(data_dir, **{'model.init': imagenet_resnet18, 'train.num_steps': 1,
-                                    'train.lr': 1e-30, 'data.eval': ''})
+  config = tiny_config(
+    data_dir,
+    **{'model.init': imagenet_resnet18, 'train.num_steps': 1, 'train.lr': 1e-30, 'data.eval': ''},
+  )
   train.train_and_evaluate(config, str(tmp_path))
   mngr = checkpoint.manager(os.path.join(tmp_path, 'checkpoints'), read_only=True)
-  trained = _flat(mngr.restore(1, args=checkpoint.ocp.args.Composite(
-      state=checkpoint.ocp.args.StandardRestore())).state['model'])
+  trained = _flat(
+    mngr.restore(
+      1, args=checkpoint.ocp.args.Composite(state=checkpoint.ocp.args.StandardRestore())
+    ).state['model']
+  )
   source = {key: value.numpy() for key, value in torch.load(imagenet_resnet18).items()}
-  backbone_params = [key for key in trained if key.startswith('backbone/')
-                     and key.rsplit('/', 1)[1] in ('kernel', 'scale', 'bias')]
+  backbone_params = [
+    key
+    for key in trained
+    if key.startswith('backbone/') and key.rsplit('/', 1)[1] in ('kernel', 'scale', 'bias')
+  ]
   assert len(backbone_params) == 3 * 20  # resnet18: 20 convs and their BatchNorms
   for key in backbone_params:
     expected = source[torch_import.torch_key(key)]

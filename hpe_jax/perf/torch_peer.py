@@ -4,7 +4,7 @@ The reference architectures in torch.nn, layer for layer and parameter for param
 hpe_jax.models builds them (NCHW where hpe_jax is NHWC), and the method's losses (REFERENCE.md 1)
 as vectorised torch, equal to hpe_jax.training.step.compute_losses (tests/test_torch_peer.py), so
 both systems train the same network on the same objective with Adam. torch stays optional: only
-tools and tests import this module.
+hpe_jax.perf.compare (hpe-compare-peer) and tests import this module.
 
 Train-step modes (`PeerTrainStep`):
 - eager: float32, NCHW, no compilation: how the reference trains;
@@ -12,7 +12,7 @@ Train-step modes (`PeerTrainStep`):
   and bfloat16 autocast when the config computes in bfloat16. A part that fails to compile runs
   eagerly instead, with a printed note.
 
-  python tools/compare_peer.py --config=configs/finetune.py --config.model.width=64 \\
+  hpe-compare-peer --config=configs/finetune.py --config.model.width=64 \\
       --config.model.head_channels=256 --config.data.image_size=128 --config.train.batch_size=8
 """
 
@@ -37,8 +37,9 @@ _EPS_DEPTH = 1e-4  # the reference's normaliser of the depth loss
 _HEAD_STD = 0.001  # the reference's head init: normal(0, 0.001), bias 0
 
 
-def _conv(in_features: int, out_features: int, kernel_size: int, stride: int = 1, *,
-          bias: bool = False) -> nn.Conv2d:
+def _conv(
+  in_features: int, out_features: int, kernel_size: int, stride: int = 1, *, bias: bool = False
+) -> nn.Conv2d:
   return nn.Conv2d(in_features, out_features, kernel_size, stride, kernel_size // 2, bias=bias)
 
 
@@ -81,20 +82,35 @@ class PoseResNet(nn.Module):
   h = H / 32 * 2**num_upsample.
   """
 
-  def __init__(self, name: str, *, width: int, head_channels: int, num_upsample: int,
-               num_joints: int, with_depth: bool):
+  def __init__(
+    self,
+    name: str,
+    *,
+    width: int,
+    head_channels: int,
+    num_upsample: int,
+    num_joints: int,
+    with_depth: bool,
+  ):
     super().__init__()
     bottleneck, stage_blocks = jax_resnet.ARCHITECTURES[name]
-    layers = [_conv(3, width, 7, 2), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-              nn.MaxPool2d(3, 2, 1)]
+    layers = [
+      _conv(3, width, 7, 2),
+      nn.BatchNorm2d(width),
+      nn.ReLU(inplace=True),
+      nn.MaxPool2d(3, 2, 1),
+    ]
     features = width
     for stage, num_blocks in enumerate(stage_blocks):
       for i in range(num_blocks):
         layers.append(Block(features, width * 2**stage, 2 if stage and not i else 1, bottleneck))
         features = layers[-1].out_features
     for _ in range(num_upsample):
-      layers += [nn.ConvTranspose2d(features, head_channels, 4, 2, 1, bias=False),
-                 nn.BatchNorm2d(head_channels), nn.ReLU(inplace=True)]
+      layers += [
+        nn.ConvTranspose2d(features, head_channels, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(head_channels),
+        nn.ReLU(inplace=True),
+      ]
       features = head_channels
     self.body = nn.Sequential(*layers)
     self.heatmap_conv = nn.Conv2d(features, num_joints, 1)
@@ -120,12 +136,16 @@ class Residual(nn.Module):
     super().__init__()
     half = out_features // 2
     layers = []
-    for cin, cout, kernel_size in ((in_features, half, 1), (half, half, 3),
-                                   (half, out_features, 1)):
+    for cin, cout, kernel_size in (
+      (in_features, half, 1),
+      (half, half, 3),
+      (half, out_features, 1),
+    ):
       layers += [nn.BatchNorm2d(cin), nn.ReLU(), _conv(cin, cout, kernel_size, bias=True)]
     self.body = nn.Sequential(*layers)
-    self.skip = (_conv(in_features, out_features, 1, bias=True)
-                 if in_features != out_features else None)
+    self.skip = (
+      _conv(in_features, out_features, 1, bias=True) if in_features != out_features else None
+    )
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     return self.body(x) + (x if self.skip is None else self.skip(x))
@@ -152,8 +172,12 @@ class Stack(nn.Module):
   def __init__(self, features: int, num_joints: int):
     super().__init__()
     self.features = nn.Sequential(
-        Hourglass(jax_hourglass.HOURGLASS_DEPTH, features), Residual(features, features),
-        _conv(features, features, 1, bias=True), nn.BatchNorm2d(features), nn.ReLU())
+      Hourglass(jax_hourglass.HOURGLASS_DEPTH, features),
+      Residual(features, features),
+      _conv(features, features, 1, bias=True),
+      nn.BatchNorm2d(features),
+      nn.ReLU(),
+    )
     self.heatmap_conv = _conv(features, num_joints, 1, bias=True)
 
   def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,12 +202,19 @@ class StackedHourglass(nn.Module):
   """(B, 3, H, W) -> {'heatmaps': (num_stacks, B, J, H/4, W/4), 'depth': (B, J) if with_depth};
   with depth, H = W = `image_size` (the regressor's dense layer is built for it)."""
 
-  def __init__(self, *, num_stacks: int, features: int, num_joints: int, with_depth: bool,
-               image_size: int):
+  def __init__(
+    self, *, num_stacks: int, features: int, num_joints: int, with_depth: bool, image_size: int
+  ):
     super().__init__()
     self.stem = nn.Sequential(
-        _conv(3, 64, 7, 2, bias=True), nn.BatchNorm2d(64), nn.ReLU(), Residual(64, 128),
-        nn.MaxPool2d(2, 2), Residual(128, 128), Residual(128, features))
+      _conv(3, 64, 7, 2, bias=True),
+      nn.BatchNorm2d(64),
+      nn.ReLU(),
+      Residual(64, 128),
+      nn.MaxPool2d(2, 2),
+      Residual(128, 128),
+      Residual(128, features),
+    )
     self.stacks = nn.ModuleList([Stack(features, num_joints) for _ in range(num_stacks)])
     self.remaps = nn.ModuleList([Remap(features, num_joints) for _ in range(num_stacks - 1)])
     self.depth_remap = self.depth_blocks = self.depth_dense = None
@@ -193,7 +224,7 @@ class StackedHourglass(nn.Module):
       for _ in range(jax_hourglass.DEPTH_LEVELS):
         blocks += [Residual(features, features), Residual(features, features), nn.MaxPool2d(2, 2)]
       self.depth_blocks = nn.Sequential(*blocks)
-      cells = (image_size // jax_hourglass.SIZE_MULTIPLE)**2
+      cells = (image_size // jax_hourglass.SIZE_MULTIPLE) ** 2
       self.depth_dense = nn.Linear(cells * features, num_joints)
     _init_weights(self, heads=())
 
@@ -225,17 +256,26 @@ def _init_weights(module: nn.Module, heads) -> None:
       nn.init.zeros_(layer.bias)
 
 
-def create_model(model_config, *, num_joints: int = joints.NUM_JOINTS,
-                 with_depth: bool) -> nn.Module:
+def create_model(
+  model_config, *, num_joints: int = joints.NUM_JOINTS, with_depth: bool
+) -> nn.Module:
   """The peer of hpe_jax.models.create_model(model_config, ...), in training mode."""
   if model_config.name == 'hourglass':
-    return StackedHourglass(num_stacks=model_config.num_stacks,
-                            features=model_config.hourglass_features, num_joints=num_joints,
-                            with_depth=with_depth, image_size=model_config.image_size)
-  return PoseResNet(model_config.name, width=model_config.width,
-                    head_channels=model_config.head_channels,
-                    num_upsample=model_config.num_upsample, num_joints=num_joints,
-                    with_depth=with_depth)
+    return StackedHourglass(
+      num_stacks=model_config.num_stacks,
+      features=model_config.hourglass_features,
+      num_joints=num_joints,
+      with_depth=with_depth,
+      image_size=model_config.image_size,
+    )
+  return PoseResNet(
+    model_config.name,
+    width=model_config.width,
+    head_channels=model_config.head_channels,
+    num_upsample=model_config.num_upsample,
+    num_joints=num_joints,
+    with_depth=with_depth,
+  )
 
 
 # Targets and losses (hpe_jax.targets, hpe_jax.losses, hpe_jax.training.step.compute_losses).
@@ -247,8 +287,12 @@ def _bone_tensors():
   bones = [(a, b, w, g) for g, group in enumerate(groups) for (a, b), w in group]
   a, b, weight, group = (np.array(column) for column in zip(*bones))
   one_hot = np.eye(len(groups), dtype=np.float32)[group]
-  return (torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(weight.astype(np.float32)),
-          torch.from_numpy(one_hot))
+  return (
+    torch.from_numpy(a),
+    torch.from_numpy(b),
+    torch.from_numpy(weight.astype(np.float32)),
+    torch.from_numpy(one_hot),
+  )
 
 
 _BONE_A, _BONE_B, _BONE_WEIGHT, _BONE_GROUP = _bone_tensors()
@@ -266,16 +310,18 @@ def inside_heatmap(xy_hm: torch.Tensor, size: int) -> torch.Tensor:
   return ((pixel >= 0) & (pixel < size)).all(dim=-1).float()
 
 
-def gaussian_heatmaps(xy_hm: torch.Tensor, mask: torch.Tensor, size: int,
-                      sigma: float) -> torch.Tensor:
+def gaussian_heatmaps(
+  xy_hm: torch.Tensor, mask: torch.Tensor, size: int, sigma: float
+) -> torch.Tensor:
   """(B, J, 2) heatmap pixels, (B, J) mask -> (B, J, size, size) unnormalised Gaussians, peak 1;
   zeros for joints with mask 0 or off the map."""
   keep = mask * inside_heatmap(xy_hm, size)
   xy_hm = torch.where(keep[..., None] > 0, xy_hm, torch.zeros_like(xy_hm))
   grid = torch.arange(size, dtype=torch.float32, device=xy_hm.device)
   # Separable: (B, J, n) profiles along y and x, their outer product per joint.
-  profile_x, profile_y = (torch.exp(-torch.square(grid - xy_hm[..., axis, None]) / (2 * sigma**2))
-                          for axis in (0, 1))
+  profile_x, profile_y = (
+    torch.exp(-torch.square(grid - xy_hm[..., axis, None]) / (2 * sigma**2)) for axis in (0, 1)
+  )
   return profile_y[..., :, None] * (profile_x * keep[..., None])[..., None, :]
 
 
@@ -286,8 +332,12 @@ def gather_at(maps: torch.Tensor, xy_hm: torch.Tensor) -> torch.Tensor:
   pixel = _pixel(xy_hm)
   x = pixel[..., 0].clamp(0, width - 1)
   y = pixel[..., 1].clamp(0, height - 1)
-  return maps[torch.arange(batch, device=maps.device)[:, None],
-              torch.arange(num_joints, device=maps.device)[None, :], y, x]
+  return maps[
+    torch.arange(batch, device=maps.device)[:, None],
+    torch.arange(num_joints, device=maps.device)[None, :],
+    y,
+    x,
+  ]
 
 
 def heatmap_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -306,8 +356,9 @@ def depth_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
   return torch.sum(mask * smooth_l1(diff)) / (torch.sum(mask) + _EPS_DEPTH)
 
 
-def geometric_loss(xy: torch.Tensor, z: torch.Tensor, visible: torch.Tensor,
-                   is_2d: torch.Tensor) -> torch.Tensor:
+def geometric_loss(
+  xy: torch.Tensor, z: torch.Tensor, visible: torch.Tensor, is_2d: torch.Tensor
+) -> torch.Tensor:
   """Bone-length consistency within each bone group (hpe_jax.losses.geometric_loss).
 
   xy (B, 16, 2) crop units, z (B, 16) crop units, visible (B, 16), is_2d (B,) bool -> scalar:
@@ -329,7 +380,7 @@ def geometric_loss(xy: torch.Tensor, z: torch.Tensor, visible: torch.Tensor,
 
 def compute_losses(outputs: dict, batch: dict, loss_config) -> tuple[torch.Tensor, dict]:
   """hpe_jax.training.step.compute_losses on torch tensors: heatmaps (S, B, J, h, w), depth_map
-  (B, J, h, w) or depth (B, J); the batch as tools/benchmark.random_batch lays it out;
+  (B, J, h, w) or depth (B, J); the batch as hpe_jax.perf.benchmark.random_batch lays it out;
   `loss_config` a hpe_jax LossConfig. -> (weighted total, {'loss', 'heatmap_loss',
   'depth_loss', 'geometric_loss'})."""
   heatmaps = outputs['heatmaps']
@@ -342,14 +393,20 @@ def compute_losses(outputs: dict, batch: dict, loss_config) -> tuple[torch.Tenso
   heatmap = sum(heatmap_loss(h * weight, target) for h in heatmaps)
   metrics = {'heatmap_loss': heatmap}
   total = heatmap
-  depth = (gather_at(outputs['depth_map'].float(), xy_hm) if 'depth_map' in outputs
-           else outputs.get('depth'))
+  depth = (
+    gather_at(outputs['depth_map'].float(), xy_hm)
+    if 'depth_map' in outputs
+    else outputs.get('depth')
+  )
   if depth is not None:
     has_3d = batch['has_3d']
     metrics['depth_loss'] = depth_loss(depth, batch['depth'], inside * has_3d[:, None])
     metrics['geometric_loss'] = geometric_loss(xy_hm / size, depth.float(), inside, ~has_3d)
-    total = (total + loss_config.depth_weight * metrics['depth_loss']
-             + loss_config.geometric_weight * metrics['geometric_loss'])
+    total = (
+      total
+      + loss_config.depth_weight * metrics['depth_loss']
+      + loss_config.geometric_weight * metrics['geometric_loss']
+    )
   metrics['loss'] = total
   return total, metrics
 
@@ -370,8 +427,9 @@ def default_device() -> torch.device:
 
 
 def to_tensors(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-  return {key: torch.from_numpy(np.ascontiguousarray(value)).to(device)
-          for key, value in batch.items()}
+  return {
+    key: torch.from_numpy(np.ascontiguousarray(value)).to(device) for key, value in batch.items()
+  }
 
 
 class PeerTrainStep:
@@ -381,37 +439,55 @@ class PeerTrainStep:
   step compiles; `notes` then says what was compiled and what fell back to eager.
   """
 
-  def __init__(self, config, batch: dict[str, np.ndarray], loss_config, *, mode: str,
-               device: torch.device | None = None):
+  def __init__(
+    self,
+    config,
+    batch: dict[str, np.ndarray],
+    loss_config,
+    *,
+    mode: str,
+    device: torch.device | None = None,
+  ):
     if mode not in ('eager', 'tuned'):
       raise ValueError(f'peer mode {mode!r}: use eager or tuned')
     self.device = device or default_device()
     tuned = mode == 'tuned'
     self.memory_format = torch.channels_last if tuned else torch.contiguous_format
-    self.model = create_model(config.model, with_depth=config.model.depth).to(
-        self.device, memory_format=self.memory_format).train()
+    self.model = (
+      create_model(config.model, with_depth=config.model.depth)
+      .to(self.device, memory_format=self.memory_format)
+      .train()
+    )
     self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr)
     self.batch = to_tensors(batch, self.device)
     self.loss_config = loss_config
-    self.autocast_dtype = (torch.bfloat16 if tuned and config.model.dtype == 'bfloat16'
-                           else None)
+    self.autocast_dtype = torch.bfloat16 if tuned and config.model.dtype == 'bfloat16' else None
     self.notes = (['channels_last'] if tuned else []) + (
-        ['bfloat16 autocast'] if self.autocast_dtype is not None else [])
+      ['bfloat16 autocast'] if self.autocast_dtype is not None else []
+    )
     # The two parts of a step, each compiled in tuned mode, and their eager fallbacks.
-    self._eager_parts = {'forward+losses+backward': self._forward_backward,
-                         'adam': self.optimizer.step}
+    self._eager_parts = {
+      'forward+losses+backward': self._forward_backward,
+      'adam': self.optimizer.step,
+    }
     self._parts = dict(self._eager_parts)
     self._settled = set(self._parts)  # parts known to run
     if tuned:
-      self._parts = {'forward+losses+backward': functools.partial(
-                         self._forward_backward, torch.compile(self._forward_losses)),
-                     'adam': torch.compile(self.optimizer.step)}
+      self._parts = {
+        'forward+losses+backward': functools.partial(
+          self._forward_backward, torch.compile(self._forward_losses)
+        ),
+        'adam': torch.compile(self.optimizer.step),
+      }
       self._settled = set()
 
   def _forward_losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     images = normalize_images(batch['image'], self.memory_format)
-    autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype)
-                if self.autocast_dtype is not None else contextlib.nullcontext())
+    autocast = (
+      torch.autocast(self.device.type, dtype=self.autocast_dtype)
+      if self.autocast_dtype is not None
+      else contextlib.nullcontext()
+    )
     with autocast:
       outputs = self.model(images)
     # float32 outputs, as hpe_jax's models return
@@ -431,8 +507,11 @@ class PeerTrainStep:
     try:
       result = self._parts[part]()
     except Exception as e:  # noqa: BLE001 (whatever the compiler raises: fall back, say why)
-      print(f'NOTE: torch.compile of {part} failed, running it eagerly: {type(e).__name__}: '
-            f'{str(e).splitlines()[0][:300] if str(e) else ""}', flush=True)
+      print(
+        f'NOTE: torch.compile of {part} failed, running it eagerly: {type(e).__name__}: '
+        f'{str(e).splitlines()[0][:300] if str(e) else ""}',
+        flush=True,
+      )
       self.notes.append(f'{part} eager (compile failed: {type(e).__name__})')
       self._parts[part] = self._eager_parts[part]
       if part != 'adam':  # a half-run backward may have left gradients

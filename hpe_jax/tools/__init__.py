@@ -1,0 +1,1 @@
+"""The commands beyond training, evaluation and prediction: thin launchers of the library."""

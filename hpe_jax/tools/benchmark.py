@@ -1,0 +1,40 @@
+"""Train-step throughput of a config on the devices present: compile time and images/s.
+
+  hpe-benchmark --config=configs/pretrain.py
+  hpe-benchmark --config=configs/pretrain.py:paper --config.model.dtype=bfloat16
+
+(`python tools/benchmark.py` and `python -m hpe_jax.tools.benchmark` are the same.) The batch is
+random and already in device memory, so this measures the step alone (hpe-benchmark-pipeline
+measures the input pipeline). Prints one JSON line; timings are medians over repeats, each
+synchronised.
+"""
+
+from __future__ import annotations
+
+import json
+
+from absl import flags
+from ml_collections import config_flags
+
+from hpe_jax import cli
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:arg]).')
+_STEPS = flags.DEFINE_integer('steps', 20, 'Timed steps per repeat.', lower_bound=1)
+_REPEATS = flags.DEFINE_integer(
+  'repeats', 3, 'Timed repeats; the median is reported.', lower_bound=1
+)
+
+
+def main(args: list[str]) -> None:
+  del args
+  from hpe_jax.perf import benchmark  # pylint: disable=g-import-not-at-top  (--help stays fast)
+
+  print(json.dumps(benchmark.benchmark(_CONFIG.value, steps=_STEPS.value, repeats=_REPEATS.value)))
+
+
+def run() -> None:
+  cli.run(main, required=('config',))
+
+
+if __name__ == '__main__':
+  run()
