@@ -11,9 +11,10 @@ import re
 import sys
 
 import ml_collections
+
+from hpe_jax import models
 from hpe_jax import trees
 from hpe_jax.errors import ConfigError
-
 
 _BOOLEANS = {'true': True, '1': True, 'false': False, '0': False}
 
@@ -43,8 +44,10 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
       try:
         parsed[key] = kind(value)
       except ValueError:
-        raise ConfigError(f'config arg {key}={value!r}: expected {kind.__name__}, like the '
-                          f'default {defaults[key]!r}') from None
+        raise ConfigError(
+          f'config arg {key}={value!r}: expected {kind.__name__}, like the '
+          f'default {defaults[key]!r}'
+        ) from None
   return ml_collections.ConfigDict(parsed)
 
 
@@ -85,9 +88,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.sigma = 2.0  # heatmap Gaussian, heatmap pixels
   c.data.threads = 2  # decoding threads per process
   c.data.workers = 0  # grain worker processes (on 2 cores, 0 is fastest)
-  c.data.augment = ml_collections.ConfigDict(dict(
-      scale_sigma=0.25, scale_limit=0.25, rotation_prob=0.6, rotation_sigma=30.0,
-      rotation_limit=60.0, flip=True, rotate_3d=False))
+  c.data.augment = ml_collections.ConfigDict(
+    dict(
+      scale_sigma=0.25,
+      scale_limit=0.25,
+      rotation_prob=0.6,
+      rotation_sigma=30.0,
+      rotation_limit=60.0,
+      flip=True,
+      rotate_3d=False,
+    )
+  )
 
   c.train = ml_collections.ConfigDict()
   c.train.num_steps = 1000
@@ -114,9 +125,11 @@ SCRATCH = 'scratch'  # model.init: random weights, chosen explicitly
 # torchvision's ImageNet ResNets: the IMAGENET1K_V1 files, the weights the reference loads (older
 # torchvision named them resnet18-5c106cde.pth, resnet50-19c8e357.pth, ...).
 IMAGENET_FILES = {
-    'resnet18': 'resnet18-f37072fd.pth', 'resnet34': 'resnet34-b627a593.pth',
-    'resnet50': 'resnet50-0676ba61.pth', 'resnet101': 'resnet101-63fe2227.pth',
-    'resnet152': 'resnet152-394f9c45.pth',
+  'resnet18': 'resnet18-f37072fd.pth',
+  'resnet34': 'resnet34-b627a593.pth',
+  'resnet50': 'resnet50-0676ba61.pth',
+  'resnet101': 'resnet101-63fe2227.pth',
+  'resnet152': 'resnet152-394f9c45.pth',
 }
 
 
@@ -127,8 +140,9 @@ MPII_TRAIN_PEOPLE = 22246
 H36M_TRAIN_FRAMES = 312188
 
 
-def reference_epoch_steps(num_2d: int, num_3d: int = 0, batch_size: int = 32,
-                          ratio_3d: float = 1.0) -> int:
+def reference_epoch_steps(
+  num_2d: int, num_3d: int = 0, batch_size: int = 32, ratio_3d: float = 1.0
+) -> int:
   """Optimiser steps in one epoch as the reference counts it.
 
   With 2D data only, an epoch is the 2D set. Its Fusion3D epoch (2D + 3D) is all 2D samples plus
@@ -139,24 +153,89 @@ def reference_epoch_steps(num_2d: int, num_3d: int = 0, batch_size: int = 32,
   return -(-samples // batch_size)
 
 
-def validate(c: ml_collections.ConfigDict) -> None:
-  """The checks a config can pass or fail without devices or data; raises ConfigError naming the
-  field and the fix. Cheap, so commands run it before they open or compile anything."""
-  multiple = 64 if c.model.name == 'hourglass' else 32
+def parse_list(spec: str) -> list[str]:
+  """A comma-separated config list: 'a, b:split' -> ['a', 'b:split']; '' -> []."""
+  return [item.strip() for item in spec.split(',') if item.strip()]
+
+
+def mixing_weights(data: ml_collections.ConfigDict, role: str) -> list[float] | None:
+  """data.weights_{role} ('2d' or '3d'): '3,1' -> [0.75, 0.25]; '' -> None (mix the sources in
+  proportion to their sizes). Raises ConfigError unless it has one non-negative number per source
+  of data.train_{role}, not all 0."""
+  spec, num_sources = data[f'weights_{role}'], len(parse_list(data[f'train_{role}']))
+  if not spec:
+    return None
+  try:
+    weights = [float(w) for w in spec.split(',')]
+  except ValueError:
+    weights = []
+  if len(weights) != num_sources or min(weights) < 0 or sum(weights) <= 0:
+    raise ConfigError(
+      f"data.weights_{role}='{spec}' must be {num_sources} comma-separated "
+      f'non-negative numbers, one per source of data.train_{role}'
+    )
+  return [w / sum(weights) for w in weights]
+
+
+def batch_composition(c: ml_collections.ConfigDict) -> tuple[int, int]:
+  """-> (2D, 3D) samples in every global batch: all of one role when only it has data, else
+  train.batch_size split by data.fraction_3d. Raises ConfigError unless both parts are whole and
+  non-empty."""
+  has_2d, has_3d = bool(parse_list(c.data.train_2d)), bool(parse_list(c.data.train_3d))
+  if not has_3d:
+    return c.train.batch_size, 0
+  if not has_2d:
+    return 0, c.train.batch_size
+  num_3d = c.train.batch_size * c.data.fraction_3d
+  if num_3d != int(num_3d) or not 0 < num_3d < c.train.batch_size:
+    raise ConfigError(
+      f'data.fraction_3d={c.data.fraction_3d} does not split train.batch_size='
+      f'{c.train.batch_size} into whole, non-empty 2D and 3D parts'
+    )
+  return c.train.batch_size - int(num_3d), int(num_3d)
+
+
+def validate(
+  c: ml_collections.ConfigDict, *, devices: int | None = None, processes: int | None = None
+) -> None:
+  """Every constraint on the config's fields, checked here and only here; raises ConfigError
+  naming the field and the fix. Needs no data and no devices, so commands run it before they
+  open or compile anything; given the number of `devices` and `processes` (once jax is up), it
+  also checks that the batch divides over them."""
+  multiple = models.size_multiple(c.model.name) if c.model.name in models.NAMES else 1
   if c.data.image_size % multiple:
-    raise ConfigError(f'data.image_size={c.data.image_size} must be a multiple of {multiple} for '
-                      f'model.name={c.model.name!r}')
+    raise ConfigError(
+      f'data.image_size={c.data.image_size} must be a multiple of {multiple} for '
+      f'model.name={c.model.name!r}'
+    )
+  models.check_config(c.model)
   for key in ('num_steps', 'batch_size', 'log_every', 'checkpoint_every'):
     if c.train[key] <= 0:
       raise ConfigError(f'train.{key}={c.train[key]} must be positive')
   if c.train.keep_checkpoints < 1:
-    raise ConfigError(f'train.keep_checkpoints={c.train.keep_checkpoints}: keep at least 1 (the '
-                      'newest checkpoint is the trained model)')
+    raise ConfigError(
+      f'train.keep_checkpoints={c.train.keep_checkpoints}: keep at least 1 (the '
+      'newest checkpoint is the trained model)'
+    )
   if not 0 < c.train.lr < float('inf'):
     raise ConfigError(f'train.lr={c.train.lr} must be a positive number (the default is 1e-3)')
   for key in ('eval_every', 'grad_clip'):
     if c.train[key] < 0:
       raise ConfigError(f'train.{key}={c.train[key]} must be 0 (off) or positive')
+  if not parse_list(c.data.train_2d) and not parse_list(c.data.train_3d):
+    raise ConfigError('no training data: set --config.data.train_2d and/or data.train_3d')
+  for role in ('2d', '3d'):
+    mixing_weights(c.data, role)
+  num_2d, num_3d = batch_composition(c)
+  if devices is not None and c.train.batch_size % devices:
+    raise ConfigError(
+      f'train.batch_size={c.train.batch_size} must be a multiple of the {devices} devices'
+    )
+  if processes is not None and (num_2d % processes or num_3d % processes):
+    raise ConfigError(
+      f'the 2D ({num_2d}) and 3D ({num_3d}) parts of train.batch_size must '
+      f'divide evenly over {processes} processes'
+    )
   _check_model_init(c)
 
 
@@ -167,26 +246,33 @@ def _check_model_init(c: ml_collections.ConfigDict) -> None:
   if c.init_from or init in ('', SCRATCH):
     return
   if init == IMAGENET and name not in IMAGENET_FILES:
-    raise ConfigError(f"model.init='imagenet': there are no ImageNet weights for model.name="
-                      f"{name!r}; add --config.model.init=scratch to train it from random weights")
+    raise ConfigError(
+      f"model.init='imagenet': there are no ImageNet weights for model.name="
+      f'{name!r}; add --config.model.init=scratch to train it from random weights'
+    )
   if init == IMAGENET:
     npz = f'runs/imagenet/{name}.npz'
     raise ConfigError(
-        f'this recipe starts {name} from ImageNet weights, as the reference does: make them once '
-        f'with `python tools/import_weights.py imagenet {IMAGENET_FILES[name]} {npz}` '
-        "(torchvision's file; the tool needs pip install -e '.[torch]') and add "
-        f'--config.model.init={npz}, or add --config.model.init=scratch to train from random '
-        'weights')
+      f'this recipe starts {name} from ImageNet weights, as the reference does: make them once '
+      f'with `python tools/import_weights.py imagenet {IMAGENET_FILES[name]} {npz}` '
+      "(torchvision's file; the tool needs pip install -e '.[torch]') and add "
+      f'--config.model.init={npz}, or add --config.model.init=scratch to train from random '
+      'weights'
+    )
   if not os.path.isfile(init):
-    raise ConfigError(f'model.init={init!r} is not a file: give an .npz of tools/import_weights.py '
-                      "imagenet or a torchvision .pth, or 'scratch'")
+    raise ConfigError(
+      f'model.init={init!r} is not a file: give an .npz of tools/import_weights.py '
+      "imagenet or a torchvision .pth, or 'scratch'"
+    )
 
 
 def flatten(config) -> dict:
   """A config (or its JSON as dicts) -> {'train.lr': leaf}, lists as tuples (JSON has no tuples;
   the tuple fields of a config take them back)."""
-  return {key: tuple(value) if isinstance(value, list) else value
-          for key, value in trees.flatten(config, separator='.').items()}
+  return {
+    key: tuple(value) if isinstance(value, list) else value
+    for key, value in trees.flatten(config, separator='.').items()
+  }
 
 
 def quick_preset(c: ml_collections.ConfigDict) -> None:

@@ -14,23 +14,29 @@ from absl import flags
 from ml_collections import config_flags
 
 from hpe_jax import cli
-from hpe_jax import default_config
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/pretrain.py'
-                                          ' (optionally path:arg).', lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  'config', None, 'Config file, e.g. configs/pretrain.py (optionally path:arg).', lock_config=True
+)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (default runs/<config name>).')
 
 
 def main(args: list[str]) -> None:
   del args
+  # The library is imported here, not at the top, so that --help and flag errors stay fast.
+  from hpe_jax import default_config  # pylint: disable=g-import-not-at-top
+
   config = _CONFIG.value
-  default_config.validate(config)  # before jax, data or the workdir are touched
+  default_config.validate(config)  # before jax's devices, data or the workdir are touched
   if config.distributed:  # before anything touches the devices
     import jax  # pylint: disable=g-import-not-at-top
+
     jax.distributed.initialize()
-  from hpe_jax.training import train  # pylint: disable=g-import-not-at-top  (--help stays fast)
+  from hpe_jax.training import train  # pylint: disable=g-import-not-at-top
+
   workdir = _WORKDIR.value or default_config.default_workdir(
-      flags.FLAGS['config'].serialize().partition('=')[2])
+    flags.FLAGS['config'].serialize().partition('=')[2]
+  )
   train.train_and_evaluate(config, workdir)
 
 

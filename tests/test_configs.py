@@ -49,13 +49,102 @@ def test_reference_epoch_counts_the_fusion_share():
   assert steps(100, 1000, batch_size=10, ratio_3d=0.5) == 15
 
 
+def _quick(**fields):
+  c = _load('finetune.py')
+  c.data.train_2d = 'synthetic_humans'
+  with c.unlocked():
+    for key, value in fields.items():
+      section, name = key.split('.')
+      c[section][name] = value
+  return c
+
+
+def test_batch_composition_splits_by_fraction_or_gives_all_to_the_only_role():
+  c = _quick(**{'data.train_3d': 'synthetic_humans', 'train.batch_size': 32})
+  assert default_config.batch_composition(c) == (16, 16)
+  c.data.train_2d = ''
+  assert default_config.batch_composition(c) == (0, 32)
+  c.data.train_2d, c.data.train_3d = 'a', ''
+  assert default_config.batch_composition(c) == (32, 0)
+
+
+def test_mixing_weights_normalise_one_weight_per_source():
+  c = _quick(**{'data.train_2d': 'a, b', 'data.weights_2d': '3,1'})
+  assert default_config.mixing_weights(c.data, '2d') == [0.75, 0.25]
+  assert default_config.mixing_weights(c.data, '3d') is None
+
+
+# Each constraint of default_config.validate: (fields, the start of its one-line message).
+INVALID = [
+  (
+    {'data.image_size': 100},
+    "data.image_size=100 must be a multiple of 32 for model.name='resnet18'",
+  ),
+  (
+    {'model.name': 'hourglass', 'data.image_size': 96},
+    'data.image_size=96 must be a multiple of 64',
+  ),
+  ({'model.name': 'resnet19'}, "model.name='resnet19' is not one of resnet18"),
+  ({'model.dtype': 'float16'}, "model.dtype='float16' is not one of"),
+  ({'model.width': 0}, 'model.width=0 must be an int >= 1'),
+  ({'model.hourglass_features': 15}, 'model.hourglass_features=15 must be even'),
+  ({'train.num_steps': 0}, 'train.num_steps=0 must be positive'),
+  ({'train.batch_size': -1}, 'train.batch_size=-1 must be positive'),
+  ({'train.log_every': 0}, 'train.log_every=0 must be positive'),
+  ({'train.checkpoint_every': 0}, 'train.checkpoint_every=0 must be positive'),
+  ({'train.keep_checkpoints': 0}, 'train.keep_checkpoints=0: keep at least 1'),
+  ({'train.lr': 0.0}, 'train.lr=0.0 must be a positive number'),
+  ({'train.lr': float('inf')}, 'train.lr=inf must be a positive number'),
+  ({'train.eval_every': -1}, 'train.eval_every=-1 must be 0 (off) or positive'),
+  ({'train.grad_clip': -1.0}, 'train.grad_clip=-1.0 must be 0 (off) or positive'),
+  ({'data.train_2d': '', 'data.train_3d': ' , '}, 'no training data'),
+  ({'data.weights_2d': '3'}, "data.weights_2d='3' must be 2 comma-separated non-negative"),
+  ({'data.train_2d': 'a', 'data.weights_2d': '1,x'}, "data.weights_2d='1,x' must be 1 "),
+  ({'data.weights_3d': '0'}, "data.weights_3d='0' must be 1 comma-separated"),
+  ({'data.fraction_3d': 0.3}, 'data.fraction_3d=0.3 does not split train.batch_size=16'),
+  ({'data.fraction_3d': 1.0}, 'data.fraction_3d=1.0 does not split'),
+  (
+    {'model.init': '/nonexistent.npz', 'init_from': ''},
+    "model.init='/nonexistent.npz' is not a file",
+  ),
+]
+
+
+@pytest.mark.parametrize('fields, message', INVALID, ids=[str(f) for f, _ in INVALID])
+def test_validate_names_each_bad_field_in_one_line(fields, message):
+  c = _quick(**{'data.train_2d': 'a, b'})
+  for key, value in fields.items():
+    section, _, name = key.rpartition('.')
+    (c[section] if section else c)[name] = value
+  with pytest.raises(default_config.ConfigError) as error:
+    default_config.validate(c)
+  assert str(error.value).startswith(message) and '\n' not in str(error.value)
+
+
+def test_validate_checks_the_batch_split_over_devices_and_processes():
+  c = _quick(**{'train.batch_size': 12, 'data.fraction_3d': 0.5})
+  default_config.validate(c)  # no device count given: nothing to check yet
+  default_config.validate(c, devices=4, processes=2)
+  with pytest.raises(
+    default_config.ConfigError, match='train.batch_size=12 must be a multiple of the 8 devices'
+  ):
+    default_config.validate(c, devices=8)
+  with pytest.raises(
+    default_config.ConfigError,
+    match=r'the 2D \(6\) and 3D \(6\) parts of '
+    'train.batch_size must divide evenly over 4 processes',
+  ):
+    default_config.validate(c, devices=4, processes=4)
+
+
 def test_paper_recipes_need_imagenet_weights_or_an_explicit_opt_out(tmp_path):
   for name in ('pretrain.py', 'scratch3d.py'):
     c = _load(name, 'paper')
     with pytest.raises(default_config.ConfigError) as error:
       default_config.validate(c)
-    assert ('python tools/import_weights.py imagenet resnet50-0676ba61.pth '
-            'runs/imagenet/resnet50.npz') in str(error.value)
+    assert (
+      'python tools/import_weights.py imagenet resnet50-0676ba61.pth runs/imagenet/resnet50.npz'
+    ) in str(error.value)
     assert '--config.model.init=scratch' in str(error.value) and '\n' not in str(error.value)
     c.model.init = default_config.SCRATCH
     default_config.validate(c)
@@ -82,8 +171,12 @@ def test_missing_imagenet_weights_stop_the_command_at_once(tmp_path):
   """One line, exit 2, before jax is imported (which alone takes seconds) or a workdir made."""
   start = time.perf_counter()
   result = subprocess.run(
-      [sys.executable, '-m', 'hpe_jax.main', f'--config={CONFIGS}/pretrain.py:paper'],
-      capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    [sys.executable, '-m', 'hpe_jax.main', f'--config={CONFIGS}/pretrain.py:paper'],
+    capture_output=True,
+    text=True,
+    cwd=tmp_path,
+    timeout=120,
+  )
   seconds = time.perf_counter() - start
   assert result.returncode == 2 and result.stderr.count('\n') == 1, result.stderr
   assert 'from ImageNet weights' in result.stderr
@@ -110,8 +203,10 @@ def test_bad_args_are_named():
     default_config.load_config('configs/nope.py')
 
 
-@pytest.mark.parametrize('value, paper', [('False', False), ('false', False), ('0', False),
-                                          ('True', True), ('TRUE', True), ('1', True)])
+@pytest.mark.parametrize(
+  'value, paper',
+  [('False', False), ('false', False), ('0', False), ('True', True), ('TRUE', True), ('1', True)],
+)
 def test_bool_args_are_parsed_as_bools(value, paper):
   c = _load('pretrain.py', f'paper={value}')
   assert (c.data.train_2d == 'mpii') == paper
@@ -128,16 +223,24 @@ def test_bad_arg_values_are_named():
     default_config.parse_arg('size=x', size=1)
 
 
-@pytest.mark.parametrize('flags, message', [
+@pytest.mark.parametrize(
+  'flags, message',
+  [
     (['--config=configs/pretrain.py:paper=maybe'], "config arg paper='maybe': use true"),
     (['--config=configs/finetune.py:stage=4'], "finetune stage='4'"),
     (['--config=configs/nope.py'], 'cannot load --config=configs/nope.py'),
     (['--config=configs/pretrain.py', '--config.train.foo=1'], "no config field 'foo'"),
-])
+  ],
+)
 def test_command_line_config_errors_are_one_line(flags, message):
   """Before any model or data is touched: exit 2 and one line, not absl's traceback."""
-  result = subprocess.run([sys.executable, '-m', 'hpe_jax.main', *flags], capture_output=True,
-                          text=True, cwd=os.path.dirname(CONFIGS), timeout=120)
+  result = subprocess.run(
+    [sys.executable, '-m', 'hpe_jax.main', *flags],
+    capture_output=True,
+    text=True,
+    cwd=os.path.dirname(CONFIGS),
+    timeout=120,
+  )
   assert result.returncode == 2, result.stderr
   assert result.stderr.count('\n') == 1 and message in result.stderr, result.stderr
 

@@ -1,10 +1,11 @@
 """The input pipeline: exact 2D:3D batches, determinism, resumable state, augmentation geometry."""
 
+from conftest import TINY_DATASET
+from conftest import tiny_config
 import jax
 import numpy as np
 import pytest
 
-from conftest import TINY_DATASET, tiny_config
 from hpe_jax import default_config
 from hpe_jax import geometry
 from hpe_jax import joints
@@ -42,15 +43,10 @@ def test_processes_split_each_global_batch_without_overlap_or_gaps(data_dir, mon
     first, second = shares[0][step], shares[1][step]
     for key in batch:  # single = [3D 0-3, 2D 4-7]; process p = [3D 2p, 2p+1; 2D 4+2p, 5+2p]
       np.testing.assert_array_equal(
-          np.concatenate([first[key][:2], second[key][:2], first[key][2:], second[key][2:]]),
-          batch[key], err_msg=key)
-
-
-def test_batch_composition_rejects_fractional_samples():
-  assert pipeline.batch_composition(32, 0.5, True, True) == (16, 16)
-  assert pipeline.batch_composition(32, 0.5, False, True) == (0, 32)
-  with pytest.raises(default_config.ConfigError, match='fraction_3d'):
-    pipeline.batch_composition(10, 0.25, True, True)
+        np.concatenate([first[key][:2], second[key][:2], first[key][2:], second[key][2:]]),
+        batch[key],
+        err_msg=key,
+      )
 
 
 def test_same_seed_same_batches_and_other_seed_differs(data_dir):
@@ -65,8 +61,14 @@ def test_same_seed_same_batches_and_other_seed_differs(data_dir):
 
 def test_epochs_are_reshuffled_and_cover_the_split(data_dir):
   """64 training examples, batch 8: each epoch of 8 batches sees every example once."""
-  config = tiny_config(data_dir, **{'data.augment.flip': False, 'data.augment.scale_sigma': 0.0,
-                                    'data.augment.rotation_prob': 0.0})
+  config = tiny_config(
+    data_dir,
+    **{
+      'data.augment.flip': False,
+      'data.augment.scale_sigma': 0.0,
+      'data.augment.rotation_prob': 0.0,
+    },
+  )
   batches, _ = _batches(config, 16)
   keys = [tuple(np.round(j[6], 2)) for b in batches for j in b['joints']]  # pelvis position
   first, second = keys[:64], keys[64:]
@@ -125,8 +127,9 @@ def test_scale_and_rotation_move_joints_as_the_crop_affine_says(data_dir):
   # normal 1.0: scale 1.25; uniform 0.1 < 0.6: rotate by clip(1.0 * 30) = 30 degrees.
   sample = augment.PoseTransform(64, True, aug)(example, _FixedRng(1.0, 0.1))
   affine = geometry.crop_affine(example['box_center'], example['box_side'] * 1.25, 30.0, 64)
-  np.testing.assert_allclose(sample['joints'],
-                             geometry.transform_points(affine, example['joints_2d']), atol=1e-3)
+  np.testing.assert_allclose(
+    sample['joints'], geometry.transform_points(affine, example['joints_2d']), atol=1e-3
+  )
   # Depth is in crop units: the region is 1.25x larger, so the target is 1.25x smaller.
   unscaled = augment.PoseTransform(64, True)(example)
   np.testing.assert_allclose(sample['depth'] * 1.25, unscaled['depth'], rtol=1e-5, atol=1e-6)
@@ -142,8 +145,10 @@ def test_depth_target_is_weak_perspective_at_the_pelvis(data_dir):
   assert sample['depth'][joints.PELVIS] == 0
   # Without augmentation the original joints come back through input_to_image.
   np.testing.assert_allclose(
-      geometry.transform_points(sample['input_to_image'], sample['joints']),
-      example['joints_2d'], atol=1e-3)
+    geometry.transform_points(sample['input_to_image'], sample['joints']),
+    example['joints_2d'],
+    atol=1e-3,
+  )
 
 
 def test_2d_sources_ignore_3d_labels(data_dir):
@@ -152,37 +157,45 @@ def test_2d_sources_ignore_3d_labels(data_dir):
 
 
 def test_eval_batches_pad_the_last_batch(data_dir):
-  config = tiny_config(data_dir, **{'train.batch_size': 12})
+  config = tiny_config(data_dir)
   ref = datasets.resolve(TINY_DATASET, 'eval', data_dir)  # 32 test examples
-  batches = list(pipeline.eval_batches(ref, config))
+  batches = list(pipeline.eval_batches(ref, config, batch_size=12))
   assert [b['valid'].sum() for b in batches] == [12, 12, 8]
   assert all(b['image'].shape[0] == 12 for b in batches)
-  limited = list(pipeline.eval_batches(ref, config, limit=5))
+  limited = list(pipeline.eval_batches(ref, config, batch_size=12, limit=5))
   assert len(limited) == 1 and limited[0]['valid'].sum() == 5
 
 
 def test_unknown_and_unbuilt_datasets_say_what_to_do(data_dir):
   with pytest.raises(datasets.DatasetError, match="unknown dataset 'nonexistent'"):
     datasets.resolve('nonexistent', '2d', data_dir)
-  with pytest.raises(datasets.DatasetError, match="no config 'huge'; it has default, overhead, tiny"):
+  with pytest.raises(
+    datasets.DatasetError, match="no config 'huge'; it has default, overhead, tiny"
+  ):
     datasets.resolve('synthetic_humans/huge', '2d', data_dir)
   with pytest.raises(datasets.DatasetError, match='no split'):
     datasets.resolve(TINY_DATASET + ':nosuchsplit', '2d', data_dir)
 
 
 def test_mixing_weights_set_the_share_of_each_source(data_dir):
-  no_aug = {'data.augment.flip': False, 'data.augment.scale_sigma': 0.0,
-            'data.augment.rotation_prob': 0.0}
+  no_aug = {
+    'data.augment.flip': False,
+    'data.augment.scale_sigma': 0.0,
+    'data.augment.rotation_prob': 0.0,
+  }
   sources = [f'{TINY_DATASET}:train_2d', f'{TINY_DATASET}:test']
   pelvis = {}  # un-augmented pelvis position -> source index
   for index, spec in enumerate(sources):
     for batch in _batches(tiny_config(data_dir, **{'data.train_2d': spec}, **no_aug), 8)[0]:
       pelvis.update({tuple(np.round(j[6], 2)): index for j in batch['joints']})
-  config = tiny_config(data_dir, **{'data.train_2d': ','.join(sources),
-                                    'data.weights_2d': '3,1'}, **no_aug)
-  drawn = [pelvis[tuple(np.round(j[6], 2))]
-           for batch in _batches(config, 40)[0] for j in batch['joints']]
+  config = tiny_config(
+    data_dir, **{'data.train_2d': ','.join(sources), 'data.weights_2d': '3,1'}, **no_aug
+  )
+  drawn = [
+    pelvis[tuple(np.round(j[6], 2))] for batch in _batches(config, 40)[0] for j in batch['joints']
+  ]
   assert abs(drawn.count(0) / len(drawn) - 0.75) < 0.03
   with pytest.raises(default_config.ConfigError, match="weights_2d='3' must be 2"):
-    _batches(tiny_config(data_dir, **{'data.train_2d': ','.join(sources),
-                                      'data.weights_2d': '3'}), 1)
+    _batches(
+      tiny_config(data_dir, **{'data.train_2d': ','.join(sources), 'data.weights_2d': '3'}), 1
+    )

@@ -9,16 +9,19 @@ import sys
 import textwrap
 import time
 
+from conftest import TINY_DATASET
+from conftest import tiny_config
+from conftest import tiny_main_command
 from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import TINY_DATASET, tiny_config, tiny_main_command
 from hpe_jax import models
 from hpe_jax.models import layers
-from hpe_jax.training import checkpoint
+from hpe_jax.models import xla_cpu
+from hpe_jax.storage import checkpoint
 from hpe_jax.training import step as step_lib
 from hpe_jax.training import train
 
@@ -54,8 +57,16 @@ def test_finetune_grafts_the_2d_weights_and_reports_3d_metrics(pretrained, data_
   workdir = str(tmp_path)
   train.train_and_evaluate(config, workdir)
   final = _records(workdir)[-1]
-  for key in ('mpjpe', 'pa_mpjpe', 'mpjpe_mean_pose', 'pa_mpjpe_mean_pose', 'pck', 'pckh',
-              'mpjpe_visible', 'mpjpe_occluded'):
+  for key in (
+    'mpjpe',
+    'pa_mpjpe',
+    'mpjpe_mean_pose',
+    'pa_mpjpe_mean_pose',
+    'pck',
+    'pckh',
+    'mpjpe_visible',
+    'mpjpe_occluded',
+  ):
     assert np.isfinite(final[key]), key
   assert final['pa_mpjpe'] <= final['mpjpe']
   assert 0 <= final['auc_3d'] <= final['pck3d_150'] <= 1
@@ -64,10 +75,14 @@ def test_finetune_grafts_the_2d_weights_and_reports_3d_metrics(pretrained, data_
   assert all('depth_loss' in r and 'geometric_loss' in r for r in steps)
 
 
-@pytest.mark.parametrize('overrides', [
+@pytest.mark.parametrize(
+  'overrides',
+  [
     {'model.name': 'hourglass', 'model.num_stacks': 2, 'model.hourglass_features': 16},
     {'model.dtype': 'bfloat16'},
-], ids=['hourglass', 'bfloat16'])
+  ],
+  ids=['hourglass', 'bfloat16'],
+)
 def test_other_models_and_bfloat16_train_from_scratch(data_dir, tmp_path, overrides):
   config = tiny_config(data_dir, depth=True, **{'train.num_steps': 2, **overrides})
   final = train.train_and_evaluate(config, str(tmp_path))
@@ -99,8 +114,11 @@ def test_graft_copies_every_shared_weight_and_keeps_fresh_depth_parts(pretrained
   grafted, fresh = _flat(grafted), _flat(fresh)
   assert new_keys == ['depth_conv/bias', 'depth_conv/kernel']
   mngr = checkpoint.manager(os.path.join(pretrained, 'checkpoints'), read_only=True)
-  trained = _flat(mngr.restore(6, args=checkpoint.ocp.args.Composite(
-      state=checkpoint.ocp.args.StandardRestore())).state['model'])
+  trained = _flat(
+    mngr.restore(
+      6, args=checkpoint.ocp.args.Composite(state=checkpoint.ocp.args.StandardRestore())
+    ).state['model']
+  )
   assert set(trained) == set(saved)
   for key in saved:
     np.testing.assert_array_equal(grafted[key], trained[key], err_msg=key)
@@ -126,15 +144,21 @@ def test_graft_from_a_path_without_checkpoints_says_what_to_do(tmp_path):
 
 
 def test_resume_after_sigkill_logs_each_step_once_with_the_same_losses(data_dir, tmp_path):
-  args = ('--config.train.num_steps=30', '--config.train.checkpoint_every=5',
-          '--config.train.lr_drop_steps=(15,)')
+  args = (
+    '--config.train.num_steps=30',
+    '--config.train.checkpoint_every=5',
+    '--config.train.lr_drop_steps=(15,)',
+  )
   reference = tmp_path / 'uninterrupted'
   subprocess.run(tiny_main_command(reference, data_dir, *args), check=True, capture_output=True)
   expected = _records(reference)
 
   interrupted = tmp_path / 'interrupted'
-  process = subprocess.Popen(tiny_main_command(interrupted, data_dir, *args),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  process = subprocess.Popen(
+    tiny_main_command(interrupted, data_dir, *args),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   deadline = time.time() + 120
   while not (interrupted / 'checkpoints' / '10').is_dir() and time.time() < deadline:
     time.sleep(0.02)
@@ -147,16 +171,19 @@ def test_resume_after_sigkill_logs_each_step_once_with_the_same_losses(data_dir,
   subprocess.run(tiny_main_command(interrupted, data_dir, *args), check=True, capture_output=True)
   # Records logged after the checkpoint resumed from are dropped: each step appears once, with
   # the loss of the uninterrupted run (images_per_s aside, which measures the machine).
-  drop_rate = lambda records: [{k: v for k, v in r.items() if k != 'images_per_s'}
-                               for r in records]
+  drop_rate = lambda records: [{k: v for k, v in r.items() if k != 'images_per_s'} for r in records]
   assert drop_rate(_records(interrupted)) == drop_rate(expected)
 
 
 def test_sigterm_saves_a_checkpoint_at_the_current_step(data_dir, tmp_path):
   workdir = tmp_path / 'preempted'
   args = ('--config.train.num_steps=500', '--config.train.checkpoint_every=1000')
-  process = subprocess.Popen(tiny_main_command(workdir, data_dir, *args),
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  process = subprocess.Popen(
+    tiny_main_command(workdir, data_dir, *args),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.DEVNULL,
+    text=True,
+  )
   for line in process.stdout:  # the first logged step: training is under way
     if line.startswith('step 3/'):
       process.send_signal(signal.SIGTERM)
@@ -169,7 +196,7 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step(data_dir, tmp_path):
   assert 3 <= saved == last_logged < 500
 
 
-_DEVICES_SCRIPT = textwrap.dedent('''
+_DEVICES_SCRIPT = textwrap.dedent("""
     import jax
     jax.config.update('jax_num_cpu_devices', 4)
     import json, sys
@@ -179,6 +206,7 @@ _DEVICES_SCRIPT = textwrap.dedent('''
     from conftest import tiny_config
     from hpe_jax import models
     from hpe_jax.data import pipeline
+    from hpe_jax.models import interface
     from hpe_jax.training import step
 
     config = tiny_config(sys.argv[1], depth=True)
@@ -192,7 +220,7 @@ _DEVICES_SCRIPT = textwrap.dedent('''
       graphdef, state = nnx.split(model)
 
       def loss_and_grads(state, batch):
-        images = step.normalize_images(batch['image'], 'float32')
+        images = interface.normalize_images(batch['image'], 'float32')
         loss_fn = lambda model: step.compute_losses(model(images), batch, loss_config)
         (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(
             nnx.merge(graphdef, state))
@@ -206,13 +234,16 @@ _DEVICES_SCRIPT = textwrap.dedent('''
                         'grads': [np.asarray(g).ravel().tolist()
                                   for g in jax.tree.leaves(grads)]}
     print(json.dumps(results))
-''')
+""")
 
 
 def test_four_devices_give_the_loss_and_gradients_of_one(data_dir):
-  out = subprocess.run([sys.executable, '-c', _DEVICES_SCRIPT, data_dir,
-                        os.path.dirname(os.path.abspath(__file__))],
-                       check=True, capture_output=True, text=True)
+  out = subprocess.run(
+    [sys.executable, '-c', _DEVICES_SCRIPT, data_dir, os.path.dirname(os.path.abspath(__file__))],
+    check=True,
+    capture_output=True,
+    text=True,
+  )
   results = json.loads(out.stdout.strip().splitlines()[-1])
   one, four = results['1'], results['4']
   for key, value in one['metrics'].items():
@@ -222,16 +253,20 @@ def test_four_devices_give_the_loss_and_gradients_of_one(data_dir):
     np.testing.assert_allclose(g4, g1, rtol=1e-5, atol=1e-5 * np.abs(g1).max())
 
 
-@pytest.mark.parametrize('override, message', [
+@pytest.mark.parametrize(
+  'override, message',
+  [
     ('--config.model.name=resnet19', "model.name='resnet19' is not one of"),
     ('--config.data.train_2d=nonexistent', "unknown dataset 'nonexistent'"),
     ('--config.init_from=/no/such/run', "'/no/such/run' holds no checkpoint. Train the 2D"),
     ('--config.data.image_size=100', 'data.image_size=100 must be a multiple of 32'),
     ('--workdir=/proc/hpe_jax_run', '--workdir=/proc/hpe_jax_run cannot be created'),
-])
+  ],
+)
 def test_cli_errors_are_one_clear_message(data_dir, tmp_path, override, message):
-  result = subprocess.run(tiny_main_command(tmp_path / 'run', data_dir, override),
-                          capture_output=True, text=True)
+  result = subprocess.run(
+    tiny_main_command(tmp_path / 'run', data_dir, override), capture_output=True, text=True
+  )
   assert result.returncode == 2
   assert message in result.stderr
   assert 'Traceback' not in result.stderr
@@ -245,10 +280,10 @@ def ynn_fused_ops(hlo: str) -> set[str]:
 
 
 def test_cpu_steps_run_convolutions_on_xla_and_keep_ynnpack_dots():
-  """step.compiler_options takes convolutions away from YNNPACK on CPU (its kernels were the
+  """xla_cpu.compiler_options takes convolutions away from YNNPACK on CPU (its kernels were the
   slower ones here) and leaves it the dots; a jaxlib that renames the option fails here."""
   mesh = jax.make_mesh((1,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
-  options = step_lib.compiler_options(mesh)
+  options = xla_cpu.compiler_options(mesh)
   assert options  # the CPU mesh gets them
 
   def conv_then_dot(x, kernel, matrix):  # ResNet-18's layer1 shapes

@@ -24,7 +24,7 @@ from hpe_jax.data import datasets
 def _process_slice(dataset: grain.MapDataset) -> grain.MapDataset:
   """Every process_count-th element, from this process's index (evaluation's share)."""
   if jax.process_count() > 1:
-    dataset = dataset[jax.process_index()::jax.process_count()]
+    dataset = dataset[jax.process_index() :: jax.process_count()]
   return dataset
 
 
@@ -34,19 +34,26 @@ def _process_batches(dataset: grain.MapDataset, global_size: int) -> grain.MapDa
   global batches, and hence the losses, do not depend on the number of processes."""
   processes = jax.process_count()
   return dataset.batch(global_size // processes, drop_remainder=True)[
-      jax.process_index()::processes]
+    jax.process_index() :: processes
+  ]
 
 
 def _role_dataset(specs: list[str], role: str, data_config, seed: int) -> grain.MapDataset:
   """An endless, shuffled, augmented stream of samples from the sources of one role."""
   aug = data_config.augment
   transform = augment.PoseTransform(
-      image_size=data_config.image_size, use_3d=role == '3d',
-      augmentation=augment.Augmentation(
-          scale_sigma=aug.scale_sigma, scale_limit=aug.scale_limit,
-          rotation_prob=aug.rotation_prob, rotation_sigma=aug.rotation_sigma,
-          rotation_limit=aug.rotation_limit, flip=aug.flip),
-      rotate=role == '2d' or aug.rotate_3d)
+    image_size=data_config.image_size,
+    use_3d=role == '3d',
+    augmentation=augment.Augmentation(
+      scale_sigma=aug.scale_sigma,
+      scale_limit=aug.scale_limit,
+      rotation_prob=aug.rotation_prob,
+      rotation_sigma=aug.rotation_sigma,
+      rotation_limit=aug.rotation_limit,
+      flip=aug.flip,
+    ),
+    rotate=role == '2d' or aug.rotate_3d,
+  )
   streams, sizes = [], []
   for index, spec in enumerate(specs):
     ref = datasets.resolve(spec, role, data_config.data_dir)
@@ -54,41 +61,16 @@ def _role_dataset(specs: list[str], role: str, data_config, seed: int) -> grain.
     if not len(source):
       raise datasets.DatasetError(f'{ref} is empty: nothing to train on')
     if role == '3d' and not source[0]['has_3d']:
-      raise datasets.DatasetError(f'{ref} has no 3D labels and cannot be a 3D source '
-                                  '(data.train_3d); use it in data.train_2d')
+      raise datasets.DatasetError(
+        f'{ref} has no 3D labels and cannot be a 3D source (data.train_3d); use it in data.train_2d'
+      )
     sizes.append(len(source))
     streams.append(grain.MapDataset.source(source).shuffle(seed=seed + index).repeat())
-  weights = _mixing_weights(data_config[f'weights_{role}'], sizes, role)
+  weights = default_config.mixing_weights(data_config, role) or [
+    size / sum(sizes) for size in sizes
+  ]
   dataset = streams[0] if len(streams) == 1 else grain.MapDataset.mix(streams, weights)
   return dataset.random_map(transform, seed=seed)
-
-
-def _mixing_weights(spec: str, sizes: list[int], role: str) -> list[float]:
-  """'3,1' -> [0.75, 0.25]; '' -> proportional to the source sizes."""
-  if not spec:
-    return [size / sum(sizes) for size in sizes]
-  try:
-    weights = [float(w) for w in spec.split(',')]
-  except ValueError:
-    weights = []
-  if len(weights) != len(sizes) or min(weights) < 0 or sum(weights) <= 0:
-    raise default_config.ConfigError(
-        f"data.weights_{role}='{spec}' must be {len(sizes)} comma-separated non-negative "
-        f'numbers, one per source of data.train_{role}')
-  return [w / sum(weights) for w in weights]
-
-
-def batch_composition(batch_size: int, fraction_3d: float, has_2d: bool, has_3d: bool):
-  """-> (num_2d, num_3d) per global batch; the 3D share must be a whole number of samples."""
-  if not has_3d:
-    return batch_size, 0
-  if not has_2d:
-    return 0, batch_size
-  num_3d = batch_size * fraction_3d
-  if num_3d != int(num_3d) or not 0 < num_3d < batch_size:
-    raise default_config.ConfigError(f'data.fraction_3d={fraction_3d} does not split train.batch_size='
-                     f'{batch_size} into whole, non-empty 2D and 3D parts')
-  return batch_size - int(num_3d), int(num_3d)
 
 
 def _concat(batches: tuple[dict, ...]) -> dict:
@@ -97,33 +79,28 @@ def _concat(batches: tuple[dict, ...]) -> dict:
 
 def train_dataset(config: ml_collections.ConfigDict) -> grain.IterDataset:
   """The training stream of per-process batches (this process's share of each global batch)."""
-  specs_2d = datasets.parse_list(config.data.train_2d)
-  specs_3d = datasets.parse_list(config.data.train_3d)
-  if not specs_2d and not specs_3d:
-    raise default_config.ConfigError('no training data: set --config.data.train_2d and/or data.train_3d')
-  num_2d, num_3d = batch_composition(config.train.batch_size, config.data.fraction_3d,
-                                     bool(specs_2d), bool(specs_3d))
-  processes = jax.process_count()
-  if num_2d % processes or num_3d % processes:
-    raise default_config.ConfigError(f'the 2D ({num_2d}) and 3D ({num_3d}) parts of train.batch_size must '
-                     f'divide evenly over {processes} processes')
+  specs_2d = default_config.parse_list(config.data.train_2d)
+  specs_3d = default_config.parse_list(config.data.train_3d)
+  num_2d, num_3d = default_config.batch_composition(config)
   parts = []
   if specs_3d:
-    parts.append(_process_batches(_role_dataset(specs_3d, '3d', config.data, config.seed + 1000),
-                                  num_3d))
+    parts.append(
+      _process_batches(_role_dataset(specs_3d, '3d', config.data, config.seed + 1000), num_3d)
+    )
   if specs_2d:
-    parts.append(_process_batches(_role_dataset(specs_2d, '2d', config.data, config.seed),
-                                  num_2d))
+    parts.append(_process_batches(_role_dataset(specs_2d, '2d', config.data, config.seed), num_2d))
   if len(parts) == 1:
     dataset = parts[0]
   else:  # both are endless, but batched at other sizes their nominal lengths differ
     length = min(len(part) for part in parts)
     dataset = grain.experimental.ZipMapDataset([part[:length] for part in parts]).map(_concat)
-  iter_dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=config.data.threads,
-                                                           prefetch_buffer_size=4))
+  iter_dataset = dataset.to_iter_dataset(
+    grain.ReadOptions(num_threads=config.data.threads, prefetch_buffer_size=4)
+  )
   if config.data.workers > 0:
     iter_dataset = iter_dataset.mp_prefetch(
-        grain.MultiprocessingOptions(num_workers=config.data.workers))
+      grain.MultiprocessingOptions(num_workers=config.data.workers)
+    )
   return iter_dataset
 
 
@@ -133,9 +110,12 @@ def eval_size(ref: datasets.DatasetRef, limit: int = 0) -> int:
   return min(size, limit) if limit else size
 
 
-def eval_batches(ref: datasets.DatasetRef, config: ml_collections.ConfigDict,
-                 limit: int = 0) -> Iterator[dict]:
-  """This process's share of each evaluation batch, in order, without augmentation.
+def eval_batches(
+  ref: datasets.DatasetRef, config: ml_collections.ConfigDict, *, batch_size: int, limit: int = 0
+) -> Iterator[dict]:
+  """This process's share of each evaluation batch of `batch_size` (global) examples, in order,
+  without augmentation. The batch size is the evaluation's own (a trained run may be evaluated
+  with other batches than it trained with), not config.train.batch_size.
 
   Each sample carries `index`, its position in the split. Every process yields the same number
   of full batches (the step is compiled for one shape and
@@ -145,12 +125,13 @@ def eval_batches(ref: datasets.DatasetRef, config: ml_collections.ConfigDict,
   dataset = grain.MapDataset.source(datasets.data_source(ref))
   if limit:
     dataset = dataset[:limit]
-  num_batches = -(-len(dataset) // config.train.batch_size)
-  per_process = config.train.batch_size // jax.process_count()
+  num_batches = -(-len(dataset) // batch_size)
+  per_process = batch_size // jax.process_count()
   transform = augment.PoseTransform(image_size=config.data.image_size, use_3d=True)
   dataset = dataset.map(transform).map_with_index(_with_index)
-  samples = iter(_process_slice(dataset).to_iter_dataset(
-      grain.ReadOptions(num_threads=config.data.threads)))
+  samples = iter(
+    _process_slice(dataset).to_iter_dataset(grain.ReadOptions(num_threads=config.data.threads))
+  )
   last = None
   for _ in range(num_batches):
     batch = [sample for _, sample in zip(range(per_process), samples)]
@@ -166,5 +147,7 @@ def _with_index(index: int, sample: dict) -> dict:
 
 def to_global(batch: dict, sharding: jax.sharding.NamedSharding) -> dict:
   """Per-process numpy batch -> global jax arrays sharded along the batch axis."""
-  return {key: jax.make_array_from_process_local_data(sharding, np.asarray(value))
-          for key, value in batch.items()}
+  return {
+    key: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+    for key, value in batch.items()
+  }

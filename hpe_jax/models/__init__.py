@@ -16,6 +16,7 @@ from flax import nnx
 import jax.numpy as jnp
 import ml_collections
 
+from hpe_jax.errors import ConfigError
 from hpe_jax.models import hourglass
 from hpe_jax.models import resnet
 
@@ -24,41 +25,68 @@ DTYPES = ('float32', 'bfloat16')
 DEFAULT_IMAGE_SIZE = 256  # model.image_size, when the config has none
 
 
-def _check(model_config: ml_collections.ConfigDict, num_joints: int) -> int:
-  """Raises ValueError naming the first bad field; -> the image size."""
+def size_multiple(name: str) -> int:
+  """Input sizes model `name` takes are multiples of this (its total downsampling)."""
+  return hourglass.SIZE_MULTIPLE if name == 'hourglass' else resnet.SIZE_MULTIPLE
+
+
+def check_config(model_config: ml_collections.ConfigDict, num_joints: int = 16) -> int:
+  """Raises ConfigError (a ValueError) naming the first bad field; -> the image size."""
   if model_config.name not in NAMES:
-    raise ValueError(f'model.name={model_config.name!r} is not one of {", ".join(NAMES)}')
+    raise ConfigError(f'model.name={model_config.name!r} is not one of {", ".join(NAMES)}')
   if model_config.dtype not in DTYPES:
-    raise ValueError(f'model.dtype={model_config.dtype!r} is not one of {", ".join(DTYPES)}')
+    raise ConfigError(f'model.dtype={model_config.dtype!r} is not one of {", ".join(DTYPES)}')
   image_size = model_config.get('image_size', DEFAULT_IMAGE_SIZE)
-  minimums = {'width': 1, 'head_channels': 1, 'num_upsample': 0, 'num_stacks': 1,
-              'hourglass_features': 2}
+  minimums = {
+    'width': 1,
+    'head_channels': 1,
+    'num_upsample': 0,
+    'num_stacks': 1,
+    'hourglass_features': 2,
+  }
   ints = {f'model.{field}': (model_config[field], low) for field, low in minimums.items()}
   ints.update({'model.image_size': (image_size, 1), 'num_joints': (num_joints, 1)})
   for field, (value, low) in ints.items():
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-      raise ValueError(f'{field}={value!r} must be an int >= {low}')
+      raise ConfigError(f'{field}={value!r} must be an int >= {low}')
   if model_config.hourglass_features % 2:
-    raise ValueError(f'model.hourglass_features={model_config.hourglass_features} must be even '
-                     '(residual blocks halve it)')
-  if model_config.name == 'hourglass' and image_size % hourglass.SIZE_MULTIPLE:
-    raise ValueError(f'model.image_size={image_size} must be a multiple of '
-                     f'{hourglass.SIZE_MULTIPLE} for the hourglass')
+    raise ConfigError(
+      f'model.hourglass_features={model_config.hourglass_features} must be even '
+      '(residual blocks halve it)'
+    )
+  multiple = size_multiple(model_config.name)
+  if image_size % multiple:
+    raise ConfigError(
+      f'model.image_size={image_size} must be a multiple of {multiple} for '
+      f'model.name={model_config.name!r}'
+    )
   return image_size
 
 
-def create_model(model_config: ml_collections.ConfigDict, *, num_joints: int = 16,
-                 with_depth: bool, rngs: nnx.Rngs) -> nnx.Module:
-  """Builds the model `model_config` describes (fields: see configs and `_check`), in training
+def create_model(
+  model_config: ml_collections.ConfigDict, *, num_joints: int = 16, with_depth: bool, rngs: nnx.Rngs
+) -> nnx.Module:
+  """Builds the model `model_config` describes (fields: see configs and `check_config`), in training
   mode. Computes in `model_config.dtype`; parameters are float32."""
-  image_size = _check(model_config, num_joints)
+  image_size = check_config(model_config, num_joints)
   dtype = jnp.dtype(model_config.dtype)
   if model_config.name == 'hourglass':
     return hourglass.StackedHourglass(
-        num_stacks=model_config.num_stacks, features=model_config.hourglass_features,
-        num_joints=num_joints, with_depth=with_depth, image_size=image_size, dtype=dtype,
-        rngs=rngs)
+      num_stacks=model_config.num_stacks,
+      features=model_config.hourglass_features,
+      num_joints=num_joints,
+      with_depth=with_depth,
+      image_size=image_size,
+      dtype=dtype,
+      rngs=rngs,
+    )
   return resnet.PoseResNet(
-      model_config.name, width=model_config.width, head_channels=model_config.head_channels,
-      num_upsample=model_config.num_upsample, num_joints=num_joints, with_depth=with_depth,
-      dtype=dtype, rngs=rngs)
+    model_config.name,
+    width=model_config.width,
+    head_channels=model_config.head_channels,
+    num_upsample=model_config.num_upsample,
+    num_joints=num_joints,
+    with_depth=with_depth,
+    dtype=dtype,
+    rngs=rngs,
+  )

@@ -3,7 +3,7 @@
 Re-running the same command on the same workdir resumes from its latest readable checkpoint
 (model, optimiser, step and data position) and continues exactly as an uninterrupted run would;
 the workdir's rules (one run at a time, which config changes a resume accepts, metrics.jsonl
-exact after a crash) are in training/workdir.py. Ctrl-C or SIGTERM (a cluster's pre-emption)
+exact after a crash) are in storage/workdir.py. Ctrl-C or SIGTERM (a cluster's pre-emption)
 saves a checkpoint before exiting. A non-finite loss, gradient or weight stops the run with
 TrainingDiverged before anything of that step is saved.
 """
@@ -22,16 +22,16 @@ import ml_collections
 import numpy as np
 
 from hpe_jax import default_config
-from hpe_jax.data import datasets
-from hpe_jax.data import pipeline
-from hpe_jax.evaluation import evaluate
-from hpe_jax.models import torch_import
-from hpe_jax.training import checkpoint
-from hpe_jax.training import optimizer as optimizer_lib
-from hpe_jax.training import step as step_lib
-from hpe_jax.training import workdir as workdir_lib
 from hpe_jax import errors
 from hpe_jax import progress
+from hpe_jax.data import datasets
+from hpe_jax.data import pipeline
+from hpe_jax.evaluation import scoring
+from hpe_jax.models import torch_import
+from hpe_jax.storage import checkpoint
+from hpe_jax.storage import workdir as workdir_lib
+from hpe_jax.training import optimizer as optimizer_lib
+from hpe_jax.training import step as step_lib
 
 
 class TrainingDiverged(errors.HpeError, RuntimeError):
@@ -54,8 +54,9 @@ class _StopRequest:
 
   def __init__(self):
     self.requested = False
-    self._previous = {sig: signal.signal(sig, self._handle)
-                      for sig in (signal.SIGINT, signal.SIGTERM)}
+    self._previous = {
+      sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
 
   def _handle(self, signum, frame):
     if self.requested and signum == signal.SIGINT:
@@ -72,14 +73,6 @@ def _pure(state: dict) -> dict:
   return {name: nnx.to_pure_dict(part) for name, part in state.items()}
 
 
-def _check_config(config: ml_collections.ConfigDict) -> None:
-  default_config.validate(config)
-  devices = jax.device_count()
-  if config.train.batch_size % devices:
-    raise default_config.ConfigError(f'train.batch_size={config.train.batch_size} must be a '
-                                     f'multiple of the {devices} devices')
-
-
 def _check_finite(unchecked: list[dict], last_step: int, saved_step: int, config, log) -> None:
   """Raises TrainingDiverged if a step of `unchecked` (the metrics of the steps up to `last_step`
   not checked yet) had a non-finite loss, gradient or state, after logging that step's metrics
@@ -91,14 +84,18 @@ def _check_finite(unchecked: list[dict], last_step: int, saved_step: int, config
   bad_step = last_step - len(unchecked) + 1 + first
   metrics = {k: float(v) for k, v in jax.device_get(unchecked[first]).items() if k != 'finite'}
   log.write({'step': bad_step, **metrics, 'diverged': True})
-  last_good = (f'the last good checkpoint is step {saved_step}' if saved_step else
-               'no checkpoint was saved before it')
+  last_good = (
+    f'the last good checkpoint is step {saved_step}'
+    if saved_step
+    else 'no checkpoint was saved before it'
+  )
   raise TrainingDiverged(
-      f'training diverged at step {bad_step}: loss {metrics["loss"]:.4g}, gradient norm '
-      f'{metrics["grad_norm"]:.4g}; {last_good}, nothing later is saved. Lower '
-      f'--config.train.lr (now {config.train.lr:g}) and run the same command (it '
-      f'{"resumes from there" if saved_step else "starts again"}), or start afresh in a new '
-      '--workdir, where clipping gradients (--config.train.grad_clip=1.0) can help too')
+    f'training diverged at step {bad_step}: loss {metrics["loss"]:.4g}, gradient norm '
+    f'{metrics["grad_norm"]:.4g}; {last_good}, nothing later is saved. Lower '
+    f'--config.train.lr (now {config.train.lr:g}) and run the same command (it '
+    f'{"resumes from there" if saved_step else "starts again"}), or start afresh in a new '
+    '--workdir, where clipping gradients (--config.train.grad_clip=1.0) can help too'
+  )
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -111,12 +108,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     CheckpointError: no checkpoint can be read, or (CheckpointIOError) saving one failed.
     TrainingDiverged: a step produced non-finite values.
   """
-  _check_config(config)
+  default_config.validate(config, devices=jax.device_count(), processes=jax.process_count())
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
-    raise workdir_lib.WorkdirError(f'--workdir={workdir} cannot be created ({e.strerror}); '
-                                   'choose another one') from e
+    raise workdir_lib.WorkdirError(
+      f'--workdir={workdir} cannot be created ({e.strerror}); choose another one'
+    ) from e
   lead = jax.process_index() == 0
   with workdir_lib.exclusive(workdir) if lead else contextlib.nullcontext():
     return _train_and_evaluate(config, workdir, lead)
@@ -132,21 +130,23 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, lead: b
     try:
       workdir_lib.save_config(workdir, config)
     except OSError as e:
-      raise workdir_lib.WorkdirError(f'cannot write the config into --workdir={workdir} '
-                                     f'({e.strerror}); make it writable or choose another '
-                                     'one') from e
+      raise workdir_lib.WorkdirError(
+        f'cannot write the config into --workdir={workdir} '
+        f'({e.strerror}); make it writable or choose another '
+        'one'
+      ) from e
   # Auto axes: the compiler propagates the batch sharding (newer jax defaults to Explicit).
-  mesh = jax.make_mesh((jax.device_count(),), ('data',),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  mesh = jax.make_mesh((jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
   batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
   # Data first: a missing dataset should fail before minutes of compilation.
   train_data = pipeline.train_dataset(config)
   train_iter = iter(train_data)
-  eval_ref = datasets.resolve(config.data.eval, 'eval', config.data.data_dir) \
-      if config.data.eval else None
-  baseline = evaluate.training_mean_pose(config) if eval_ref is not None else None
+  eval_ref = (
+    datasets.resolve(config.data.eval, 'eval', config.data.data_dir) if config.data.eval else None
+  )
+  baseline = scoring.training_mean_pose(config) if eval_ref is not None else None
 
   defs, state = step_lib.init_state(config)
 
@@ -160,8 +160,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, lead: b
     nnx.replace_by_pure_dict(state['model'], grafted)
     _log(f'Initialised from {config.init_from}; newly initialised: {fresh or "nothing"}.')
   elif config.model.init not in ('', default_config.SCRATCH):
-    imported, unused = torch_import.init_backbone(nnx.to_pure_dict(state['model']),
-                                                  config.model.init)
+    imported, unused = torch_import.init_backbone(
+      nnx.to_pure_dict(state['model']), config.model.init
+    )
     nnx.replace_by_pure_dict(state['model'], imported)
     _log(f'Initialised the backbone from {config.model.init}; unused there: {unused or "nothing"}.')
   else:
@@ -177,18 +178,29 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, lead: b
     _log(dropped)
 
   def run_eval(step):
-    results = evaluate.evaluate(predict, state['model'], eval_ref, config, batch_sharding,
-                                baseline)
+    results = scoring.evaluate(
+      predict,
+      state['model'],
+      eval_ref,
+      config,
+      batch_sharding,
+      baseline,
+      batch_size=config.train.batch_size,
+    )
     log.write({'step': step, 'split': str(eval_ref), **results})
-    _log(f'eval {eval_ref} @ {step}: ' + ', '.join(
-        f'{k} {v:.4g}' for k, v in results.items() if not isinstance(v, dict)))
+    _log(
+      f'eval {eval_ref} @ {step}: '
+      + ', '.join(f'{k} {v:.4g}' for k, v in results.items() if not isinstance(v, dict))
+    )
     return results
 
   if start >= num_steps:
     _log(f'{workdir} already trained for {start} steps (train.num_steps={num_steps}).')
     return run_eval(start) if eval_ref else {}
-  _log(f'Training {config.model.name} on {jax.device_count()} {jax.devices()[0].platform} '
-       f'device(s), steps {start + 1}..{num_steps}, batch {config.train.batch_size}.')
+  _log(
+    f'Training {config.model.name} on {jax.device_count()} {jax.devices()[0].platform} '
+    f'device(s), steps {start + 1}..{num_steps}, batch {config.train.batch_size}.'
+  )
   stop = _StopRequest()
   step, saved_step, window, unchecked, timer = start, start, [], [], None
   try:
@@ -201,20 +213,29 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, lead: b
       if step % config.train.log_every == 0 or step == num_steps:
         _check_finite(unchecked, step, saved_step, config, log)
         unchecked = []
-        means = {k: float(np.mean(v)) for k, v in jax.device_get(
-            jax.tree.map(lambda *xs: jnp.stack(xs), *window)).items() if k != 'finite'}
+        means = {
+          k: float(np.mean(v))
+          for k, v in jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *window)).items()
+          if k != 'finite'
+        }
         now = time.perf_counter()
-        record = {'step': step, **means, 'lr': float(
-            optimizer_lib.learning_rate_schedule(config.train)(step - 1))}
+        record = {
+          'step': step,
+          **means,
+          'lr': float(optimizer_lib.learning_rate_schedule(config.train)(step - 1)),
+        }
         rate = ''
         if timer is not None:  # the first window includes compilation: no rate for it
           images_per_s = len(window) * config.train.batch_size / (now - timer)
           record['images_per_s'] = images_per_s
-          rate = (f' | {images_per_s:.1f} img/s | ETA '
-                  f'{progress.duration((num_steps - step) / len(window) * (now - timer))}')
+          rate = (
+            f' | {images_per_s:.1f} img/s | ETA '
+            f'{progress.duration((num_steps - step) / len(window) * (now - timer))}'
+          )
         log.write(record)
-        losses = ' '.join(f'{k.removesuffix("_loss")} {means[k]:.3e}' for k in sorted(means)
-                          if k.endswith('_loss'))
+        losses = ' '.join(
+          f'{k.removesuffix("_loss")} {means[k]:.3e}' for k in sorted(means) if k.endswith('_loss')
+        )
         _log(f'step {step}/{num_steps} | loss {means["loss"]:.4e} ({losses}){rate}')
         window, timer = [], time.perf_counter()
       if step % config.train.checkpoint_every == 0:
@@ -224,8 +245,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, lead: b
         saved_step = step
       if stop.requested:
         break
-      if config.train.eval_every and step % config.train.eval_every == 0 and step < num_steps \
-          and eval_ref:
+      if (
+        config.train.eval_every
+        and step % config.train.eval_every == 0
+        and step < num_steps
+        and eval_ref
+      ):
         _check_finite(unchecked, step, saved_step, config, log)
         unchecked = []
         run_eval(step)
