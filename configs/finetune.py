@@ -33,9 +33,10 @@ def get_config(arg=None):
     # drop after epoch 45 (step 62,595); stage 3: 10 epochs = 13,910 steps. Each epoch sees new
     # Human3.6M frames: the 3D stream runs through one shuffled pass of the whole set before the
     # next pass starts with a new order.
-    steps_per_epoch = default_config.reference_epoch_steps(default_config.MPII_TRAIN_PEOPLE,
-                                                           default_config.H36M_TRAIN_FRAMES)
-    epochs, drops = ((10, ()) if args.stage == '3' else (60, (45,)))
+    steps_per_epoch = default_config.reference_epoch_steps(
+      default_config.MPII_TRAIN_PEOPLE, default_config.H36M_TRAIN_FRAMES
+    )
+    epochs, drops = (10, ()) if args.stage == '3' else (60, (45,))
     # Used where nothing is grafted (configs/scratch3d.py:paper); a fine-tune starts from
     # init_from.
     c.model.init = default_config.IMAGENET

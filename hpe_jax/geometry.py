@@ -11,8 +11,9 @@ import numpy as np
 from hpe_jax import joints
 
 
-def crop_affine(center, side: float, rotation_deg: float, output_size: int,
-                flip: bool = False) -> np.ndarray:
+def crop_affine(
+  center, side: float, rotation_deg: float, output_size: int, flip: bool = False
+) -> np.ndarray:
   """The affine taking original pixels to the pixels of a square crop.
 
   Args:
@@ -44,15 +45,19 @@ def invert_affine(affine: np.ndarray) -> np.ndarray:
 
 def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
   """(2, 3), (2, 3) -> (2, 3): the affine x -> outer(inner(x))."""
-  return np.concatenate([outer[:, :2] @ inner[:, :2],
-                         outer[:, :2] @ inner[:, 2:] + outer[:, 2:]], axis=1)
+  return np.concatenate(
+    [outer[:, :2] @ inner[:, :2], outer[:, :2] @ inner[:, 2:] + outer[:, 2:]], axis=1
+  )
 
 
 def transform_points(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
   """(2, 3) or (N, 2, 3) affine, (..., 2) points -> (..., 2)."""
   affine = np.asarray(affine)
-  return (np.einsum('...ij,...kj->...ki', affine[..., :2], points)
-          + affine[..., None, :, 2]) if affine.ndim == 3 else points @ affine[:, :2].T + affine[:, 2]
+  return (
+    (np.einsum('...ij,...kj->...ki', affine[..., :2], points) + affine[..., None, :, 2])
+    if affine.ndim == 3
+    else points @ affine[:, :2].T + affine[:, 2]
+  )
 
 
 def affine_scale(affine: np.ndarray) -> np.ndarray:
@@ -60,8 +65,9 @@ def affine_scale(affine: np.ndarray) -> np.ndarray:
   return np.sqrt(np.abs(np.linalg.det(np.asarray(affine)[..., :2])))
 
 
-def project(points_3d: np.ndarray, intrinsics: np.ndarray,
-            distortion: np.ndarray | None = None) -> np.ndarray:
+def project(
+  points_3d: np.ndarray, intrinsics: np.ndarray, distortion: np.ndarray | None = None
+) -> np.ndarray:
   """Camera projection. points_3d (..., J, 3) camera frame, intrinsics (..., 4) = fx, fy, cx, cy,
   distortion (..., 5) = k1, k2, p1, p2, k3 (OpenCV's radial-tangential model; None or zeros:
   pinhole) -> (..., J, 2) pixels."""
@@ -79,12 +85,18 @@ def distort(normalized: np.ndarray, distortion: np.ndarray) -> np.ndarray:
   x, y = normalized[..., 0], normalized[..., 1]
   r2 = x * x + y * y
   radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
-  return np.stack([x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x),
-                   y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y], axis=-1)
+  return np.stack(
+    [
+      x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x),
+      y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y,
+    ],
+    axis=-1,
+  )
 
 
-def undistort_pixels(uv: np.ndarray, intrinsics: np.ndarray, distortion: np.ndarray,
-                     iterations: int = 20) -> np.ndarray:
+def undistort_pixels(
+  uv: np.ndarray, intrinsics: np.ndarray, distortion: np.ndarray, iterations: int = 20
+) -> np.ndarray:
   """Inverts `distort` on pixels: where a pinhole camera would have imaged the same ray.
 
   Fixed-point iteration (as OpenCV's undistortPoints), exact to ~1e-6 px for the mild distortion
@@ -106,12 +118,13 @@ def root_relative_depth_px(points_3d: np.ndarray, focal: np.ndarray, root: int) 
 
   points_3d (..., J, 3) camera frame, focal (...,) pixels -> (..., J).
   """
-  z_root = points_3d[..., root:root + 1, 2]
+  z_root = points_3d[..., root : root + 1, 2]
   return (points_3d[..., 2] - z_root) * np.asarray(focal)[..., None] / z_root
 
 
-def backproject_root_relative(uv: np.ndarray, depth_px: np.ndarray, intrinsics: np.ndarray,
-                              root_depth: np.ndarray, root: int) -> np.ndarray:
+def backproject_root_relative(
+  uv: np.ndarray, depth_px: np.ndarray, intrinsics: np.ndarray, root_depth: np.ndarray, root: int
+) -> np.ndarray:
   """Inverts projection + `root_relative_depth_px` given the root's true depth.
 
   Args:
@@ -126,7 +139,7 @@ def backproject_root_relative(uv: np.ndarray, depth_px: np.ndarray, intrinsics: 
   fx, fy, cx, cy = (intrinsics[:, None, k] for k in range(4))
   z = root_depth[:, None] * (1.0 + depth_px / fx)
   points = np.stack([(uv[..., 0] - cx) / fx * z, (uv[..., 1] - cy) / fy * z, z], axis=-1)
-  return points - points[:, root:root + 1]
+  return points - points[:, root : root + 1]
 
 
 def canonical_limb_scale(pose: np.ndarray) -> np.ndarray:

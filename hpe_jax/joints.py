@@ -16,9 +16,22 @@ import dataclasses
 import numpy as np
 
 MPII16 = (
-    'r_ankle', 'r_knee', 'r_hip', 'l_hip', 'l_knee', 'l_ankle', 'pelvis', 'thorax',
-    'upper_neck', 'head_top', 'r_wrist', 'r_elbow', 'r_shoulder', 'l_shoulder', 'l_elbow',
-    'l_wrist',
+  'r_ankle',
+  'r_knee',
+  'r_hip',
+  'l_hip',
+  'l_knee',
+  'l_ankle',
+  'pelvis',
+  'thorax',
+  'upper_neck',
+  'head_top',
+  'r_wrist',
+  'r_elbow',
+  'r_shoulder',
+  'l_shoulder',
+  'l_elbow',
+  'l_wrist',
 )
 NUM_JOINTS = len(MPII16)
 PELVIS = MPII16.index('pelvis')  # the root of every depth target
@@ -28,15 +41,34 @@ FLIP_PAIRS = ((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13))
 
 # The MPII-16 skeleton, for drawing and sanity checks: (parent, child).
 BONES = (
-    (0, 1), (1, 2), (2, 6), (6, 3), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9),
-    (10, 11), (11, 12), (12, 7), (7, 13), (13, 14), (14, 15),
+  (0, 1),
+  (1, 2),
+  (2, 6),
+  (6, 3),
+  (3, 4),
+  (4, 5),
+  (6, 7),
+  (7, 8),
+  (8, 9),
+  (10, 11),
+  (11, 12),
+  (12, 7),
+  (7, 13),
+  (13, 14),
+  (14, 15),
 )
 
 # Canonical limb lengths in mm (REFERENCE.md 1: shin, thigh, forearm, upper arm), the scale given
 # to poses predicted without a camera (geometry.canonical_limb_scale).
 CANONICAL_LIMB_LENGTHS_MM = {
-    (0, 1): 452.1255, (1, 2): 456.0086, (3, 4): 456.0086, (4, 5): 452.1255,
-    (10, 11): 249.7726, (11, 12): 284.1253, (13, 14): 284.1253, (14, 15): 249.7726,
+  (0, 1): 452.1255,
+  (1, 2): 456.0086,
+  (3, 4): 456.0086,
+  (4, 5): 452.1255,
+  (10, 11): 249.7726,
+  (11, 12): 284.1253,
+  (13, 14): 284.1253,
+  (14, 15): 249.7726,
 }
 
 # Bone groups of the geometric loss (REFERENCE.md 1): within a group the weighted bone lengths
@@ -44,16 +76,35 @@ CANONICAL_LIMB_LENGTHS_MM = {
 _THIGH_OVER_SHIN = 1.0085885098415446
 _UPPER_ARM_OVER_FOREARM = 1.1375361376887123
 GEOMETRIC_BONE_GROUPS = {
-    'legs': (((0, 1), _THIGH_OVER_SHIN), ((1, 2), 1.0), ((3, 4), 1.0), ((4, 5), _THIGH_OVER_SHIN)),
-    'arms': (((10, 11), _UPPER_ARM_OVER_FOREARM), ((11, 12), 1.0), ((13, 14), 1.0),
-             ((14, 15), _UPPER_ARM_OVER_FOREARM)),
-    'pelvis': (((2, 6), 1.0), ((3, 6), 1.0)),
-    'shoulders': (((12, 8), 1.0), ((13, 8), 1.0)),
+  'legs': (((0, 1), _THIGH_OVER_SHIN), ((1, 2), 1.0), ((3, 4), 1.0), ((4, 5), _THIGH_OVER_SHIN)),
+  'arms': (
+    ((10, 11), _UPPER_ARM_OVER_FOREARM),
+    ((11, 12), 1.0),
+    ((13, 14), 1.0),
+    ((14, 15), _UPPER_ARM_OVER_FOREARM),
+  ),
+  'pelvis': (((2, 6), 1.0), ((3, 6), 1.0)),
+  'shoulders': (((12, 8), 1.0), ((13, 8), 1.0)),
 }
 
 H36M17 = (
-    'pelvis', 'r_hip', 'r_knee', 'r_ankle', 'l_hip', 'l_knee', 'l_ankle', 'spine', 'thorax',
-    'nose', 'head', 'l_shoulder', 'l_elbow', 'l_wrist', 'r_shoulder', 'r_elbow', 'r_wrist',
+  'pelvis',
+  'r_hip',
+  'r_knee',
+  'r_ankle',
+  'l_hip',
+  'l_knee',
+  'l_ankle',
+  'spine',
+  'thorax',
+  'nose',
+  'head',
+  'l_shoulder',
+  'l_elbow',
+  'l_wrist',
+  'r_shoulder',
+  'r_elbow',
+  'r_wrist',
 )
 H36M_PELVIS = H36M17.index('pelvis')  # the root of every 3D metric
 H36M_FLIP_PAIRS = ((1, 4), (2, 5), (3, 6), (11, 14), (12, 15), (13, 16))
@@ -112,54 +163,132 @@ def _by_name(source: tuple[str, ...], target: tuple[str, ...], spec: dict[str, t
 # Human3.6M -> MPII. MPII's thorax is mid-shoulders; H36M's "thorax" sits at the base of the neck
 # and becomes MPII's upper neck; H36M's spine has no MPII counterpart (the reference wrongly
 # trained it into the thorax channel).
-MPII_FROM_H36M = _by_name(H36M17, MPII16, {
-    'thorax': ('l_shoulder', 'r_shoulder'), 'upper_neck': ('thorax',), 'head_top': ('head',),
-})
+MPII_FROM_H36M = _by_name(
+  H36M17,
+  MPII16,
+  {
+    'thorax': ('l_shoulder', 'r_shoulder'),
+    'upper_neck': ('thorax',),
+    'head_top': ('head',),
+  },
+)
 # MPII predictions -> all 17 Human3.6M joints, by the reference implementation's rule (its
 # `mpii_to_h36m` index list and `convert_eval_format`): the inverse of the map above, with the two
 # joints an MPII-16 model cannot predict interpolated: spine = mid(pelvis, H36M thorax), nose =
 # mid(H36M thorax, head), where H36M thorax <- MPII upper neck and head <- head top.
-H36M_FROM_MPII = _by_name(MPII16, H36M17, {
-    'thorax': ('upper_neck',), 'head': ('head_top',), 'spine': ('pelvis', 'upper_neck'),
+H36M_FROM_MPII = _by_name(
+  MPII16,
+  H36M17,
+  {
+    'thorax': ('upper_neck',),
+    'head': ('head_top',),
+    'spine': ('pelvis', 'upper_neck'),
     'nose': ('upper_neck', 'head_top'),
-})
+  },
+)
 # The same without the interpolated spine and nose: the 15 joints the model predicts directly.
-H36M_FROM_MPII_DIRECT = _by_name(MPII16, H36M17, {
-    'thorax': ('upper_neck',), 'head': ('head_top',), 'spine': (), 'nose': (),
-})
+H36M_FROM_MPII_DIRECT = _by_name(
+  MPII16,
+  H36M17,
+  {
+    'thorax': ('upper_neck',),
+    'head': ('head_top',),
+    'spine': (),
+    'nose': (),
+  },
+)
 # The 15 bones whose lengths the reference's legacy MPJPE scales to sum to 4000 mm (its
 # `edges_3d`): the Human3.6M-17 tree with the nose bridged, thorax -> head.
 H36M_LEGACY_BONES = (
-    (3, 2), (2, 1), (1, 0), (0, 4), (4, 5), (5, 6), (0, 7), (7, 8), (8, 10), (16, 15), (15, 14),
-    (14, 8), (8, 11), (11, 12), (12, 13),
+  (3, 2),
+  (2, 1),
+  (1, 0),
+  (0, 4),
+  (4, 5),
+  (5, 6),
+  (0, 7),
+  (7, 8),
+  (8, 10),
+  (16, 15),
+  (15, 14),
+  (14, 8),
+  (8, 11),
+  (11, 12),
+  (12, 13),
 )
 
 
 # The 14 joints of LSP and LSP-Extended, in their joints.mat order.
 LSP14 = (
-    'r_ankle', 'r_knee', 'r_hip', 'l_hip', 'l_knee', 'l_ankle', 'r_wrist', 'r_elbow',
-    'r_shoulder', 'l_shoulder', 'l_elbow', 'l_wrist', 'neck', 'head_top',
+  'r_ankle',
+  'r_knee',
+  'r_hip',
+  'l_hip',
+  'l_knee',
+  'l_ankle',
+  'r_wrist',
+  'r_elbow',
+  'r_shoulder',
+  'l_shoulder',
+  'l_elbow',
+  'l_wrist',
+  'neck',
+  'head_top',
 )
 # LSP -> MPII: LSP's neck is MPII's upper neck; pelvis and thorax are midpoints.
-MPII_FROM_LSP = _by_name(LSP14, MPII16, {
-    'pelvis': ('r_hip', 'l_hip'), 'thorax': ('r_shoulder', 'l_shoulder'),
+MPII_FROM_LSP = _by_name(
+  LSP14,
+  MPII16,
+  {
+    'pelvis': ('r_hip', 'l_hip'),
+    'thorax': ('r_shoulder', 'l_shoulder'),
     'upper_neck': ('neck',),
-})
+  },
+)
 
 # FLIC's 29 coordinate slots, in examples.coords column order (1-based part numbers 1-29).
 # Only l/r shoulder, elbow, wrist, hip, eye and nose are labelled; 'm_*' are midpoint slots.
 FLIC29 = (
-    'l_shoulder', 'l_elbow', 'l_wrist', 'r_shoulder', 'r_elbow', 'r_wrist', 'l_hip', 'l_knee',
-    'l_ankle', 'r_hip', 'r_knee', 'r_ankle', 'l_eye', 'r_eye', 'l_ear', 'r_ear', 'nose',
-    'm_shoulder', 'm_hip', 'm_ear', 'm_torso', 'm_l_upper_arm', 'm_r_upper_arm',
-    'm_l_lower_arm', 'm_r_lower_arm', 'm_l_upper_leg', 'm_r_upper_leg', 'm_l_lower_leg',
-    'm_r_lower_leg',
+  'l_shoulder',
+  'l_elbow',
+  'l_wrist',
+  'r_shoulder',
+  'r_elbow',
+  'r_wrist',
+  'l_hip',
+  'l_knee',
+  'l_ankle',
+  'r_hip',
+  'r_knee',
+  'r_ankle',
+  'l_eye',
+  'r_eye',
+  'l_ear',
+  'r_ear',
+  'nose',
+  'm_shoulder',
+  'm_hip',
+  'm_ear',
+  'm_torso',
+  'm_l_upper_arm',
+  'm_r_upper_arm',
+  'm_l_lower_arm',
+  'm_r_lower_arm',
+  'm_l_upper_leg',
+  'm_r_upper_leg',
+  'm_l_lower_leg',
+  'm_r_lower_leg',
 )
 # FLIC -> MPII: pelvis and thorax are midpoints; upper neck and head top have no FLIC source
 # (eyes and nose are not the head top).
-MPII_FROM_FLIC = _by_name(FLIC29, MPII16, {
-    'pelvis': ('r_hip', 'l_hip'), 'thorax': ('r_shoulder', 'l_shoulder'),
-})
+MPII_FROM_FLIC = _by_name(
+  FLIC29,
+  MPII16,
+  {
+    'pelvis': ('r_hip', 'l_hip'),
+    'thorax': ('r_shoulder', 'l_shoulder'),
+  },
+)
 
 
 def flip_permutation(num_joints: int = NUM_JOINTS, pairs=FLIP_PAIRS) -> np.ndarray:
@@ -176,35 +305,95 @@ H36M_FLIP = flip_permutation(len(H36M17), H36M_FLIP_PAIRS)
 # Occlusion Person's 15 joints (joints_2d / joints_3d order); 'hip' is the root. They are
 # Human3.6M-17 under multiview-pose's names without nose and head: belly = spine, neck = thorax.
 OCCLUSION_PERSON15 = (
-    'hip', 'r_hip', 'r_knee', 'r_ankle', 'l_hip', 'l_knee', 'l_ankle', 'belly', 'neck',
-    'l_shoulder', 'l_elbow', 'l_wrist', 'r_shoulder', 'r_elbow', 'r_wrist',
+  'hip',
+  'r_hip',
+  'r_knee',
+  'r_ankle',
+  'l_hip',
+  'l_knee',
+  'l_ankle',
+  'belly',
+  'neck',
+  'l_shoulder',
+  'l_elbow',
+  'l_wrist',
+  'r_shoulder',
+  'r_elbow',
+  'r_wrist',
 )
 # Occlusion Person -> MPII: the root is the pelvis, the neck (its base, Human3.6M's thorax) is the
 # upper neck as in MPII_FROM_H36M, thorax = mid-shoulders; there is no head top.
-MPII_FROM_OCCLUSION_PERSON = _by_name(OCCLUSION_PERSON15, MPII16, {
-    'pelvis': ('hip',), 'thorax': ('l_shoulder', 'r_shoulder'), 'upper_neck': ('neck',),
-})
+MPII_FROM_OCCLUSION_PERSON = _by_name(
+  OCCLUSION_PERSON15,
+  MPII16,
+  {
+    'pelvis': ('hip',),
+    'thorax': ('l_shoulder', 'r_shoulder'),
+    'upper_neck': ('neck',),
+  },
+)
 # Occlusion Person -> Human3.6M-17 (nose and head missing).
-H36M_FROM_OCCLUSION_PERSON = _by_name(OCCLUSION_PERSON15, H36M17, {
-    'pelvis': ('hip',), 'spine': ('belly',), 'thorax': ('neck',),
-})
+H36M_FROM_OCCLUSION_PERSON = _by_name(
+  OCCLUSION_PERSON15,
+  H36M17,
+  {
+    'pelvis': ('hip',),
+    'spine': ('belly',),
+    'thorax': ('neck',),
+  },
+)
 
 # MPI-INF-3DHP's 28 training joints, in annot2 / annot3 order.
 MPI_INF_3DHP28 = (
-    'spine3', 'spine4', 'spine2', 'spine', 'pelvis', 'neck', 'head', 'head_top', 'l_clavicle',
-    'l_shoulder', 'l_elbow', 'l_wrist', 'l_hand', 'r_clavicle', 'r_shoulder', 'r_elbow',
-    'r_wrist', 'r_hand', 'l_hip', 'l_knee', 'l_ankle', 'l_foot', 'l_toe', 'r_hip', 'r_knee',
-    'r_ankle', 'r_foot', 'r_toe',
+  'spine3',
+  'spine4',
+  'spine2',
+  'spine',
+  'pelvis',
+  'neck',
+  'head',
+  'head_top',
+  'l_clavicle',
+  'l_shoulder',
+  'l_elbow',
+  'l_wrist',
+  'l_hand',
+  'r_clavicle',
+  'r_shoulder',
+  'r_elbow',
+  'r_wrist',
+  'r_hand',
+  'l_hip',
+  'l_knee',
+  'l_ankle',
+  'l_foot',
+  'l_toe',
+  'r_hip',
+  'r_knee',
+  'r_ankle',
+  'r_foot',
+  'r_toe',
 )
 # The 17 test joints (test-set and mmpose order): their indices among the 28.
 MPI_INF_3DHP_TEST_JOINTS = (7, 5, 14, 15, 16, 9, 10, 11, 23, 24, 25, 18, 19, 20, 4, 3, 6)
 MPI_INF_3DHP17 = tuple(MPI_INF_3DHP28[i] for i in MPI_INF_3DHP_TEST_JOINTS)
 # 3DHP -> MPII: thorax = mid-shoulders (3DHP's neck is 30-70 mm above it); pelvis is mid-hips.
-MPII_FROM_3DHP = _by_name(MPI_INF_3DHP28, MPII16, {
-    'thorax': ('l_shoulder', 'r_shoulder'), 'upper_neck': ('neck',),
-})
+MPII_FROM_3DHP = _by_name(
+  MPI_INF_3DHP28,
+  MPII16,
+  {
+    'thorax': ('l_shoulder', 'r_shoulder'),
+    'upper_neck': ('neck',),
+  },
+)
 # 3DHP -> Human3.6M-17: H36M thorax = neck base, head = head top (3DHP 'head' is the head's
 # centre); 3DHP spine is about halfway from pelvis to neck, as H36M's; no nose.
-H36M_FROM_3DHP = _by_name(MPI_INF_3DHP28, H36M17, {
-    'thorax': ('neck',), 'head': ('head_top',), 'nose': (),
-})
+H36M_FROM_3DHP = _by_name(
+  MPI_INF_3DHP28,
+  H36M17,
+  {
+    'thorax': ('neck',),
+    'head': ('head_top',),
+    'nose': (),
+  },
+)

@@ -45,8 +45,7 @@ def _bone_arrays():
 _BONE_A, _BONE_B, _BONE_WEIGHT, _BONE_GROUP = _bone_arrays()
 
 
-def geometric_loss(xy: jax.Array, z: jax.Array, visible: jax.Array,
-                   is_2d: jax.Array) -> jax.Array:
+def geometric_loss(xy: jax.Array, z: jax.Array, visible: jax.Array, is_2d: jax.Array) -> jax.Array:
   """Bone-length consistency within each group of GEOMETRIC_BONE_GROUPS (weight not applied).
 
   Bone e = (a, b) has length l_e = w_e sqrt(|xy_a - xy_b|^2 + (z_a - z_b)^2 + eps) and counts

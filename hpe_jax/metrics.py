@@ -10,19 +10,22 @@ import numpy as np
 from hpe_jax import joints
 
 # PCKh's mean leaves out the pelvis and thorax (the standard MPII figure).
-_PCKH_MEAN_JOINTS = np.array([name not in ('pelvis', 'thorax') for name in joints.MPII16],
-                             np.float32)
+_PCKH_MEAN_JOINTS = np.array(
+  [name not in ('pelvis', 'thorax') for name in joints.MPII16], np.float32
+)
 
 
 def _ratio(numerator, denominator):
   """numerator / denominator elementwise, NaN where the denominator is 0."""
   numerator, denominator = np.asarray(numerator, np.float64), np.asarray(denominator, np.float64)
-  return np.divide(numerator, denominator, out=np.full_like(numerator, np.nan),
-                   where=denominator > 0)
+  return np.divide(
+    numerator, denominator, out=np.full_like(numerator, np.nan), where=denominator > 0
+  )
 
 
-def pck(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, ref_size: np.ndarray,
-        threshold: float) -> dict:
+def pck(
+  pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, ref_size: np.ndarray, threshold: float
+) -> dict:
   """Percentage of correct keypoints: distance <= threshold * ref_size.
 
   Args:
@@ -38,23 +41,31 @@ def pck(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, ref_size: np.ndarray
   counted = (np.asarray(mask) > 0) & (ref_size > 0)[:, None]
   distance = np.linalg.norm(np.asarray(pred, np.float64) - gt, axis=-1)
   correct = counted & (distance <= threshold * ref_size[:, None])
-  return {'per_joint': _ratio(correct.sum(0), counted.sum(0)),
-          'mean': float(_ratio(correct.sum(), counted.sum()))}
+  return {
+    'per_joint': _ratio(correct.sum(0), counted.sum(0)),
+    'mean': float(_ratio(correct.sum(), counted.sum())),
+  }
 
 
-def pckh(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, head_size: np.ndarray,
-         threshold: float = 0.5) -> dict:
+def pckh(
+  pred: np.ndarray,
+  gt: np.ndarray,
+  visible: np.ndarray,
+  head_size: np.ndarray,
+  threshold: float = 0.5,
+) -> dict:
   """MPII PCKh. pred, gt (N, 16, 2); visible (N, 16) annotated joints; head_size (N,) already
   0.6 x the head-box diagonal -> {'per_joint': (16,), 'mean': weighted by annotated counts,
   pelvis and thorax excluded}."""
   result = pck(pred, gt, visible, head_size, threshold)
-  result['mean'] = pck(pred, gt, np.asarray(visible) * _PCKH_MEAN_JOINTS, head_size,
-                       threshold)['mean']
+  result['mean'] = pck(pred, gt, np.asarray(visible) * _PCKH_MEAN_JOINTS, head_size, threshold)[
+    'mean'
+  ]
   return result
 
 
 def _center(points: np.ndarray, root: int | None) -> np.ndarray:
-  return points if root is None else points - points[:, root:root + 1]
+  return points if root is None else points - points[:, root : root + 1]
 
 
 def _counted(pred: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -66,8 +77,12 @@ def _mean_error(pred: np.ndarray, gt: np.ndarray, counted: np.ndarray) -> float:
   return float(_ratio(error[counted].sum(), counted.sum()))
 
 
-def mpjpe(pred: np.ndarray, gt: np.ndarray, root: int | None = joints.H36M_PELVIS,
-          mask: np.ndarray | None = None) -> float:
+def mpjpe(
+  pred: np.ndarray,
+  gt: np.ndarray,
+  root: int | None = joints.H36M_PELVIS,
+  mask: np.ndarray | None = None,
+) -> float:
   """Mean per-joint position error (protocol 1).
 
   Args:
@@ -107,7 +122,7 @@ def mpjpe_legacy(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = Non
     The mean error in mm (NaN without a counted sample).
   """
   pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
-  pred = pred - pred[:, joints.PELVIS:joints.PELVIS + 1]
+  pred = pred - pred[:, joints.PELVIS : joints.PELVIS + 1]
   pred = np.einsum('ts,nsd->ntd', joints.H36M_FROM_MPII.matrix(), pred)
   child, parent = np.array(joints.H36M_LEGACY_BONES).T
   bone_sum = np.linalg.norm(pred[:, child] - pred[:, parent], axis=-1).sum(1)
@@ -139,8 +154,12 @@ def procrustes_align(pred: np.ndarray, gt: np.ndarray, counted: np.ndarray) -> n
   return scale[:, None, None] * np.einsum('nik,njk->nji', rotation, p) + mean_gt
 
 
-def pa_mpjpe(pred: np.ndarray, gt: np.ndarray, root: int | None = joints.H36M_PELVIS,
-             mask: np.ndarray | None = None) -> float:
+def pa_mpjpe(
+  pred: np.ndarray,
+  gt: np.ndarray,
+  root: int | None = joints.H36M_PELVIS,
+  mask: np.ndarray | None = None,
+) -> float:
   """`mpjpe` after aligning each pred to its gt by `procrustes_align` on the counted joints
   (protocol 2). The alignment's translation makes the result independent of `root`."""
   pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
@@ -149,8 +168,13 @@ def pa_mpjpe(pred: np.ndarray, gt: np.ndarray, root: int | None = joints.H36M_PE
   return _mean_error(procrustes_align(pred, gt, counted), gt, counted)
 
 
-def pck_3d(pred: np.ndarray, gt: np.ndarray, threshold: float = 150.0,
-           root: int | None = joints.H36M_PELVIS, mask: np.ndarray | None = None) -> float:
+def pck_3d(
+  pred: np.ndarray,
+  gt: np.ndarray,
+  threshold: float = 150.0,
+  root: int | None = joints.H36M_PELVIS,
+  mask: np.ndarray | None = None,
+) -> float:
   """3D PCK (MPI-INF-3DHP's 3DPCK): the fraction of counted joints within `threshold` of the
   ground truth after root alignment. pred, gt (N, J, 3) mm; mask (N, J)."""
   pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
@@ -159,9 +183,16 @@ def pck_3d(pred: np.ndarray, gt: np.ndarray, threshold: float = 150.0,
   return float(_ratio((error[counted] <= threshold).sum(), counted.sum()))
 
 
-def auc_3d(pred: np.ndarray, gt: np.ndarray, max_threshold: float = 150.0, steps: int = 31,
-           root: int | None = joints.H36M_PELVIS, mask: np.ndarray | None = None) -> float:
+def auc_3d(
+  pred: np.ndarray,
+  gt: np.ndarray,
+  max_threshold: float = 150.0,
+  steps: int = 31,
+  root: int | None = joints.H36M_PELVIS,
+  mask: np.ndarray | None = None,
+) -> float:
   """Area under the 3DPCK curve: the mean of `pck_3d` over `steps` thresholds evenly spaced in
   [0, max_threshold] mm (MPI-INF-3DHP's protocol: 0, 5, ..., 150)."""
-  return float(np.mean([pck_3d(pred, gt, t, root, mask)
-                        for t in np.linspace(0.0, max_threshold, steps)]))
+  return float(
+    np.mean([pck_3d(pred, gt, t, root, mask) for t in np.linspace(0.0, max_threshold, steps)])
+  )

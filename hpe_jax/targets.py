@@ -37,8 +37,9 @@ def inside_heatmap(xy_hm: jax.Array, size) -> jax.Array:
   """(B, J, 2) heatmap pixels -> (B, J) float32: 1 where the joint's pixel lies on the map."""
   height, width = _height_width(size)
   pixel = _pixel(xy_hm)
-  inside = ((pixel[..., 0] >= 0) & (pixel[..., 0] < width)
-            & (pixel[..., 1] >= 0) & (pixel[..., 1] < height))
+  inside = (
+    (pixel[..., 0] >= 0) & (pixel[..., 0] < width) & (pixel[..., 1] >= 0) & (pixel[..., 1] < height)
+  )
   return inside.astype(jnp.float32)
 
 
@@ -58,10 +59,13 @@ def gaussian_heatmaps(xy_hm: jax.Array, mask: jax.Array, size, sigma: float) -> 
   xy_hm = xy_hm.astype(jnp.float32)
   keep = (mask * inside_heatmap(xy_hm, (height, width))).astype(jnp.float32)
   xy_hm = jnp.where(keep[..., None] > 0, xy_hm, 0.0)  # a NaN for a missing joint stays out
+
   # The Gaussian is separable: an outer product of two 1-D profiles costs O(H + W) exps per joint.
   def profile(n, coord):  # (B, J) -> (B, n, J)
-    return jnp.exp(-jnp.square(jnp.arange(n, dtype=jnp.float32)[:, None] - coord[:, None, :])
-                   / (2.0 * sigma**2))
+    return jnp.exp(
+      -jnp.square(jnp.arange(n, dtype=jnp.float32)[:, None] - coord[:, None, :]) / (2.0 * sigma**2)
+    )
+
   gx = profile(width, xy_hm[..., 0]) * keep[:, None, :]
   return profile(height, xy_hm[..., 1])[:, :, None, :] * gx[:, None, :, :]
 
@@ -99,11 +103,13 @@ def heatmap_peaks(heatmaps: jax.Array, subpixel: bool = True) -> tuple[jax.Array
   x, y = index % width, index // width
   xy = jnp.stack([x, y], axis=-1).astype(jnp.float32)
   if subpixel:
+
     def shift(coord, n, step):  # step: flat-index distance between neighbours on this axis
       interior = (coord > 0) & (coord < n - 1)
       # Clip so border peaks read valid (unused) neighbours instead of wrapping to another row.
       higher = at(jnp.clip(index + step, 0, height * width - 1))
       lower = at(jnp.clip(index - step, 0, height * width - 1))
       return jnp.where(interior, 0.25 * jnp.sign(higher - lower), 0.0)
+
     xy = xy + jnp.stack([shift(x, width, 1), shift(y, height, width)], axis=-1)
   return xy, peak

@@ -14,8 +14,9 @@ def flatten(tree, separator: str = '/') -> dict[str, object]:
   flat = {}
   for key, value in tree.items():
     if isinstance(value, _NESTED):
-      flat.update({f'{key}{separator}{sub}': leaf
-                   for sub, leaf in flatten(value, separator).items()})
+      flat.update(
+        {f'{key}{separator}{sub}': leaf for sub, leaf in flatten(value, separator).items()}
+      )
     else:
       flat[str(key)] = value
   return flat
@@ -24,7 +25,13 @@ def flatten(tree, separator: str = '/') -> dict[str, object]:
 def unflatten(like, flat: dict[str, object], separator: str = '/') -> dict:
   """The inverse of `flatten`: plain nested dicts shaped like `like` (which flattens to flat's
   keys), holding flat's leaves."""
+
   def build(node, prefix: str) -> dict:
-    return {key: build(value, f'{prefix}{key}{separator}') if isinstance(value, _NESTED)
-            else flat[f'{prefix}{key}'] for key, value in node.items()}
+    return {
+      key: build(value, f'{prefix}{key}{separator}')
+      if isinstance(value, _NESTED)
+      else flat[f'{prefix}{key}']
+      for key, value in node.items()
+    }
+
   return build(like, '')

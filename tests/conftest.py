@@ -28,8 +28,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def realdata_dir() -> str | None:
   """$HPE_REALDATA or ../shared/realdata beside the repo, if present."""
   here = os.path.dirname(os.path.abspath(__file__))
-  for path in (os.environ.get('HPE_REALDATA', ''),
-               os.path.join(here, '..', '..', 'shared', 'realdata')):
+  for path in (
+    os.environ.get('HPE_REALDATA', ''),
+    os.path.join(here, '..', '..', 'shared', 'realdata'),
+  ):
     if path and os.path.isdir(path):
       return path
   return None
@@ -39,6 +41,7 @@ def realdata_dir() -> str | None:
 def data_dir(tmp_path_factory) -> str:
   """A data directory holding the tiny synthetic dataset, built once per test session."""
   from hpe_jax.data import datasets
+
   path = str(tmp_path_factory.mktemp('tfds'))
   datasets.resolve(TINY_DATASET, '2d', path)
   return path
@@ -70,18 +73,30 @@ def tiny_config(data_dir: str, *, depth: bool = False, **overrides):
 
 def tiny_main_command(workdir, data_dir: str, *overrides: str) -> list[str]:
   """The `python -m hpe_jax.main` command of a tiny 2D run (no evaluation) in `workdir`."""
-  return [sys.executable, '-m', 'hpe_jax.main', f'--config={REPO}/configs/pretrain.py',
-          f'--workdir={workdir}', f'--config.data.data_dir={data_dir}',
-          f'--config.data.train_2d={TINY_DATASET}', '--config.data.eval=',
-          '--config.model.width=8', '--config.model.head_channels=16',
-          '--config.data.image_size=64', '--config.train.batch_size=8',
-          '--config.data.threads=1', '--config.train.log_every=1', *overrides]
+  return [
+    sys.executable,
+    '-m',
+    'hpe_jax.main',
+    f'--config={REPO}/configs/pretrain.py',
+    f'--workdir={workdir}',
+    f'--config.data.data_dir={data_dir}',
+    f'--config.data.train_2d={TINY_DATASET}',
+    '--config.data.eval=',
+    '--config.model.width=8',
+    '--config.model.head_channels=16',
+    '--config.data.image_size=64',
+    '--config.train.batch_size=8',
+    '--config.data.threads=1',
+    '--config.train.log_every=1',
+    *overrides,
+  ]
 
 
 @pytest.fixture(scope='session')
 def tiny_depth_run(data_dir, tmp_path_factory) -> str:
   """The workdir of a tiny depth model trained for a few steps (evaluate, predict, study)."""
   from hpe_jax.training import train
+
   workdir = str(tmp_path_factory.mktemp('tiny_depth_run'))
   train.train_and_evaluate(tiny_config(data_dir, depth=True), workdir)
   return workdir
@@ -92,12 +107,11 @@ def oracle_predictions(ref, *, projected_2d: bool, image_size: int = 64) -> dict
   perfect prediction: 'pred_depth' = the ground-truth depth targets, 'pred_xy' = the stored 2D
   labels or, with `projected_2d`, the 3D labels projected through the stored camera (lens
   distortion included; the stored 2D where a joint has no label), in input pixels.
-  `evaluate.score` takes the result."""
+  `scoring.score` takes the result."""
   config = default_config.base_config()
   config.data.image_size = image_size
   config.data.threads = 1
-  config.train.batch_size = 4
-  batches = list(pipeline.eval_batches(ref, config))
+  batches = list(pipeline.eval_batches(ref, config, batch_size=4))
   r = {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
   valid = r.pop('valid')
   r = {key: value[valid] for key, value in r.items()}
@@ -105,10 +119,14 @@ def oracle_predictions(ref, *, projected_2d: bool, image_size: int = 64) -> dict
   r['pred_xy'] = r['joints']
   if projected_2d:
     with np.errstate(divide='ignore', invalid='ignore'):  # unlabelled joints: zeros in 3D
-      image_xy = geometry.project(r['joints_3d'].astype(np.float64), r['intrinsics'],
-                                  r['distortion'])
+      image_xy = geometry.project(
+        r['joints_3d'].astype(np.float64), r['intrinsics'], r['distortion']
+      )
     image_xy = np.where(r['joints_mask'][..., None] > 0, image_xy, r['joints_2d'])
-    r['pred_xy'] = np.stack([geometry.transform_points(geometry.invert_affine(affine), xy)
-                             for affine, xy in zip(r['input_to_image'].astype(np.float64),
-                                                   image_xy)])
+    r['pred_xy'] = np.stack(
+      [
+        geometry.transform_points(geometry.invert_affine(affine), xy)
+        for affine, xy in zip(r['input_to_image'].astype(np.float64), image_xy)
+      ]
+    )
   return r

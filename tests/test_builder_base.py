@@ -23,24 +23,33 @@ def _lsp_manual_dir(tmp_path, image):
   people = np.zeros((2000, 14, 2))
   people[:3] = inside, partly_outside, np.full((14, 2), -40.0)
   xy = (people + 1).transpose(2, 1, 0)  # MATLAB's 1-based pixels, 2 x 14 x 2000
-  scipy.io.savemat(manual_dir / 'joints.mat',
-                   {'joints': np.concatenate([xy, np.zeros((1, 14, 2000))])})  # 0 = visible
+  scipy.io.savemat(
+    manual_dir / 'joints.mat', {'joints': np.concatenate([xy, np.zeros((1, 14, 2000))])}
+  )  # 0 = visible
   for i in range(3):
-    cv2.imwrite(str(manual_dir / 'images' / f'im{i + 1:04d}.jpg'), image[..., ::-1],
-                [cv2.IMWRITE_JPEG_QUALITY, 100])
+    cv2.imwrite(
+      str(manual_dir / 'images' / f'im{i + 1:04d}.jpg'),
+      image[..., ::-1],
+      [cv2.IMWRITE_JPEG_QUALITY, 100],
+    )
   return manual_dir
 
 
 def test_masks_and_skips_are_counted_and_crops_reproject(tmp_path):
   image = np.random.default_rng(1).integers(0, 256, (100, 120, 3), dtype=np.uint8)
   image = cv2.GaussianBlur(image, (9, 9), 3)  # smooth, so JPEG and interpolation agree
-  builder = lsp.Lsp(config='small', data_dir=str(tmp_path / 'data'),
-                    file_format='array_record', allow_missing=True)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=str(_lsp_manual_dir(tmp_path, image))))
+  builder = lsp.Lsp(
+    config='small', data_dir=str(tmp_path / 'data'), file_format='array_record', allow_missing=True
+  )
+  builder.download_and_prepare(
+    download_config=tfds.download.DownloadConfig(manual_dir=str(_lsp_manual_dir(tmp_path, image)))
+  )
   assert builder.report['train']['counts'] == {
-      'written': 2, 'missing image': 997, 'joints outside the image (masked)': 2,
-      'no annotated joints': 1}
+    'written': 2,
+    'missing image': 997,
+    'joints outside the image (masked)': 2,
+    'no annotated joints': 1,
+  }
   assert builder.report['test']['counts'] == {'missing image': 1000}
   assert list(builder.info.splits) == ['train']  # the empty split is left out, and reported
   source = builder.as_data_source('train', decoders={'image': tfds.decode.SkipDecoding()})
@@ -50,8 +59,9 @@ def test_masks_and_skips_are_counted_and_crops_reproject(tmp_path):
   assert second['joints_mask'].sum() == 14  # l_hip and the pelvis derived from it
   assert np.all(second['joints_2d'][l_hip] == 0)  # a masked joint carries no coordinates
   crop = features.decode_jpeg(first['image']).astype(np.float32)
-  in_crop = geometry.transform_points(geometry.invert_affine(first['crop_to_image']),
-                                      first['joints_2d'])
+  in_crop = geometry.transform_points(
+    geometry.invert_affine(first['crop_to_image']), first['joints_2d']
+  )
   for (cx, cy), (x, y) in zip(in_crop, first['joints_2d']):
     original = cv2.getRectSubPix(image.astype(np.float32), (1, 1), (float(x), float(y)))[0, 0]
     stored = cv2.getRectSubPix(crop, (1, 1), (float(cx), float(cy)))[0, 0]

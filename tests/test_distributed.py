@@ -16,7 +16,8 @@ import numpy as np
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 # argv: data_dir, workdir, process id or -1 (one process), coordinator port.
-_TRAIN = textwrap.dedent('''
+_TRAIN = textwrap.dedent(
+  """
     import sys
     sys.path.insert(0, %r)
     import jax
@@ -29,7 +30,9 @@ _TRAIN = textwrap.dedent('''
     from hpe_jax.training import train
     config = tiny_config(data_dir, depth=True, **{'train.num_steps': 3, 'data.eval': ''})
     train.train_and_evaluate(config, workdir)
-''' % TESTS)
+"""
+  % TESTS
+)
 
 
 def _free_port() -> int:
@@ -47,11 +50,16 @@ def test_two_processes_log_the_losses_of_one(data_dir, tmp_path):
   port = str(_free_port())
 
   def start(workdir, process_id, devices):
-    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-               JAX_PLATFORMS='cpu')
-    return subprocess.Popen([sys.executable, '-c', _TRAIN, data_dir, str(workdir),
-                             str(process_id), port], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    env = dict(
+      os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}', JAX_PLATFORMS='cpu'
+    )
+    return subprocess.Popen(
+      [sys.executable, '-c', _TRAIN, data_dir, str(workdir), str(process_id), port],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
 
   two = [start(tmp_path / 'two', p, 2) for p in (0, 1)]
   one = start(tmp_path / 'one', -1, 4)

@@ -28,12 +28,17 @@ def _points(rng, n):
 def test_project_matches_opencv_with_and_without_distortion():
   points = _points(np.random.default_rng(0), 50)
   for distortion in (np.zeros(5), DISTORTION):
-    want, _ = cv2.projectPoints(points, np.zeros(3), np.zeros(3), _camera_matrix(INTRINSICS),
-                                distortion)
-    np.testing.assert_allclose(geometry.project(points, INTRINSICS, distortion), want[:, 0],
-                               atol=1e-6)
-  np.testing.assert_allclose(geometry.project(points, INTRINSICS),
-                             geometry.project(points, INTRINSICS, np.zeros(5)), atol=1e-9)
+    want, _ = cv2.projectPoints(
+      points, np.zeros(3), np.zeros(3), _camera_matrix(INTRINSICS), distortion
+    )
+    np.testing.assert_allclose(
+      geometry.project(points, INTRINSICS, distortion), want[:, 0], atol=1e-6
+    )
+  np.testing.assert_allclose(
+    geometry.project(points, INTRINSICS),
+    geometry.project(points, INTRINSICS, np.zeros(5)),
+    atol=1e-9,
+  )
 
 
 def test_undistort_inverts_distortion_and_matches_opencv():
@@ -41,15 +46,19 @@ def test_undistort_inverts_distortion_and_matches_opencv():
   uv = geometry.project(points, INTRINSICS, DISTORTION)
   pinhole = geometry.undistort_pixels(uv, INTRINSICS, DISTORTION)
   np.testing.assert_allclose(pinhole, geometry.project(points, INTRINSICS), atol=1e-5)
-  opencv = cv2.undistortPoints(uv[:, None], _camera_matrix(INTRINSICS), DISTORTION,
-                               P=_camera_matrix(INTRINSICS))[:, 0]
+  opencv = cv2.undistortPoints(
+    uv[:, None], _camera_matrix(INTRINSICS), DISTORTION, P=_camera_matrix(INTRINSICS)
+  )[:, 0]
   np.testing.assert_allclose(pinhole, opencv, atol=1e-3)
   # Batched over samples: intrinsics (N, 4) and distortion (N, 5) with uv (N, J, 2).
   batch = np.stack([uv, uv])
   np.testing.assert_allclose(
-      geometry.undistort_pixels(batch, np.stack([INTRINSICS] * 2),
-                                np.stack([DISTORTION, np.zeros(5)])),
-      np.stack([pinhole, uv]), atol=1e-5)
+    geometry.undistort_pixels(
+      batch, np.stack([INTRINSICS] * 2), np.stack([DISTORTION, np.zeros(5)])
+    ),
+    np.stack([pinhole, uv]),
+    atol=1e-5,
+  )
 
 
 def test_distorted_labels_lift_back_to_the_3d_pose():
@@ -61,9 +70,13 @@ def test_distorted_labels_lift_back_to_the_3d_pose():
   uv = geometry.project(pose, intrinsics, np.stack([DISTORTION] * 3))
   depth_px = geometry.root_relative_depth_px(pose, intrinsics[:, 0], joints.PELVIS)
   lifted = geometry.backproject_root_relative(
-      geometry.undistort_pixels(uv, intrinsics, np.stack([DISTORTION] * 3)), depth_px, intrinsics,
-      pose[:, joints.PELVIS, 2], joints.PELVIS)
-  np.testing.assert_allclose(lifted, pose - pose[:, joints.PELVIS:joints.PELVIS + 1], atol=1e-3)
+    geometry.undistort_pixels(uv, intrinsics, np.stack([DISTORTION] * 3)),
+    depth_px,
+    intrinsics,
+    pose[:, joints.PELVIS, 2],
+    joints.PELVIS,
+  )
+  np.testing.assert_allclose(lifted, pose - pose[:, joints.PELVIS : joints.PELVIS + 1], atol=1e-3)
 
 
 def test_fit_scale_is_the_least_squares_factor_on_the_counted_joints():
@@ -74,8 +87,10 @@ def test_fit_scale_is_the_least_squares_factor_on_the_counted_joints():
   mask[1, 5:] = 0
   reference[1, 5:] = 1e4  # uncounted joints do not move the fit
   mask[2] = 0  # nothing counted: 1
-  want = [np.sum(p[m > 0] * r[m > 0]) / np.sum(p[m > 0] ** 2)
-          for p, r, m in zip(points[:2], reference[:2], mask[:2])] + [1.0]
+  want = [
+    np.sum(p[m > 0] * r[m > 0]) / np.sum(p[m > 0] ** 2)
+    for p, r, m in zip(points[:2], reference[:2], mask[:2])
+  ] + [1.0]
   got = geometry.fit_scale(points, reference, mask)
   np.testing.assert_allclose(got, want, rtol=1e-12)
   assert abs(got[0] - 0.9) < 0.01 and abs(got[1] - 1.0) < 0.01
@@ -85,8 +100,10 @@ def test_joint_map_matrix_maps_like_the_map():
   points = np.random.default_rng(6).normal(0, 1, (4, 16, 3))
   mapped, mask = joints.H36M_FROM_MPII(points, np.ones((4, 16)))
   assert mask.all()  # spine and nose are midpoints of predicted joints
-  np.testing.assert_allclose(np.einsum('ts,nsd->ntd', joints.H36M_FROM_MPII.matrix(), points),
-                             mapped, atol=1e-6)
+  np.testing.assert_allclose(
+    np.einsum('ts,nsd->ntd', joints.H36M_FROM_MPII.matrix(), points), mapped, atol=1e-6
+  )
   direct = joints.H36M_FROM_MPII_DIRECT.matrix()
-  assert np.array_equal(direct.sum(1) > 0, [name not in ('spine', 'nose')
-                                            for name in joints.H36M17])
+  assert np.array_equal(
+    direct.sum(1) > 0, [name not in ('spine', 'nose') for name in joints.H36M17]
+  )

@@ -22,7 +22,7 @@ def _np_bones(xy, z, visible, b):
     bones = []
     for (a, c), w in group:
       if visible[b, a] > 0 and visible[b, c] > 0:
-        squared = np.sum((xy[b, a] - xy[b, c])**2) + (z[b, a] - z[b, c])**2
+        squared = np.sum((xy[b, a] - xy[b, c]) ** 2) + (z[b, a] - z[b, c]) ** 2
         bones.append((a, c, w, w * np.sqrt(squared + _EPS)))
     out.append(bones)
   return out
@@ -36,7 +36,7 @@ def _np_geometric_loss(xy, z, visible, is_2d):
     for bones in _np_bones(xy, z, visible, b):
       if bones:
         lengths = np.array([l for *_, l in bones])
-        total += np.sum((lengths - lengths.mean())**2) / (2 * len(bones))
+        total += np.sum((lengths - lengths.mean()) ** 2) / (2 * len(bones))
   return total / len(xy)
 
 
@@ -113,7 +113,7 @@ def test_geometric_loss_known_value():
   visible[0, :6] = 1
   w = joints.GEOMETRIC_BONE_GROUPS['legs'][0][1]
   lengths = np.array([w, 1, 1, w])
-  want = np.sum((lengths - lengths.mean())**2) / 8 / 2
+  want = np.sum((lengths - lengths.mean()) ** 2) / 8 / 2
   loss = losses.geometric_loss(xy, jnp.zeros((2, 16)), visible, jnp.array([True, True]))
   np.testing.assert_allclose(loss, want, rtol=1e-4)
 
@@ -121,20 +121,20 @@ def test_geometric_loss_known_value():
 def test_losses_finite_with_empty_masks():
   xy, z, _, _ = _geometric_batch(4)
   for is_2d in (np.zeros(6, bool), np.ones(6, bool)):
-    loss, grads = jax.value_and_grad(losses.geometric_loss, (0, 1))(
-        xy, z, np.zeros((6, 16)), is_2d)
+    loss, grads = jax.value_and_grad(losses.geometric_loss, (0, 1))(xy, z, np.zeros((6, 16)), is_2d)
     assert loss == 0 and all(np.all(g == 0) for g in grads)
   pred = jnp.ones((3, 16))
-  loss, grad = jax.value_and_grad(losses.depth_loss)(pred, jnp.full((3, 16), jnp.nan),
-                                                      jnp.zeros((3, 16)))
+  loss, grad = jax.value_and_grad(losses.depth_loss)(
+    pred, jnp.full((3, 16), jnp.nan), jnp.zeros((3, 16))
+  )
   assert loss == 0 and np.all(grad == 0)
 
 
 def test_smooth_l1():
   x = np.array([-3.0, -1.0, -0.999, -0.5, 0.0, 0.25, 0.999, 1.0, 2.5])
-  np.testing.assert_allclose(losses.smooth_l1(x),
-                             [2.5, 0.5, 0.4990005, 0.125, 0, 0.03125, 0.4990005, 0.5, 2.0],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.smooth_l1(x), [2.5, 0.5, 0.4990005, 0.125, 0, 0.03125, 0.4990005, 0.5, 2.0], rtol=1e-6
+  )
 
 
 def test_depth_loss():
@@ -155,8 +155,11 @@ def test_depth_loss():
 def test_heatmap_loss():
   rng = np.random.default_rng(6)
   pred, target = rng.normal(size=(2, 2, 8, 8, 3)).astype(np.float32)
-  np.testing.assert_allclose(losses.heatmap_loss(pred, target), np.mean((pred - target)**2),
-                             rtol=1e-6)
-  np.testing.assert_allclose(losses.heatmap_loss(jnp.asarray(pred, jnp.bfloat16), target),
-                             np.mean((pred.astype(jnp.bfloat16).astype(np.float32) - target)**2),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    losses.heatmap_loss(pred, target), np.mean((pred - target) ** 2), rtol=1e-6
+  )
+  np.testing.assert_allclose(
+    losses.heatmap_loss(jnp.asarray(pred, jnp.bfloat16), target),
+    np.mean((pred.astype(jnp.bfloat16).astype(np.float32) - target) ** 2),
+    rtol=1e-5,
+  )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from conftest import realdata_dir
 import cv2
 import numpy as np
 import pytest
@@ -16,7 +17,6 @@ from hpe_jax.data import features
 from hpe_jax.data.builders import base
 from hpe_jax.data.builders import flic
 from hpe_jax.data.builders import lsp
-from conftest import realdata_dir
 
 MPII = joints.MPII16.index
 LSP = joints.LSP14.index
@@ -71,6 +71,7 @@ def _tiny_lspet() -> np.ndarray:
 
 # ---- LSP-Extended --------------------------------------------------------------------------
 
+
 def test_lspet_reader_masks_exactly_the_visible_joints(realdata):
   raw = scipy.io.loadmat(os.path.join(realdata, 'lspet', 'joints.mat'))['joints']
   flag = raw[:, 2, :].T  # (N, 14), 1 = visible
@@ -94,8 +95,10 @@ def test_lspet_reader_masks_exactly_the_visible_joints(realdata):
   assert (raw[:, :2, :].transpose(2, 0, 1)[junk] <= 0).all(axis=-1).all()
   assert not ((points[mask > 0] <= -1).all(axis=-1)).any()
   # Derived joints: only where both sources are visible, at their midpoint.
-  for target, (a, b) in {'pelvis': ('r_hip', 'l_hip'),
-                         'thorax': ('r_shoulder', 'l_shoulder')}.items():
+  for target, (a, b) in {
+    'pelvis': ('r_hip', 'l_hip'),
+    'thorax': ('r_shoulder', 'l_shoulder'),
+  }.items():
     both = flag[:, LSP(a)] * flag[:, LSP(b)]
     np.testing.assert_array_equal(mask[:, MPII(target)], both)
     midpoint = (xy[:, LSP(a)] + xy[:, LSP(b)]) / 2
@@ -106,8 +109,12 @@ def test_lspet_reader_masks_exactly_the_visible_joints(realdata):
 @pytest.fixture(scope='module')
 def lspet_build(realdata, tmp_path_factory):
   """LSP-Extended built from realdata/lspet, which holds the first 2000 of its 10,000 images."""
-  builder = _build(lsp.LspExtended, os.path.join(realdata, 'lspet'),
-                   str(tmp_path_factory.mktemp('tfds')), allow_missing=True)
+  builder = _build(
+    lsp.LspExtended,
+    os.path.join(realdata, 'lspet'),
+    str(tmp_path_factory.mktemp('tfds')),
+    allow_missing=True,
+  )
   return builder, _records(builder, 'train')
 
 
@@ -146,6 +153,7 @@ def test_lspet_build_stores_reader_joints_and_reprojecting_crops(realdata, lspet
 
 
 # ---- LSP -----------------------------------------------------------------------------------
+
 
 def test_lsp_reader_splits_and_flag(tmp_path):
   rng = np.random.default_rng(2)
@@ -187,16 +195,25 @@ def test_lsp_test_half_npz_matches_reader(realdata, tmp_path):
   assert [p.image for p in test] == [str(n) for n in npz['imgname']]
   points = np.stack([p.joints_2d for p in test])
   for name in joints.LSP14:
-    np.testing.assert_allclose(points[:, MPII(SAME_JOINT[name])], part[:, LSP(name), :2] - 1,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+      points[:, MPII(SAME_JOINT[name])], part[:, LSP(name), :2] - 1, atol=1e-4
+    )
 
 
 # ---- FLIC ----------------------------------------------------------------------------------
 
 # examples.coords columns (0-based) of the labelled FLIC parts, written out independently of
 # joints.FLIC29: 1-based part 1 l-shoulder -> column 0, ..., 7 l-hip -> 6, 10 r-hip -> 9.
-FLIC_COLUMNS = {'l_shoulder': 0, 'l_elbow': 1, 'l_wrist': 2, 'r_shoulder': 3, 'r_elbow': 4,
-                'r_wrist': 5, 'l_hip': 6, 'r_hip': 9}
+FLIC_COLUMNS = {
+  'l_shoulder': 0,
+  'l_elbow': 1,
+  'l_wrist': 2,
+  'r_shoulder': 3,
+  'r_elbow': 4,
+  'r_wrist': 5,
+  'l_hip': 6,
+  'r_hip': 9,
+}
 
 
 def test_flic_reader_columns_and_splits(realdata):
@@ -214,10 +231,10 @@ def test_flic_reader_columns_and_splits(realdata):
       np.testing.assert_allclose(points[:, MPII(name)], coords[:, :, column], atol=1e-4)
       assert mask[:, MPII(name)].all()
     np.testing.assert_allclose(points[:, MPII('pelvis')], coords[:, :, [6, 9]].mean(-1), atol=1e-4)
-    np.testing.assert_allclose(points[:, MPII('thorax')], coords[:, :, [0, 3]].mean(-1),
-                               atol=1e-4)
-    missing = [MPII(n) for n in ('upper_neck', 'head_top', 'r_knee', 'l_knee', 'r_ankle',
-                                 'l_ankle')]
+    np.testing.assert_allclose(points[:, MPII('thorax')], coords[:, :, [0, 3]].mean(-1), atol=1e-4)
+    missing = [
+      MPII(n) for n in ('upper_neck', 'head_top', 'r_knee', 'l_knee', 'r_ankle', 'l_ankle')
+    ]
     assert not mask[:, missing].any() and not points[:, missing].any()
     np.testing.assert_array_equal(np.stack([p.joints_visible for p in people[split]]), mask)
     # The box covers every labelled point, the face (eyes, nose) included.
@@ -266,7 +283,8 @@ def test_flic_build_from_a_synthetic_release(tmp_path):
   examples = np.zeros((1, 5003), [(f, 'O') for f in ('coords', 'filepath', 'istrain', 'istest')])
   coords = np.full((2, 29), np.nan)
   coords[:, list(FLIC_COLUMNS.values()) + [12, 13, 16]] = np.random.default_rng(3).uniform(
-      20, 60, (2, 11))
+    20, 60, (2, 11)
+  )
   for i in range(5003):
     name = 'shared.jpg' if i < 2 else f'frame{i}.jpg'
     examples[0, i] = (coords, np.array([name]), int(i < 3987), int(i >= 3987))
@@ -278,11 +296,14 @@ def test_flic_build_from_a_synthetic_release(tmp_path):
   assert builder.report['test']['counts'] == {'written': 1, 'missing image': 1015}
   train = _records(builder, 'train')
   assert [(r['image_name'], r['person_index']) for r in train] == [
-      (b'images/shared.jpg', 0), (b'images/shared.jpg', 1)]
+    (b'images/shared.jpg', 0),
+    (b'images/shared.jpg', 1),
+  ]
   np.testing.assert_allclose(train[0]['joints_2d'][MPII('l_wrist')], coords[:, 2] - 1, atol=1e-4)
 
 
 # ---- Malformed input -----------------------------------------------------------------------
+
 
 def test_truncated_and_misshapen_joints_mat(tmp_path):
   path = str(tmp_path / 'joints.mat')
@@ -290,13 +311,14 @@ def test_truncated_and_misshapen_joints_mat(tmp_path):
   with open(path, 'rb') as f:
     data = f.read()
   with open(path, 'wb') as f:
-    f.write(data[:len(data) // 2])
+    f.write(data[: len(data) // 2])
   with pytest.raises(base.AnnotationError, match=f'cannot read {path}: '):
     lsp.read_joints(path, lsp.LSP_EXTENDED_LAYOUT)
 
   scipy.io.savemat(path, {'joints': _tiny_lspet()})  # LSPET's layout, read as LSP
-  with pytest.raises(base.AnnotationError,
-                     match=r'shape \(14, 3, 10000\), expected \(3, 14, 2000\)'):
+  with pytest.raises(
+    base.AnnotationError, match=r'shape \(14, 3, 10000\), expected \(3, 14, 2000\)'
+  ):
     lsp.read_joints(path, lsp.LSP_LAYOUT)
   scipy.io.savemat(path, {'points': _tiny_lspet()})
   with pytest.raises(base.AnnotationError, match="no variable 'joints'"):
@@ -305,19 +327,27 @@ def test_truncated_and_misshapen_joints_mat(tmp_path):
 
 def test_corrupt_image_is_a_counted_skip(tmp_path):
   manual_dir = str(tmp_path / 'lspet')
-  _write_lspet(manual_dir, _tiny_lspet(), {'im00001.jpg': None, 'im00002.jpg': b'not a jpeg' * 50,
-                                           'im00003.jpg': None})
+  _write_lspet(
+    manual_dir,
+    _tiny_lspet(),
+    {'im00001.jpg': None, 'im00002.jpg': b'not a jpeg' * 50, 'im00003.jpg': None},
+  )
   builder = _build(lsp.LspExtended, manual_dir, str(tmp_path / 'tfds'), allow_missing=True)
   report = builder.report['train']
   assert report['counts'] == {'written': 2, 'unreadable image': 1, 'missing image': 9997}
   assert report['examples']['unreadable image'] == ['images/im00002.jpg']
   assert [r['image_name'] for r in _records(builder, 'train')] == [
-      b'images/im00001.jpg', b'images/im00003.jpg']
+    b'images/im00001.jpg',
+    b'images/im00003.jpg',
+  ]
 
 
 def test_missing_images_without_allow_missing(tmp_path):
   manual_dir = str(tmp_path / 'lspet')
   _write_lspet(manual_dir, _tiny_lspet(), {'im00001.jpg': None, 'im00002.jpg': None})
-  with pytest.raises(base.MissingImagesError, match=r"9998 of 10000 files .* e\.g\. "
-                     r"\['images/im00003\.jpg', 'images/im00004\.jpg'"):
+  with pytest.raises(
+    base.MissingImagesError,
+    match=r'9998 of 10000 files .* e\.g\. '
+    r"\['images/im00003\.jpg', 'images/im00004\.jpg'",
+  ):
     _build(lsp.LspExtended, manual_dir, str(tmp_path / 'tfds'))

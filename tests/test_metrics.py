@@ -3,13 +3,13 @@
 import os
 import pickle
 
+from conftest import realdata_dir
 import numpy as np
 import pytest
 
 from hpe_jax import geometry
 from hpe_jax import joints
 from hpe_jax import metrics
-from conftest import realdata_dir
 
 
 def _rotation(axis, angle):
@@ -57,8 +57,9 @@ def test_mpjpe_matches_numpy_and_is_translation_invariant():
   np.testing.assert_allclose(metrics.mpjpe(pred, gt, mask=mask), want, rtol=1e-12)
   shift = np.random.default_rng(1).normal(0, 1000, (5, 1, 3))
   np.testing.assert_allclose(metrics.mpjpe(pred + shift, gt, mask=mask), want, rtol=1e-9)
-  np.testing.assert_allclose(metrics.mpjpe(pred, gt),
-                             _np_mpjpe(pred, gt, joints.H36M_PELVIS, np.ones_like(mask)))
+  np.testing.assert_allclose(
+    metrics.mpjpe(pred, gt), _np_mpjpe(pred, gt, joints.H36M_PELVIS, np.ones_like(mask))
+  )
 
 
 def test_mpjpe_known_values():
@@ -76,11 +77,15 @@ def test_mpjpe_known_values():
 
 def test_pa_mpjpe_matches_numpy():
   pred, gt, mask = _poses(2)
-  np.testing.assert_allclose(metrics.pa_mpjpe(pred, gt, mask=mask), _np_pa_mpjpe(pred, gt, mask),
-                             rtol=1e-9)
+  np.testing.assert_allclose(
+    metrics.pa_mpjpe(pred, gt, mask=mask), _np_pa_mpjpe(pred, gt, mask), rtol=1e-9
+  )
   assert metrics.pa_mpjpe(pred, gt, mask=mask) < metrics.mpjpe(pred, gt, mask=mask)
-  np.testing.assert_allclose(metrics.pa_mpjpe(pred, gt, root=None, mask=mask),
-                             metrics.pa_mpjpe(pred, gt, mask=mask), rtol=1e-9)
+  np.testing.assert_allclose(
+    metrics.pa_mpjpe(pred, gt, root=None, mask=mask),
+    metrics.pa_mpjpe(pred, gt, mask=mask),
+    rtol=1e-9,
+  )
 
 
 def test_pa_mpjpe_undoes_similarity():
@@ -105,9 +110,13 @@ def test_pa_mpjpe_keeps_reflections():
 
 def test_pck_known_answer():
   gt = np.zeros((3, 2, 2))
-  pred = np.array([[[1.0, 0.0], [0.0, 3.0]],  # ref 2, threshold 0.5 -> radius 1: hit, miss
-                   [[0.6, 0.8], [0.0, 0.0]],  # ref 2: distance exactly 1 counts as correct
-                   [[0.0, 0.0], [0.0, 0.0]]])  # ref 0: left out
+  pred = np.array(
+    [
+      [[1.0, 0.0], [0.0, 3.0]],  # ref 2, threshold 0.5 -> radius 1: hit, miss
+      [[0.6, 0.8], [0.0, 0.0]],  # ref 2: distance exactly 1 counts as correct
+      [[0.0, 0.0], [0.0, 0.0]],
+    ]
+  )  # ref 0: left out
   mask = np.array([[1, 1], [1, 0], [1, 1]])
   result = metrics.pck(pred, gt, mask, np.array([2.0, 2.0, 0.0]), 0.5)
   np.testing.assert_allclose(result['per_joint'], [1.0, 0.0])
@@ -151,10 +160,12 @@ def test_pckh_excludes_pelvis_and_thorax():
   np.testing.assert_allclose(result['per_joint'][[0, 5, 9]], [0.5, 1.0, 1.0])
   # Threshold 0.5 of the head size: an error of 5 with head size 10 still counts.
   pred[1, 9] = (3.0, 4.0)
-  np.testing.assert_allclose(metrics.pckh(pred, gt, visible, np.array([10.0, 10.0]))['mean'],
-                             26 / 27)
   np.testing.assert_allclose(
-      metrics.pckh(pred, gt, visible, np.array([10.0, 9.99]))['per_joint'][9], 0.5)
+    metrics.pckh(pred, gt, visible, np.array([10.0, 10.0]))['mean'], 26 / 27
+  )
+  np.testing.assert_allclose(
+    metrics.pckh(pred, gt, visible, np.array([10.0, 9.99]))['per_joint'][9], 0.5
+  )
 
 
 @pytest.mark.parametrize('num_joints', [3, 17])
@@ -164,8 +175,9 @@ def test_procrustes_with_few_or_no_counted_joints(num_joints):
   counted[0] = True
   aligned = metrics.procrustes_align(pred, gt, counted)
   assert np.all(np.isfinite(aligned))
-  np.testing.assert_allclose(metrics.pa_mpjpe(pred, gt, mask=counted),
-                             _np_pa_mpjpe(pred[:1], gt[:1], counted[:1]))
+  np.testing.assert_allclose(
+    metrics.pa_mpjpe(pred, gt, mask=counted), _np_pa_mpjpe(pred[:1], gt[:1], counted[:1])
+  )
 
 
 def test_pck_3d_and_auc_against_numpy_loops():
@@ -186,7 +198,8 @@ def test_pck_3d_and_auc_against_numpy_loops():
 
   for threshold in (50.0, 150.0):
     assert metrics.pck_3d(pred, gt, threshold, root=0, mask=mask) == pytest.approx(
-        reference_pck(threshold))
+      reference_pck(threshold)
+    )
   expected_auc = np.mean([reference_pck(t) for t in np.arange(0, 151, 5)])
   assert metrics.auc_3d(pred, gt, root=0, mask=mask) == pytest.approx(expected_auc)
   assert metrics.pck_3d(gt, gt, 0.0, root=0) == 1.0  # a perfect prediction is within 0 mm
@@ -196,8 +209,23 @@ def _reference_mpjpe_legacy(pred16, gt17):
   """The reference's code in plain numpy (xingyizhou/pytorch-pose-hg-3d, utils/eval.py `mpjpe` and
   datasets/h36m.py `convert_eval_format` / `_get_bone_length`), in float64 instead of float16."""
   mpii_to_h36m = [6, 2, 1, 0, 3, 4, 5, 7, 8, 9, 9, 13, 14, 15, 12, 11, 10]
-  edges_3d = [[3, 2], [2, 1], [1, 0], [0, 4], [4, 5], [5, 6], [0, 7], [7, 8], [8, 10], [16, 15],
-              [15, 14], [14, 8], [8, 11], [11, 12], [12, 13]]
+  edges_3d = [
+    [3, 2],
+    [2, 1],
+    [1, 0],
+    [0, 4],
+    [4, 5],
+    [5, 6],
+    [0, 7],
+    [7, 8],
+    [8, 10],
+    [16, 15],
+    [15, 14],
+    [14, 8],
+    [8, 11],
+    [11, 12],
+    [12, 13],
+  ]
   count, total = 0, 0.0
   for i in range(len(pred16)):
     if gt17[i].sum() ** 2 > 0:
@@ -235,8 +263,9 @@ def test_mpjpe_legacy_is_zero_for_the_reference_rule_of_a_4000_mm_skeleton():
   child, parent = np.array(joints.H36M_LEGACY_BONES).T
   gt = h36m * 4000 / np.linalg.norm(h36m[:, child] - h36m[:, parent], axis=-1).sum(1)[:, None, None]
   assert metrics.mpjpe_legacy(0.01 * pred, gt) < 1e-9
-  assert metrics.mpjpe(np.einsum('ts,nsd->ntd', joints.H36M_FROM_MPII.matrix(), 0.01 * pred),
-                       gt) > 100
+  assert (
+    metrics.mpjpe(np.einsum('ts,nsd->ntd', joints.H36M_FROM_MPII.matrix(), 0.01 * pred), gt) > 100
+  )
 
 
 def test_mpjpe_legacy_on_real_human36m_frames():
@@ -250,8 +279,9 @@ def test_mpjpe_legacy_on_real_human36m_frames():
   data = np.load(os.path.join(path, 'h36m', 'mmpose', 'test_h36m_body3d.npz'))
   with open(os.path.join(path, 'h36m', 'mmpose', 'cameras.pkl'), 'rb') as f:
     cameras = pickle.load(f)
-  focal = np.array([np.ravel(cameras[(n.split('/')[0], n.split('.')[1][:8])]['f'])[0]
-                    for n in data['imgname']])
+  focal = np.array(
+    [np.ravel(cameras[(n.split('/')[0], n.split('.')[1][:8])]['f'])[0] for n in data['imgname']]
+  )
   camera_mm = data['S'][..., :3] * 1000
   side = data['scale'] * 200  # the person box side in pixels
   depth = geometry.root_relative_depth_px(camera_mm, focal, joints.H36M_PELVIS)

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 
+from conftest import realdata_dir
 import cv2
 import h5py
 import numpy as np
@@ -22,7 +23,6 @@ from hpe_jax import metrics
 from hpe_jax.data import features
 from hpe_jax.data.builders import base
 from hpe_jax.data.builders import mpii
-from conftest import realdata_dir
 
 VALID_PEOPLE = 2958  # Tompson's validation split
 VALID_ANNOTATED_JOINTS = 44_240  # realdata README
@@ -56,6 +56,7 @@ def _head_sizes(headboxes_src: np.ndarray) -> np.ndarray:
 
 # ---- the real files --------------------------------------------------------------------------
 
+
 def test_h5_reader_on_valid_h5(realdata, valid_h5):
   people, skipped = mpii.read_h5(os.path.join(realdata, 'valid.h5'))
   assert len(people) == VALID_PEOPLE and not skipped
@@ -70,8 +71,9 @@ def test_h5_reader_on_valid_h5(realdata, valid_h5):
   visible = np.stack([p.joints_visible for p in people])
   np.testing.assert_array_equal(visible, valid_h5['visible'] * annotated)
   # Undoing Newell's box adjustment and redoing it (the reference's) gives back his box.
-  np.testing.assert_allclose(np.stack([p.box_center for p in people]), valid_h5['center'] - 1,
-                             atol=1e-3)
+  np.testing.assert_allclose(
+    np.stack([p.box_center for p in people]), valid_h5['center'] - 1, atol=1e-3
+  )
   np.testing.assert_allclose([p.box_side for p in people], 200 * valid_h5['scale'], rtol=1e-6)
   np.testing.assert_allclose([p.head_size for p in people], valid_h5['normalize'])
   assert [p.image for p in people[:2]] == ['images/005808361.jpg', 'images/052475643.jpg']
@@ -101,8 +103,24 @@ def test_h5_and_json_encode_the_same_people_the_same_way(realdata, valid_h5):
 
 def test_evaluator_ground_truth_is_valid_h5(realdata, valid_h5, evaluator_gt):
   names = [str(np.squeeze(n)) for n in np.ravel(evaluator_gt['dataset_joints'])]
-  assert names == ['rank', 'rkne', 'rhip', 'lhip', 'lkne', 'lank', 'pelv', 'thor', 'neck', 'head',
-                   'rwri', 'relb', 'rsho', 'lsho', 'lelb', 'lwri']  # = joints.MPII16
+  assert names == [
+    'rank',
+    'rkne',
+    'rhip',
+    'lhip',
+    'lkne',
+    'lank',
+    'pelv',
+    'thor',
+    'neck',
+    'head',
+    'rwri',
+    'relb',
+    'rsho',
+    'lsho',
+    'lelb',
+    'lwri',
+  ]  # = joints.MPII16
   gt = evaluator_gt['pos_gt_src'].transpose(2, 0, 1)  # (N, 16, 2), 1-based
   part = valid_h5['part']
   annotated = np.any(part != 0, axis=-1)
@@ -113,8 +131,9 @@ def test_evaluator_ground_truth_is_valid_h5(realdata, valid_h5, evaluator_gt):
   differ = annotated & ~agree
   assert differ.sum() == 13 and np.all(np.any(gt[differ] == 0, axis=-1))
   h5_people, _ = mpii.read_h5(os.path.join(realdata, 'valid.h5'))
-  np.testing.assert_allclose([p.head_size for p in h5_people],
-                             _head_sizes(evaluator_gt['headboxes_src']), rtol=1e-6)
+  np.testing.assert_allclose(
+    [p.head_size for p in h5_people], _head_sizes(evaluator_gt['headboxes_src']), rtol=1e-6
+  )
 
 
 def _mpii_evaluator(pos_pred_src, pos_gt_src, headboxes_src, jnt_missing, threshold=0.5):
@@ -137,9 +156,15 @@ def _mpii_evaluator(pos_pred_src, pos_gt_src, headboxes_src, jnt_missing, thresh
 def test_pckh_matches_the_mpii_evaluator(evaluator_gt, record_property):
   gt = evaluator_gt
   expected_per_joint, expected_mean = _mpii_evaluator(
-      gt['pos_pred_src'], gt['pos_gt_src'], gt['headboxes_src'], gt['jnt_missing'].astype(float))
-  result = metrics.pckh(gt['pos_pred_src'].transpose(2, 0, 1), gt['pos_gt_src'].transpose(2, 0, 1),
-                        1 - gt['jnt_missing'].T, _head_sizes(gt['headboxes_src']), threshold=0.5)
+    gt['pos_pred_src'], gt['pos_gt_src'], gt['headboxes_src'], gt['jnt_missing'].astype(float)
+  )
+  result = metrics.pckh(
+    gt['pos_pred_src'].transpose(2, 0, 1),
+    gt['pos_gt_src'].transpose(2, 0, 1),
+    1 - gt['jnt_missing'].T,
+    _head_sizes(gt['headboxes_src']),
+    threshold=0.5,
+  )
   np.testing.assert_allclose(result['per_joint'], expected_per_joint / 100, atol=1e-6)
   assert abs(result['mean'] - expected_mean / 100) < 1e-6
   print(f'PCKh@0.5 of detections_our_format.mat: {result["mean"]:.4f}')
@@ -148,6 +173,7 @@ def test_pckh_matches_the_mpii_evaluator(evaluator_gt, record_property):
 
 
 # ---- a real build from the json encoding -----------------------------------------------------
+
 
 def _json_manual_dir(realdata: str, path: str) -> str:
   """mpii_val.json = the realdata sample, an empty mpii_train.json, the 5 images (links), and
@@ -159,8 +185,10 @@ def _json_manual_dir(realdata: str, path: str) -> str:
   with open(os.path.join(path, 'mpii_train.json'), 'w') as f:
     f.write('[]')
   gt = scipy.io.loadmat(os.path.join(realdata, 'detections_our_format.mat'))
-  scipy.io.savemat(os.path.join(path, 'mpii_gt_val.mat'), {
-      key: gt[key][..., :JSON_SAMPLE] for key in ('jnt_missing', 'pos_gt_src', 'headboxes_src')})
+  scipy.io.savemat(
+    os.path.join(path, 'mpii_gt_val.mat'),
+    {key: gt[key][..., :JSON_SAMPLE] for key in ('jnt_missing', 'pos_gt_src', 'headboxes_src')},
+  )
   return path
 
 
@@ -174,16 +202,25 @@ def test_build_from_json_reprojects_to_the_annotated_pixels(realdata, tmp_path):
   assert len(records) == JSON_SAMPLE
   with open(os.path.join(realdata, 'test_mpii.json')) as f:
     entries = {e['image']: e for e in json.load(f)}
-  heads = dict(zip(entries, _head_sizes(scipy.io.loadmat(os.path.join(
-      realdata, 'detections_our_format.mat'))['headboxes_src'][..., :JSON_SAMPLE])))
+  heads = dict(
+    zip(
+      entries,
+      _head_sizes(
+        scipy.io.loadmat(os.path.join(realdata, 'detections_our_format.mat'))['headboxes_src'][
+          ..., :JSON_SAMPLE
+        ]
+      ),
+    )
+  )
   errors, control = [], []
   for record in records:
     name = record['image_name'].decode()
     entry = entries[name.removeprefix('images/')]
     mask = np.asarray(entry['joints_vis']) > 0
     np.testing.assert_array_equal(record['joints_mask'], mask)
-    np.testing.assert_allclose(record['joints_2d'][mask], np.asarray(entry['joints'])[mask] - 1,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+      record['joints_2d'][mask], np.asarray(entry['joints'])[mask] - 1, atol=1e-4
+    )
     # The reference's box, 0-based: centre y moved down by 15 x scale, side 1.25 x 200 x scale.
     (cx, cy), s = entry['center'], entry['scale']
     np.testing.assert_allclose(record['box_center'], [cx - 1, cy - 1 + 15 * s], atol=1e-3)
@@ -195,8 +232,13 @@ def test_build_from_json_reprojects_to_the_annotated_pixels(realdata, tmp_path):
     size = crop.shape[0]
     crop_to_image = record['crop_to_image'].astype(np.float64)
     image_to_crop = geometry.invert_affine(crop_to_image)
-    np.testing.assert_allclose(image_to_crop, geometry.crop_affine(
-        record['box_center'], features.CROP_MARGIN * record['box_side'], 0.0, size), atol=1e-3)
+    np.testing.assert_allclose(
+      image_to_crop,
+      geometry.crop_affine(
+        record['box_center'], features.CROP_MARGIN * record['box_side'], 0.0, size
+      ),
+      atol=1e-3,
+    )
     points = record['joints_2d'][mask]
     in_crop = geometry.transform_points(image_to_crop, points)
     assert np.all((in_crop > -0.5) & (in_crop < size - 0.5))
@@ -221,6 +263,7 @@ def _bilinear(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
 
 
 # ---- a synthetic official release ------------------------------------------------------------
+
 
 def _structs(*entries: dict) -> np.ndarray:
   """A MATLAB struct array (1, n) for scipy.io.savemat; a single dict saves as a 1x1 struct."""
@@ -249,20 +292,55 @@ def _write_release(manual_dir: str, split_index: int = 1, split_person: int = 0)
   """
   rect = {'x1': 0, 'y1': 0, 'x2': 0, 'y2': 0, 'scale': 0, 'objpos': 0, 'annopoints': 0}
   a_people = _structs(
-      dict(rect, x1=101, y1=11, x2=131, y2=51, scale=2.0, objpos={'x': 121, 'y': 91},
-           annopoints={'point': _structs(_point(9, 116.5, 12.25, 1), _point(0, 110, 190, '0'),
-                                         _point(12, 100, 60, EMPTY), _point(13, 140, 60, '1'))}),
-      dict(rect, x1=EMPTY, y1=EMPTY, x2=EMPTY, y2=EMPTY, scale=1.5, objpos={'x': 300, 'y': 100},
-           annopoints=EMPTY))
-  b_person = {'x1': 11, 'y1': 21, 'x2': 41, 'y2': 61, 'scale': 1.0, 'objpos': {'x': 51, 'y': 81},
-              'annopoints': {'point': _point(8, 26, 62, 0)}}
+    dict(
+      rect,
+      x1=101,
+      y1=11,
+      x2=131,
+      y2=51,
+      scale=2.0,
+      objpos={'x': 121, 'y': 91},
+      annopoints={
+        'point': _structs(
+          _point(9, 116.5, 12.25, 1),
+          _point(0, 110, 190, '0'),
+          _point(12, 100, 60, EMPTY),
+          _point(13, 140, 60, '1'),
+        )
+      },
+    ),
+    dict(
+      rect,
+      x1=EMPTY,
+      y1=EMPTY,
+      x2=EMPTY,
+      y2=EMPTY,
+      scale=1.5,
+      objpos={'x': 300, 'y': 100},
+      annopoints=EMPTY,
+    ),
+  )
+  b_person = {
+    'x1': 11,
+    'y1': 21,
+    'x2': 41,
+    'y2': 61,
+    'scale': 1.0,
+    'objpos': {'x': 51, 'y': 81},
+    'annopoints': {'point': _point(8, 26, 62, 0)},
+  }
   annolist = _structs(
-      {'image': {'name': 'a.jpg'}, 'annorect': a_people},
-      {'image': {'name': 'b.jpg'}, 'annorect': b_person},
-      {'image': {'name': 'c.jpg'}, 'annorect': {'scale': 3.0, 'objpos': {'x': 5, 'y': 5}}},
-      {'image': {'name': 'd.jpg'}, 'annorect': EMPTY})
-  release = {'annolist': annolist, 'img_train': np.array([[1, 1, 0, 1]], np.uint8),
-             'single_person': np.zeros((4, 1), object), 'act': EMPTY}
+    {'image': {'name': 'a.jpg'}, 'annorect': a_people},
+    {'image': {'name': 'b.jpg'}, 'annorect': b_person},
+    {'image': {'name': 'c.jpg'}, 'annorect': {'scale': 3.0, 'objpos': {'x': 5, 'y': 5}}},
+    {'image': {'name': 'd.jpg'}, 'annorect': EMPTY},
+  )
+  release = {
+    'annolist': annolist,
+    'img_train': np.array([[1, 1, 0, 1]], np.uint8),
+    'single_person': np.zeros((4, 1), object),
+    'act': EMPTY,
+  }
   scipy.io.savemat(os.path.join(manual_dir, mpii.OFFICIAL_MAT), {'RELEASE': release})
   part = np.zeros((1, 16, 2))
   part[0, 8] = (26, 62)  # Newell's part: 1-based, whole pixels
@@ -278,15 +356,17 @@ def test_official_mat_reader(tmp_path):
   builder = mpii.Mpii(data_dir=str(tmp_path / 'data'))
   people = builder.read_annotations(str(tmp_path))
   assert builder.read_report == {
-      'train': {mpii.NO_JOINTS: 1, mpii.NO_BOX: 0},  # a.jpg person 1; the test image not counted
-      'validation': {mpii.NO_JOINTS: 0, mpii.NO_BOX: 0}}
+    'train': {mpii.NO_JOINTS: 1, mpii.NO_BOX: 0},  # a.jpg person 1; the test image not counted
+    'validation': {mpii.NO_JOINTS: 0, mpii.NO_BOX: 0},
+  }
   [train], [validation] = people['train'], people['validation']
 
   assert (train.image, train.person_index) == ('images/a.jpg', 0)
   annotated = [9, 0, 12, 13]
   np.testing.assert_array_equal(np.flatnonzero(train.joints_mask), sorted(annotated))
-  np.testing.assert_allclose(train.joints_2d[annotated],
-                             [[115.5, 11.25], [109, 189], [99, 59], [139, 59]])  # minus 1
+  np.testing.assert_allclose(
+    train.joints_2d[annotated], [[115.5, 11.25], [109, 189], [99, 59], [139, 59]]
+  )  # minus 1
   # is_visible 1, '0', [] (not given: 1), '1'; joints not annotated are 0 like the mask.
   np.testing.assert_array_equal(train.joints_visible[annotated], [1, 0, 1, 1])
   assert train.joints_visible.sum() == 3
@@ -301,10 +381,13 @@ def test_official_mat_reader(tmp_path):
   assert validation.head_size == pytest.approx(0.6 * np.hypot(30, 40))
 
 
-@pytest.mark.parametrize('index, person, message', [
+@pytest.mark.parametrize(
+  'index, person, message',
+  [
     (2, 0, r'valid\.h5 entry 0: index 2 \(0-based\) is not image b\.jpg'),
     (1, 1, r'valid\.h5 entry 0: b\.jpg person 1 \(0-based\) is not an annotated person'),
-])
+  ],
+)
 def test_official_mat_split_indices_are_0_based(tmp_path, index, person, message):
   _write_release(str(tmp_path), split_index=index, split_person=person)  # as if 1-based
   with pytest.raises(base.AnnotationError, match=message):
@@ -326,11 +409,12 @@ def test_layout_precedence(tmp_path):
 
 # ---- malformed input -------------------------------------------------------------------------
 
+
 def test_truncated_files_name_the_file(tmp_path):
   _write_release(str(tmp_path))
   for name in (mpii.OFFICIAL_MAT, mpii.SPLIT_H5):
     path = tmp_path / name
-    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
   with pytest.raises(base.AnnotationError, match=f'cannot read .*{mpii.OFFICIAL_MAT}: '):
     mpii.read_manual_dir(str(tmp_path))
   with pytest.raises(base.AnnotationError, match=r'cannot read .*valid\.h5: '):
@@ -340,21 +424,30 @@ def test_truncated_files_name_the_file(tmp_path):
 def test_official_mat_without_the_split_file(tmp_path):
   _write_release(str(tmp_path))
   os.remove(tmp_path / mpii.SPLIT_H5)
-  with pytest.raises(base.AnnotationError, match=r'^valid\.h5 missing in .*need '
-                     r'mpii_human_pose_v1_u12_1\.mat and valid\.h5'):
+  with pytest.raises(
+    base.AnnotationError,
+    match=r'^valid\.h5 missing in .*need '
+    r'mpii_human_pose_v1_u12_1\.mat and valid\.h5',
+  ):
     mpii.read_manual_dir(str(tmp_path))
 
 
 def test_malformed_json_entries(tmp_path):
-  good = {'image': 'a.jpg', 'center': [50, 50], 'scale': 1.0, 'joints': [[10, 10]] * 16,
-          'joints_vis': [1] * 16}
+  good = {
+    'image': 'a.jpg',
+    'center': [50, 50],
+    'scale': 1.0,
+    'joints': [[10, 10]] * 16,
+    'joints_vis': [1] * 16,
+  }
   path = tmp_path / 'mpii_val.json'
   cases = [
-      (dict(good, joints=[[10, 10]] * 15),
-       r"mpii_val\.json entry 1: 'joints' has shape \(15, 2\), expected \(16, 2\)"),
-      ({k: v for k, v in good.items() if k != 'center'},
-       r"mpii_val\.json entry 1: missing 'center'"),
-      (dict(good, scale='big'), r"mpii_val\.json entry 1: 'scale' is not numeric"),
+    (
+      dict(good, joints=[[10, 10]] * 15),
+      r"mpii_val\.json entry 1: 'joints' has shape \(15, 2\), expected \(16, 2\)",
+    ),
+    ({k: v for k, v in good.items() if k != 'center'}, r"mpii_val\.json entry 1: missing 'center'"),
+    (dict(good, scale='big'), r"mpii_val\.json entry 1: 'scale' is not numeric"),
   ]
   for bad, message in cases:
     path.write_text(json.dumps([good, bad]))

@@ -18,15 +18,27 @@ from hpe_jax.data.synthetic import body
 from hpe_jax.data.synthetic import render
 
 SPLITS = ('train_2d', 'train_3d', 'test')
-LABELS = ('joints_2d', 'joints_mask', 'joints_visible', 'joints_3d', 'eval_joints_3d',
-          'intrinsics', 'box_center', 'box_side', 'crop_to_image', 'torso_size', 'head_size')
+LABELS = (
+  'joints_2d',
+  'joints_mask',
+  'joints_visible',
+  'joints_3d',
+  'eval_joints_3d',
+  'intrinsics',
+  'box_center',
+  'box_side',
+  'crop_to_image',
+  'torso_size',
+  'head_size',
+)
 MPII = joints.MPII16.index
 
 
 @pytest.fixture(scope='module')
 def builder(tmp_path_factory):
-  b = synthetic_humans.SyntheticHumans(config='tiny', data_dir=str(tmp_path_factory.mktemp('tfds')),
-                                       file_format='array_record')
+  b = synthetic_humans.SyntheticHumans(
+    config='tiny', data_dir=str(tmp_path_factory.mktemp('tfds')), file_format='array_record'
+  )
   b.download_and_prepare()
   return b
 
@@ -34,8 +46,10 @@ def builder(tmp_path_factory):
 @pytest.fixture(scope='module')
 def examples(builder):
   """Split -> list of stored examples, images as JPEG bytes."""
-  sources = {split: builder.as_data_source(split, decoders={'image': tfds.decode.SkipDecoding()})
-             for split in SPLITS}
+  sources = {
+    split: builder.as_data_source(split, decoders={'image': tfds.decode.SkipDecoding()})
+    for split in SPLITS
+  }
   return {split: [source[i] for i in range(len(source))] for split, source in sources.items()}
 
 
@@ -48,9 +62,15 @@ def _scene(config, split, index) -> render.Scene:
 def test_splits_and_roles(builder, examples):
   config = builder.builder_config
   assert {s: len(examples[s]) for s in SPLITS} == {
-      'train_2d': config.num_train_2d, 'train_3d': config.num_train_3d, 'test': config.num_test}
+    'train_2d': config.num_train_2d,
+    'train_3d': config.num_train_3d,
+    'test': config.num_test,
+  }
   assert synthetic_humans.SyntheticHumans.DEFAULT_SPLITS == {
-      '2d': 'train_2d', '3d': 'train_3d', 'eval': 'test'}
+    '2d': 'train_2d',
+    '3d': 'train_3d',
+    'eval': 'test',
+  }
   assert [e['image_name'] for e in examples['test'][:2]] == [b'test/000000.jpg', b'test/000001.jpg']
 
 
@@ -67,15 +87,17 @@ def test_labels_are_consistent(builder, examples):
     low, high = uv.min(0), uv.max(0)
     np.testing.assert_allclose(ex['box_center'], (low + high) / 2, atol=1e-3)
     np.testing.assert_allclose(ex['box_side'], 1.25 * np.max(high - low), rtol=1e-5)
-    np.testing.assert_allclose(ex['torso_size'], np.linalg.norm(uv[MPII('l_shoulder')]
-                                                                - uv[MPII('r_hip')]), rtol=1e-5)
+    np.testing.assert_allclose(
+      ex['torso_size'], np.linalg.norm(uv[MPII('l_shoulder')] - uv[MPII('r_hip')]), rtol=1e-5
+    )
     assert 0 < ex['head_size'] < ex['box_side'] / 2
     # Crop pixels map back to original pixels: the crop centre is the box centre, and the box
     # (hence every joint) fills the middle 1 / CROP_MARGIN of the crop.
     crop_to_image = ex['crop_to_image']
     centre = (crop_size - 1) / 2
-    np.testing.assert_allclose(geometry.transform_points(crop_to_image, np.array([centre] * 2)),
-                               ex['box_center'], atol=1e-2)
+    np.testing.assert_allclose(
+      geometry.transform_points(crop_to_image, np.array([centre] * 2)), ex['box_center'], atol=1e-2
+    )
     in_crop = geometry.transform_points(geometry.invert_affine(crop_to_image), uv)
     half_box = crop_size / features.CROP_MARGIN / 2
     assert np.all(np.abs(in_crop - centre) <= half_box / 1.25 + 1e-3)
@@ -89,8 +111,9 @@ def test_stored_crop_shows_the_original_image(builder, examples):
     assert crop.shape == (config.crop_size, config.crop_size, 3)
     image = _scene(config, 'test', index).image
     # Sampling the original image through crop_to_image reproduces the stored crop.
-    resampled = cv2.warpAffine(image, ex['crop_to_image'], crop.shape[:2],
-                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    resampled = cv2.warpAffine(
+      image, ex['crop_to_image'], crop.shape[:2], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    )
     resampled = features.decode_jpeg(features.encode_jpeg(resampled))
     assert np.abs(resampled.astype(float) - crop).mean() < 1
 
@@ -103,28 +126,39 @@ def test_deterministic_and_disjoint(builder, examples):
     np.testing.assert_array_equal(first[key], second[key])
     np.testing.assert_array_equal(first[key], stored[key])
   assert first['image'] == second['image'] == stored['image']
-  poses = {split: {np.round(e['eval_joints_3d']).tobytes() for e in examples[split]}
-           for split in SPLITS}
-  assert sum(len(p) for p in poses.values()) == len(set.union(*poses.values())) == sum(
-      len(examples[s]) for s in SPLITS)
+  poses = {
+    split: {np.round(e['eval_joints_3d']).tobytes() for e in examples[split]} for split in SPLITS
+  }
+  assert (
+    sum(len(p) for p in poses.values())
+    == len(set.union(*poses.values()))
+    == sum(len(examples[s]) for s in SPLITS)
+  )
   other_seed = synthetic_humans.SyntheticHumansConfig(name='other', seed=1)
-  assert not np.array_equal(synthetic_humans.make_example(other_seed, 'train_3d', 7)['joints_3d'],
-                            first['joints_3d'])
+  assert not np.array_equal(
+    synthetic_humans.make_example(other_seed, 'train_3d', 7)['joints_3d'], first['joints_3d']
+  )
 
 
 def _bone(points, a, b):
-  return np.linalg.norm(points[..., joints.H36M17.index(a), :]
-                        - points[..., joints.H36M17.index(b), :], axis=-1)
+  return np.linalg.norm(
+    points[..., joints.H36M17.index(a), :] - points[..., joints.H36M17.index(b), :], axis=-1
+  )
 
 
 def test_anatomy():
   poses = [body.sample_pose(np.random.default_rng([9, i])) for i in range(300)]
   p = np.stack([pose.joints for pose in poses])
   for (a, b), (low, high) in {
-      ('l_hip', 'l_knee'): (330, 620), ('l_knee', 'l_ankle'): (330, 620),
-      ('l_shoulder', 'l_elbow'): (210, 380), ('l_elbow', 'l_wrist'): (180, 340),
-      ('l_hip', 'r_hip'): (200, 340), ('l_shoulder', 'r_shoulder'): (230, 400),
-      ('pelvis', 'thorax'): (320, 620), ('thorax', 'head'): (180, 330)}.items():
+    ('l_hip', 'l_knee'): (330, 620),
+    ('l_knee', 'l_ankle'): (330, 620),
+    ('l_shoulder', 'l_elbow'): (210, 380),
+    ('l_elbow', 'l_wrist'): (180, 340),
+    ('l_hip', 'r_hip'): (200, 340),
+    ('l_shoulder', 'r_shoulder'): (230, 400),
+    ('pelvis', 'thorax'): (320, 620),
+    ('thorax', 'head'): (180, 330),
+  }.items():
     length = _bone(p, a, b)
     assert low < length.min() and length.max() < high, (a, b)
     if a[:2] == b[:2] == 'l_':  # left and right limbs are alike
@@ -188,8 +222,7 @@ def test_left_and_right_limbs_have_their_colours():
   for side in 'lr':
     angles[f'{side}_shoulder'] = (0, 90, 0)
   facing_camera = body.rotation('x', 180)  # body up -> image up, body front -> towards camera
-  pose = body.forward_kinematics(body.REST_LENGTHS, angles).transformed(facing_camera,
-                                                                        (0, 0, 4000))
+  pose = body.forward_kinematics(body.REST_LENGTHS, angles).transformed(facing_camera, (0, 0, 4000))
   intrinsics = np.array([400.0, 400.0, 159.5, 159.5])
   uv = geometry.project(pose.joints, intrinsics)
   wrist = {side: np.round(uv[joints.H36M17.index(f'{side}_wrist')]).astype(int) for side in 'lr'}
@@ -200,7 +233,7 @@ def test_left_and_right_limbs_have_their_colours():
     render.draw_person(image, pose, intrinsics, render.sample_outfit(rng), np.array([0, 0, -1.0]))
     for side, (low, high) in (('l', render.LEFT_HUES), ('r', render.RIGHT_HUES)):
       (u, v) = wrist[side]
-      assert low - 5 <= _hue(image[v - 2:v + 3, u - 2:u + 3]) <= high + 5, (seed, side)
+      assert low - 5 <= _hue(image[v - 2 : v + 3, u - 2 : u + 3]) <= high + 5, (seed, side)
 
 
 def test_person_fills_the_crop_centre(builder, examples):
@@ -208,8 +241,12 @@ def test_person_fills_the_crop_centre(builder, examples):
   inner, border = [], []
   for index, ex in enumerate(examples['test'][:12]):
     part_ids = _scene(config, 'test', index).part_ids
-    person = cv2.warpAffine((part_ids > 0).astype(np.uint8), ex['crop_to_image'],
-                            (config.crop_size,) * 2, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+    person = cv2.warpAffine(
+      (part_ids > 0).astype(np.uint8),
+      ex['crop_to_image'],
+      (config.crop_size,) * 2,
+      flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+    )
     # The box is the middle 1 / CROP_MARGIN of the crop.
     margin = int(round(config.crop_size * (1 - 1 / features.CROP_MARGIN) / 2))
     box = np.zeros_like(person, bool)

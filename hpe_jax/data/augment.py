@@ -30,12 +30,18 @@ class Augmentation:
 
   def sample(self, rng: np.random.Generator, rotate: bool) -> tuple[float, float, bool]:
     """-> (scale factor, rotation in degrees, flip)."""
-    scale = float(np.clip(rng.standard_normal() * self.scale_sigma + 1,
-                          1 - self.scale_limit, 1 + self.scale_limit))
+    scale = float(
+      np.clip(
+        rng.standard_normal() * self.scale_sigma + 1, 1 - self.scale_limit, 1 + self.scale_limit
+      )
+    )
     rotation = 0.0
     if rotate and rng.random() < self.rotation_prob:
-      rotation = float(np.clip(rng.standard_normal() * self.rotation_sigma,
-                               -self.rotation_limit, self.rotation_limit))
+      rotation = float(
+        np.clip(
+          rng.standard_normal() * self.rotation_sigma, -self.rotation_limit, self.rotation_limit
+        )
+      )
     return scale, rotation, bool(self.flip and rng.random() < 0.5)
 
 
@@ -62,37 +68,48 @@ class PoseTransform:
     scale, rotation, flip = 1.0, 0.0, False
     if self.augmentation is not None:
       scale, rotation, flip = self.augmentation.sample(rng, self.rotate)
-    image_to_input = geometry.crop_affine(example['box_center'], example['box_side'] * scale,
-                                          rotation, self.image_size, flip)
+    image_to_input = geometry.crop_affine(
+      example['box_center'], example['box_side'] * scale, rotation, self.image_size, flip
+    )
     crop_to_input = geometry.compose_affine(image_to_input, example['crop_to_image'])
-    image = cv2.warpAffine(features.decode_jpeg(example['image']), crop_to_input,
-                           (self.image_size, self.image_size), flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    image = cv2.warpAffine(
+      features.decode_jpeg(example['image']),
+      crop_to_input,
+      (self.image_size, self.image_size),
+      flags=cv2.INTER_LINEAR,
+      borderMode=cv2.BORDER_CONSTANT,
+      borderValue=(0, 0, 0),
+    )
     joints_input = geometry.transform_points(image_to_input, example['joints_2d'])
     mask = example['joints_mask']
     has_3d = bool(self.use_3d and example['has_3d'])
     depth = np.zeros(joints.NUM_JOINTS, np.float32)
     if has_3d:
-      depth_px = geometry.root_relative_depth_px(example['joints_3d'], example['intrinsics'][0],
-                                                 joints.PELVIS)
+      depth_px = geometry.root_relative_depth_px(
+        example['joints_3d'], example['intrinsics'][0], joints.PELVIS
+      )
       depth = depth_px / (example['box_side'] * scale)
     if flip:  # the mirrored image shows the person's right side where the left was
       joints_input, mask, depth = (a[joints.MPII_FLIP] for a in (joints_input, mask, depth))
     sample = {
-        'image': image,
-        'joints': joints_input.astype(np.float32),
-        'joints_mask': mask.astype(np.float32),
-        'depth': depth.astype(np.float32),
-        'has_3d': np.bool_(has_3d),
+      'image': image,
+      'joints': joints_input.astype(np.float32),
+      'joints_mask': mask.astype(np.float32),
+      'depth': depth.astype(np.float32),
+      'has_3d': np.bool_(has_3d),
     }
     if self.augmentation is None:
       sample.update(
-          input_to_image=geometry.invert_affine(image_to_input).astype(np.float32),
-          joints_2d=example['joints_2d'], torso_size=example['torso_size'],
-          head_size=example['head_size'],
-          box_side=np.float32(example['box_side']), intrinsics=example['intrinsics'],
-          distortion=example['distortion'],
-          joints_3d=example['joints_3d'],
-          eval_joints_3d=example['eval_joints_3d'], eval_mask=example['eval_mask'],
-          eval_visible=example['eval_visible'])
+        input_to_image=geometry.invert_affine(image_to_input).astype(np.float32),
+        joints_2d=example['joints_2d'],
+        torso_size=example['torso_size'],
+        head_size=example['head_size'],
+        box_side=np.float32(example['box_side']),
+        intrinsics=example['intrinsics'],
+        distortion=example['distortion'],
+        joints_3d=example['joints_3d'],
+        eval_joints_3d=example['eval_joints_3d'],
+        eval_mask=example['eval_mask'],
+        eval_visible=example['eval_visible'],
+      )
     return sample

@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
-from hpe_jax import joints
 from hpe_jax import geometry
+from hpe_jax import joints
 
 # The stored crop spans CROP_MARGIN x the person box, so a 1.25x zoom-out with moderate rotation
 # still finds image content; beyond it the pipeline fills with zeros.
@@ -27,7 +27,8 @@ JPEG_QUALITY = 90
 def pose_features() -> tfds.features.FeaturesDict:
   """The features of one stored person (see the module docstring for units)."""
   f32 = np.float32
-  return tfds.features.FeaturesDict({
+  return tfds.features.FeaturesDict(
+    {
       'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
       'image_name': tfds.features.Text(),  # the original image, relative to its dataset's root
       'person_index': np.int32,  # which person of that image
@@ -52,7 +53,8 @@ def pose_features() -> tfds.features.FeaturesDict:
       'action': tfds.features.Text(),
       'camera': tfds.features.Text(),
       'frame': np.int32,
-  })
+    }
+  )
 
 
 def person_crop(image: np.ndarray, box_center, box_side: float, crop_size: int):
@@ -67,8 +69,14 @@ def person_crop(image: np.ndarray, box_center, box_side: float, crop_size: int):
     (crop (crop_size, crop_size, 3) uint8, crop_to_image (2, 3) float32).
   """
   image_to_crop = geometry.crop_affine(box_center, box_side * CROP_MARGIN, 0.0, crop_size)
-  crop = cv2.warpAffine(image, image_to_crop, (crop_size, crop_size), flags=cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+  crop = cv2.warpAffine(
+    image,
+    image_to_crop,
+    (crop_size, crop_size),
+    flags=cv2.INTER_LINEAR,
+    borderMode=cv2.BORDER_CONSTANT,
+    borderValue=(0, 0, 0),
+  )
   return crop, geometry.invert_affine(image_to_crop).astype(np.float32)
 
 

@@ -10,7 +10,8 @@ def learning_rate_schedule(train_config: ml_collections.ConfigDict) -> optax.Sch
   """Constant `lr`, multiplied by `lr_drop_factor` at each step of `lr_drop_steps`."""
   drops = sorted(int(step) for step in train_config.lr_drop_steps)
   return optax.piecewise_constant_schedule(
-      train_config.lr, {step: train_config.lr_drop_factor for step in drops})
+    train_config.lr, {step: train_config.lr_drop_factor for step in drops}
+  )
 
 
 def make_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTransformation:

@@ -9,7 +9,14 @@ from hpe_jax.data.builders import occlusion_person
 from hpe_jax.data.builders import synthetic_humans
 
 # TFDS names of the builders above.
-NAMES = (synthetic_humans.SyntheticHumans.name, mpii.Mpii.name, lsp.Lsp.name,
-         lsp.LspExtended.name, flic.Flic.name, flic.FlicFull.name,
-         human36m.Human36m.name, mpi_inf_3dhp.MpiInf3dhp.name,
-         occlusion_person.OcclusionPerson.name)
+NAMES = (
+  synthetic_humans.SyntheticHumans.name,
+  mpii.Mpii.name,
+  lsp.Lsp.name,
+  lsp.LspExtended.name,
+  flic.Flic.name,
+  flic.FlicFull.name,
+  human36m.Human36m.name,
+  mpi_inf_3dhp.MpiInf3dhp.name,
+  occlusion_person.OcclusionPerson.name,
+)

@@ -20,9 +20,9 @@ import numpy as np
 import scipy.io
 import tensorflow_datasets as tfds
 
+from hpe_jax import errors
 from hpe_jax import joints
 from hpe_jax.data import features
-from hpe_jax import errors
 
 _EXAMPLES_PER_REASON = 5  # how many names each report line keeps
 
@@ -200,8 +200,8 @@ class PoseDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
   """Subclasses set VERSION, MANUAL_DOWNLOAD_INSTRUCTIONS and implement `read_annotations`."""
 
   BUILDER_CONFIGS = [
-      PoseBuilderConfig(name='default', crop_size=384, description='384 px crops'),
-      PoseBuilderConfig(name='small', crop_size=192, description='192 px crops (small inputs)'),
+    PoseBuilderConfig(name='default', crop_size=384, description='384 px crops'),
+    PoseBuilderConfig(name='small', crop_size=192, description='192 px crops (small inputs)'),
   ]
 
   def __init__(self, *, allow_missing: bool = False, **kwargs):
@@ -240,8 +240,7 @@ class PoseDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     naming the file and field when a file is malformed."""
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(features=features.pose_features(),
-                                          disable_shuffling=True)
+    return self.dataset_info_from_configs(features=features.pose_features(), disable_shuffling=True)
 
   def _split_generators(self, dl_manager):
     manual_dir = os.fspath(dl_manager.manual_dir)
@@ -250,9 +249,10 @@ class PoseDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     missing = [f for f in files if not os.path.isfile(os.path.join(manual_dir, f))]
     if missing and not self.allow_missing:
       raise MissingImagesError(
-          f'{len(missing)} of {len(files)} files named by the {self.name} annotations are not '
-          f'in {manual_dir}, e.g. {missing[:3]}. Download them as MANUAL_DOWNLOAD_INSTRUCTIONS '
-          'says, or pass --allow_missing to build from the images that are there.')
+        f'{len(missing)} of {len(files)} files named by the {self.name} annotations are not '
+        f'in {manual_dir}, e.g. {missing[:3]}. Download them as MANUAL_DOWNLOAD_INSTRUCTIONS '
+        'says, or pass --allow_missing to build from the images that are there.'
+      )
     missing = set(missing)
     generators = {}
     for split, split_people in people.items():
@@ -260,17 +260,22 @@ class PoseDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
       if not split_people:
         self.report[split] = {'counts': {'no people in the annotations': 1}, 'examples': {}}
       elif all(self.image_file(p.image) in missing for p in split_people):
-        self.report[split] = {'counts': {'missing image': len(split_people)},
-                              'examples': {'missing image': [p.image for p in split_people[:5]]}}
+        self.report[split] = {
+          'counts': {'missing image': len(split_people)},
+          'examples': {'missing image': [p.image for p in split_people[:5]]},
+        }
       else:
         generators[split] = self._generate_examples(manual_dir, split, split_people, missing)
     if not generators:
-      raise MissingImagesError(f'none of the images named by the {self.name} annotations are in '
-                               f'{manual_dir}: nothing to build')
+      raise MissingImagesError(
+        f'none of the images named by the {self.name} annotations are in '
+        f'{manual_dir}: nothing to build'
+      )
     return generators
 
-  def _generate_examples(self, manual_dir: str, split: str, people: list[Person],
-                         missing: set[str]):
+  def _generate_examples(
+    self, manual_dir: str, split: str, people: list[Person], missing: set[str]
+  ):
     counts, examples = collections.Counter(), collections.defaultdict(list)
 
     def skip(reason, name):
@@ -300,8 +305,12 @@ class PoseDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
         if person is None:
           continue
         xy = np.nan_to_num(person.joints_2d)  # non-finite joints are masked by now
-        outside = (mask > 0) & ((xy[:, 0] < -0.5) | (xy[:, 0] > width - 0.5) |
-                                (xy[:, 1] < -0.5) | (xy[:, 1] > height - 0.5))
+        outside = (mask > 0) & (
+          (xy[:, 0] < -0.5)
+          | (xy[:, 0] > width - 0.5)
+          | (xy[:, 1] < -0.5)
+          | (xy[:, 1] > height - 0.5)
+        )
         if outside.any():  # an annotation error: never train towards it
           skip('joints outside the image (masked)', label)
           mask[outside] = 0
@@ -314,32 +323,33 @@ class PoseDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     self.report[split] = {'counts': dict(counts), 'examples': dict(examples)}
 
   def _example(self, image: np.ndarray, person: Person, mask: np.ndarray) -> dict:
-    crop, crop_to_image = features.person_crop(image, person.box_center, person.box_side,
-                                               self.builder_config.crop_size)
+    crop, crop_to_image = features.person_crop(
+      image, person.box_center, person.box_side, self.builder_config.crop_size
+    )
     joints_2d = np.where(mask[:, None] > 0, person.joints_2d, 0).astype(np.float32)
     return {
-        'image': features.encode_jpeg(crop),
-        'image_name': person.image,
-        'person_index': person.person_index,
-        'crop_to_image': crop_to_image,
-        'box_center': np.asarray(person.box_center, np.float32),
-        'box_side': np.float32(person.box_side),
-        'joints_2d': joints_2d,
-        'joints_mask': mask,
-        'joints_visible': (person.joints_visible * mask).astype(np.float32),
-        'has_3d': person.joints_3d is not None,
-        'joints_3d': _or_zeros(person.joints_3d, (joints.NUM_JOINTS, 3), mask),
-        'eval_joints_3d': _or_zeros(person.eval_joints_3d, (len(joints.H36M17), 3)),
-        'eval_mask': _or_zeros(person.eval_mask, (len(joints.H36M17),)),
-        'eval_visible': _or_zeros(person.eval_visible, (len(joints.H36M17),)),
-        'intrinsics': _or_zeros(person.intrinsics, (4,)),
-        'distortion': _or_zeros(person.distortion, (5,)),
-        'torso_size': np.float32(torso_size(joints_2d, mask)),
-        'head_size': np.float32(person.head_size),
-        'subject': person.subject,
-        'action': person.action,
-        'camera': person.camera,
-        'frame': np.int32(person.frame),
+      'image': features.encode_jpeg(crop),
+      'image_name': person.image,
+      'person_index': person.person_index,
+      'crop_to_image': crop_to_image,
+      'box_center': np.asarray(person.box_center, np.float32),
+      'box_side': np.float32(person.box_side),
+      'joints_2d': joints_2d,
+      'joints_mask': mask,
+      'joints_visible': (person.joints_visible * mask).astype(np.float32),
+      'has_3d': person.joints_3d is not None,
+      'joints_3d': _or_zeros(person.joints_3d, (joints.NUM_JOINTS, 3), mask),
+      'eval_joints_3d': _or_zeros(person.eval_joints_3d, (len(joints.H36M17), 3)),
+      'eval_mask': _or_zeros(person.eval_mask, (len(joints.H36M17),)),
+      'eval_visible': _or_zeros(person.eval_visible, (len(joints.H36M17),)),
+      'intrinsics': _or_zeros(person.intrinsics, (4,)),
+      'distortion': _or_zeros(person.distortion, (5,)),
+      'torso_size': np.float32(torso_size(joints_2d, mask)),
+      'head_size': np.float32(person.head_size),
+      'subject': person.subject,
+      'action': person.action,
+      'camera': person.camera,
+      'frame': np.int32(person.frame),
     }
 
 

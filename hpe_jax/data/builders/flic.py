@@ -5,11 +5,11 @@ Upper bodies in Hollywood movie frames (720 x 480). Both releases ship an exampl
 coords (2 x 29, NaN where not labelled), filepath (the image file in images/), istrain, istest,
 and fields this reader does not need (poselet_hit_idx, moviename, imgdims, currframe, torsobox).
 
-The 29 coordinate slots follow FLIC's part list (joints.FLIC29 below). Labelled are the 1-based parts
-1-7, 10, 13, 14 and 17, i.e. the 0-based columns 0-6, 9, 12, 13, 16: shoulders, elbows, wrists,
-hips, eyes and nose. The reference fork used the 1-based numbers as 0-based indices; here the
-names index the columns, and the tests pin l_wrist to column 2 and check left/right on real data
-(in frontal movie frames the left shoulder lies on the image's right).
+The 29 coordinate slots follow FLIC's part list (joints.FLIC29 below). Labelled are the 1-based
+parts 1-7, 10, 13, 14 and 17, i.e. the 0-based columns 0-6, 9, 12, 13, 16: shoulders, elbows,
+wrists, hips, eyes and nose. The reference fork used the 1-based numbers as 0-based indices; here
+the names index the columns, and the tests pin l_wrist to column 2 and check left/right on real
+data (in frontal movie frames the left shoulder lies on the image's right).
 
 Into MPII-16: shoulders, elbows, wrists and hips by name; pelvis (mid-hips) and thorax
 (mid-shoulders) derived. Upper neck and head top stay missing: the eyes and nose lie on the face,
@@ -71,9 +71,10 @@ def read_examples(path: str, num_examples: int) -> dict[str, list[base.Person]]:
   examples = load_examples(path)
   if examples.size != num_examples:
     raise base.AnnotationError(
-        f'{path}: examples has {examples.size} entries, expected {num_examples} (FLIC has '
-        f'{Flic.NUM_EXAMPLES}: build it as {Flic.name}; FLIC-full has {FlicFull.NUM_EXAMPLES}: '
-        f'build it as {FlicFull.name})')
+      f'{path}: examples has {examples.size} entries, expected {num_examples} (FLIC has '
+      f'{Flic.NUM_EXAMPLES}: build it as {Flic.name}; FLIC-full has {FlicFull.NUM_EXAMPLES}: '
+      f'build it as {FlicFull.name})'
+    )
   splits = {'train': [], 'test': []}
   per_image = collections.Counter()
   in_no_split = 0
@@ -81,7 +82,8 @@ def read_examples(path: str, num_examples: int) -> dict[str, list[base.Person]]:
     coords = np.asarray(example['coords'], np.float32)
     if coords.shape != (2, len(joints.FLIC29)):
       raise base.AnnotationError(
-          f'{path}: examples({i + 1}).coords has shape {coords.shape}, expected (2, 29)')
+        f'{path}: examples({i + 1}).coords has shape {coords.shape}, expected (2, 29)'
+      )
     labelled = np.isfinite(coords).all(axis=0).astype(np.float32)
     xy = np.where(labelled[:, None] > 0, coords.T - 1, 0)  # MATLAB 1-based -> 0-based pixels
     mpii_xy, mpii_mask = joints.MPII_FROM_FLIC(xy, labelled)
@@ -90,9 +92,15 @@ def read_examples(path: str, num_examples: int) -> dict[str, list[base.Person]]:
     if filepath.size != 1 or not str(filepath[0]):
       raise base.AnnotationError(f'{path}: examples({i + 1}).filepath is not a file name')
     image = 'images/' + str(filepath[0])
-    person = base.Person(image=image, person_index=per_image[image], joints_2d=mpii_xy,
-                         joints_mask=mpii_mask, joints_visible=mpii_mask, box_center=center,
-                         box_side=side)
+    person = base.Person(
+      image=image,
+      person_index=per_image[image],
+      joints_2d=mpii_xy,
+      joints_mask=mpii_mask,
+      joints_visible=mpii_mask,
+      box_center=center,
+      box_side=side,
+    )
     per_image[image] += 1
     flags = {'train': _flag(example['istrain']), 'test': _flag(example['istest'])}
     for split, flag in flags.items():
@@ -100,8 +108,12 @@ def read_examples(path: str, num_examples: int) -> dict[str, list[base.Person]]:
         splits[split].append(person)
     in_no_split += not any(flags.values())
   if in_no_split:  # the release defines no split for them: say so rather than drop silently
-    logging.warning('%s: %d of %d examples have neither istrain nor istest; they are not built',
-                    path, in_no_split, examples.size)
+    logging.warning(
+      '%s: %d of %d examples have neither istrain nor istest; they are not built',
+      path,
+      in_no_split,
+      examples.size,
+    )
   return splits
 
 

@@ -38,6 +38,7 @@ import os
 import pickle
 import re
 
+import cdflib
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -50,8 +51,10 @@ from hpe_jax.data.builders import base
 # fore-arm, hand. joints.H36M17 names them.
 H36M32_TO_17 = (0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27)
 NUM_JOINTS_32 = 32
-SPLIT_OF_SUBJECT = {**{s: 'train' for s in ('S1', 'S5', 'S6', 'S7', 'S8')},
-                    **{s: 'test' for s in ('S9', 'S11')}}
+SPLIT_OF_SUBJECT = {
+  **{s: 'train' for s in ('S1', 'S5', 'S6', 'S7', 'S8')},
+  **{s: 'test' for s in ('S9', 'S11')},
+}
 
 
 class Human36mConfig(base.PoseBuilderConfig):
@@ -88,8 +91,9 @@ def load_cameras(manual_dir: str) -> dict[tuple[str, str], Camera]:
         cameras = pickle.load(f)
     else:
       with open(path) as f:
-        cameras = {(s, c): v for s, per_camera in json.load(f).items()
-                   for c, v in per_camera.items()}
+        cameras = {
+          (s, c): v for s, per_camera in json.load(f).items() for c, v in per_camera.items()
+        }
   except (OSError, ValueError, pickle.UnpicklingError, AttributeError) as e:
     raise base.AnnotationError(f'cannot read the cameras from {path}: {e}') from e
   result = {}
@@ -99,11 +103,14 @@ def load_cameras(manual_dir: str) -> dict[tuple[str, str], Camera]:
     radial = np.ravel(camera.get('k', np.zeros(3)))
     tangential = np.ravel(camera.get('p', np.zeros(2)))
     if radial.shape != (3,) or tangential.shape != (2,):
-      raise base.AnnotationError(f'{path}: camera {key} has k {radial.shape} and p '
-                                 f'{tangential.shape}, expected 3 and 2 numbers')
+      raise base.AnnotationError(
+        f'{path}: camera {key} has k {radial.shape} and p '
+        f'{tangential.shape}, expected 3 and 2 numbers'
+      )
     result[tuple(key)] = Camera(
-        np.concatenate([np.ravel(camera['f']), np.ravel(camera['c'])]).astype(np.float32),
-        np.array([*radial[:2], *tangential, radial[2]], np.float32))
+      np.concatenate([np.ravel(camera['f']), np.ravel(camera['c'])]).astype(np.float32),
+      np.array([*radial[:2], *tangential, radial[2]], np.float32),
+    )
   return result
 
 
@@ -112,8 +119,15 @@ def action_name(sequence: str) -> str:
   return re.sub(r'[ _]\d+$', '', sequence)
 
 
-def make_person(image: str, pose_mm: np.ndarray, camera: Camera, subject: str,
-                action: str, camera_id: str, frame: int) -> base.Person:
+def make_person(
+  image: str,
+  pose_mm: np.ndarray,
+  camera: Camera,
+  subject: str,
+  action: str,
+  camera_id: str,
+  frame: int,
+) -> base.Person:
   """A Person from Human3.6M-17 camera-frame joints pose_mm (17, 3) in mm seen by `camera`."""
   annotated = np.ones(len(joints.H36M17), np.float32)
   uv = geometry.project(pose_mm, camera.intrinsics, camera.distortion)
@@ -121,24 +135,40 @@ def make_person(image: str, pose_mm: np.ndarray, camera: Camera, subject: str,
   mpii_3d, _ = joints.MPII_FROM_H36M(pose_mm, annotated)
   center, side = base.box_from_joints(mpii_2d, mpii_mask)
   return base.Person(
-      image=image, person_index=0, joints_2d=mpii_2d, joints_mask=mpii_mask,
-      joints_visible=mpii_mask, box_center=center, box_side=side, joints_3d=mpii_3d,
-      eval_joints_3d=pose_mm.astype(np.float32), eval_mask=annotated, eval_visible=annotated,
-      intrinsics=camera.intrinsics, distortion=camera.distortion, subject=subject, action=action,
-      camera=camera_id, frame=frame)
+    image=image,
+    person_index=0,
+    joints_2d=mpii_2d,
+    joints_mask=mpii_mask,
+    joints_visible=mpii_mask,
+    box_center=center,
+    box_side=side,
+    joints_3d=mpii_3d,
+    eval_joints_3d=pose_mm.astype(np.float32),
+    eval_mask=annotated,
+    eval_visible=annotated,
+    intrinsics=camera.intrinsics,
+    distortion=camera.distortion,
+    subject=subject,
+    action=action,
+    camera=camera_id,
+    frame=frame,
+  )
 
 
 def _split(subject: str, source: str) -> str:
   if subject not in SPLIT_OF_SUBJECT:
-    raise base.AnnotationError(f'{source}: unknown subject {subject!r} (expected one of '
-                               f'{sorted(SPLIT_OF_SUBJECT)})')
+    raise base.AnnotationError(
+      f'{source}: unknown subject {subject!r} (expected one of {sorted(SPLIT_OF_SUBJECT)})'
+    )
   return SPLIT_OF_SUBJECT[subject]
 
 
 def mmpose_npz_files(manual_dir: str) -> list[str]:
   """The mmpose annotation files: *.npz in manual_dir or in annotation_body3d/fps50/."""
-  return sorted(glob.glob(os.path.join(manual_dir, '*.npz')) +
-                glob.glob(os.path.join(manual_dir, 'annotation_body3d', 'fps50', '*.npz')))
+  return sorted(
+    glob.glob(os.path.join(manual_dir, '*.npz'))
+    + glob.glob(os.path.join(manual_dir, 'annotation_body3d', 'fps50', '*.npz'))
+  )
 
 
 def read_mmpose(manual_dir: str, npz_files: list[str]) -> dict[str, list[base.Person]]:
@@ -159,21 +189,35 @@ def read_mmpose(manual_dir: str, npz_files: list[str]) -> dict[str, list[base.Pe
     except (OSError, ValueError, KeyError) as e:
       raise base.AnnotationError(f'cannot read imgname and S from {path}: {e}') from e
     if poses.ndim != 3 or poses.shape[1:] != (len(joints.H36M17), 4) or len(poses) != len(names):
-      raise base.AnnotationError(f'{path}: S has shape {poses.shape}, expected '
-                                 f'({len(names)}, 17, 4) (x, y, z metres, visibility)')
+      raise base.AnnotationError(
+        f'{path}: S has shape {poses.shape}, expected '
+        f'({len(names)}, 17, 4) (x, y, z metres, visibility)'
+      )
     for name, pose in zip(names, poses):
       # 'S1/S1_Directions_1.54138969/S1_Directions_1.54138969_000001.jpg'
       match = re.fullmatch(r'(S\d+)/\1_(.+)\.(\d+)/\1_\2\.\3_(\d+)\.jpg', str(name))
       if match is None:
-        raise base.AnnotationError(f'{path}: imgname {name!r} is not '
-                                   'S<n>/S<n>_<action>.<camera>/S<n>_<action>.<camera>_<frame>.jpg')
+        raise base.AnnotationError(
+          f'{path}: imgname {name!r} is not '
+          'S<n>/S<n>_<action>.<camera>/S<n>_<action>.<camera>_<frame>.jpg'
+        )
       subject, sequence, camera, number = match.groups()
       if (subject, camera) not in cameras:
-        raise base.AnnotationError(f'{manual_dir}: no camera {camera} of subject {subject} in '
-                                   f'the cameras file (needed by {name})')
-      splits[_split(subject, path)].append(make_person(
-          prefix + str(name), pose[:, :3] * 1000.0, cameras[subject, camera], subject,
-          action_name(sequence), camera, int(number) - 1))  # mmpose numbers frames from 1
+        raise base.AnnotationError(
+          f'{manual_dir}: no camera {camera} of subject {subject} in '
+          f'the cameras file (needed by {name})'
+        )
+      splits[_split(subject, path)].append(
+        make_person(
+          prefix + str(name),
+          pose[:, :3] * 1000.0,
+          cameras[subject, camera],
+          subject,
+          action_name(sequence),
+          camera,
+          int(number) - 1,
+        )
+      )  # mmpose numbers frames from 1
   return splits
 
 
@@ -183,15 +227,14 @@ def read_pose_cdf(path: str) -> np.ndarray:
   Raises:
     AnnotationError: an unreadable file, no 'Pose', or not 32 joints x 3 per frame.
   """
-  import cdflib  # only the official layout needs it
-
   try:
     pose = np.asarray(cdflib.CDF(path).varget('Pose'))
   except Exception as e:  # cdflib reports malformed files and missing variables variously
     raise base.AnnotationError(f'cannot read variable Pose from {path}: {e}') from e
   if pose.shape[-1] != NUM_JOINTS_32 * 3:
-    raise base.AnnotationError(f'{path}: Pose has shape {pose.shape}, expected (1, N, 96) '
-                               '(32 joints x 3)')
+    raise base.AnnotationError(
+      f'{path}: Pose has shape {pose.shape}, expected (1, N, 96) (32 joints x 3)'
+    )
   return pose.reshape(-1, NUM_JOINTS_32, 3)[:, H36M32_TO_17]
 
 
@@ -200,21 +243,32 @@ def read_official(manual_dir: str, frame_stride: int) -> dict[str, list[base.Per
   frames 0, frame_stride, ... of S*/Videos/<seq>.<camera>.mp4 (named '<video>@<frame>')."""
   cameras = load_cameras(manual_dir)
   splits = {'train': [], 'test': []}
-  cdfs = sorted(glob.glob(os.path.join(manual_dir, 'S*', 'MyPoseFeatures',
-                                       'D3_Positions_mono', '*.cdf')))
+  cdfs = sorted(
+    glob.glob(os.path.join(manual_dir, 'S*', 'MyPoseFeatures', 'D3_Positions_mono', '*.cdf'))
+  )
   for path in cdfs:
     subject = os.path.relpath(path, manual_dir).split(os.sep)[0]
-    sequence, camera = os.path.basename(path)[:-len('.cdf')].rsplit('.', 1)
+    sequence, camera = os.path.basename(path)[: -len('.cdf')].rsplit('.', 1)
     if (subject, camera) not in cameras:
-      raise base.AnnotationError(f'{manual_dir}: no camera {camera} of subject {subject} in the '
-                                 f'cameras file (needed by {path})')
+      raise base.AnnotationError(
+        f'{manual_dir}: no camera {camera} of subject {subject} in the '
+        f'cameras file (needed by {path})'
+      )
     split = _split(subject, path)
     video = f'{subject}/Videos/{sequence}.{camera}.mp4'
     poses = read_pose_cdf(path)
     for frame in range(0, len(poses), frame_stride):
-      splits[split].append(make_person(
-          base.video_frame_name(video, frame), poses[frame], cameras[subject, camera],
-          subject, action_name(sequence), camera, frame))
+      splits[split].append(
+        make_person(
+          base.video_frame_name(video, frame),
+          poses[frame],
+          cameras[subject, camera],
+          subject,
+          action_name(sequence),
+          camera,
+          frame,
+        )
+      )
   return splits
 
 
@@ -224,9 +278,10 @@ class Human36m(base.PoseDatasetBuilder):
   VERSION = tfds.core.Version('1.1.0')
   RELEASE_NOTES = {'1.1.0': 'Lens distortion stored; 2D labels are the distorted projection.'}
   BUILDER_CONFIGS = [
-      Human36mConfig(name='default', crop_size=384, description='384 px crops, every 5th frame'),
-      Human36mConfig(name='small', crop_size=192,
-                     description='192 px crops (small inputs), every 5th frame'),
+    Human36mConfig(name='default', crop_size=384, description='384 px crops, every 5th frame'),
+    Human36mConfig(
+      name='small', crop_size=192, description='192 px crops (small inputs), every 5th frame'
+    ),
   ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Human3.6M needs a licence (http://vision.imar.ro/human3.6m). Put ONE of these layouts in manual_dir

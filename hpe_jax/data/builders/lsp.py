@@ -1,7 +1,7 @@
 """`lsp` and `lsp_extended`: the Leeds Sports Pose datasets (Johnson & Everingham, 2010 / 2011).
 
-Both releases store one person per image in a MATLAB `joints` array of 14 joints (joints.LSP14 order)
-with x, y and a visibility flag, but they differ in layout and in what the flag means:
+Both releases store one person per image in a MATLAB `joints` array of 14 joints (joints.LSP14
+order) with x, y and a visibility flag, but they differ in layout and in what the flag means:
 
 - LSP: `joints` is 3 x 14 x 2000 and the flag is 1 = OCCLUDED (0 = visible). Every joint has a
   position (annotators estimated the occluded ones), so all 14 are annotated. The evidence: the
@@ -36,6 +36,7 @@ import tensorflow_datasets as tfds
 from hpe_jax import joints
 from hpe_jax.data.builders import base
 
+
 @dataclasses.dataclass(frozen=True)
 class Layout:
   """How one LSP release stores `joints` in joints.mat, and how its people are split."""
@@ -48,12 +49,22 @@ class Layout:
   splits: tuple[tuple[str, int, int], ...]  # (split, first, end) 0-based person ranges
 
 
-LSP_LAYOUT = Layout(shape=(3, 14, 2000), axes='cjn', visible_flag=0, occluded_annotated=True,
-                    image_name='images/im{:04d}.jpg',
-                    splits=(('train', 0, 1000), ('test', 1000, 2000)))
-LSP_EXTENDED_LAYOUT = Layout(shape=(14, 3, 10000), axes='jcn', visible_flag=1,
-                             occluded_annotated=False, image_name='images/im{:05d}.jpg',
-                             splits=(('train', 0, 10000),))
+LSP_LAYOUT = Layout(
+  shape=(3, 14, 2000),
+  axes='cjn',
+  visible_flag=0,
+  occluded_annotated=True,
+  image_name='images/im{:04d}.jpg',
+  splits=(('train', 0, 1000), ('test', 1000, 2000)),
+)
+LSP_EXTENDED_LAYOUT = Layout(
+  shape=(14, 3, 10000),
+  axes='jcn',
+  visible_flag=1,
+  occluded_annotated=False,
+  image_name='images/im{:05d}.jpg',
+  splits=(('train', 0, 10000),),
+)
 
 
 _AXIS_NAMES = {'c': 'x/y/flag', 'j': '14 joints', 'n': 'people'}
@@ -74,8 +85,9 @@ def read_joints(path: str, layout: Layout) -> dict[str, list[base.Person]]:
   array = base.load_mat(path, 'joints')
   if array.shape != layout.shape:
     raise base.AnnotationError(
-        f'{path}: joints has shape {array.shape}, expected {layout.shape} '
-        f'({" x ".join(_AXIS_NAMES[a] for a in layout.axes)})')
+      f'{path}: joints has shape {array.shape}, expected {layout.shape} '
+      f'({" x ".join(_AXIS_NAMES[a] for a in layout.axes)})'
+    )
   people = np.transpose(array, [layout.axes.index(a) for a in 'njc']).astype(np.float32)
   flags = people[..., 2]
   if not np.isin(flags, (0, 1)).all():
@@ -91,10 +103,17 @@ def read_joints(path: str, layout: Layout) -> dict[str, list[base.Person]]:
     splits[split] = []
     for i in range(first, end):
       center, side = base.box_from_joints(mpii_xy[i], mpii_mask[i])
-      splits[split].append(base.Person(
-          image=layout.image_name.format(i + 1), person_index=0, joints_2d=mpii_xy[i],
-          joints_mask=mpii_mask[i], joints_visible=mpii_visible[i], box_center=center,
-          box_side=side))
+      splits[split].append(
+        base.Person(
+          image=layout.image_name.format(i + 1),
+          person_index=0,
+          joints_2d=mpii_xy[i],
+          joints_mask=mpii_mask[i],
+          joints_visible=mpii_visible[i],
+          box_center=center,
+          box_side=side,
+        )
+      )
   return splits
 
 

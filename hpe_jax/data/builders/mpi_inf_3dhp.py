@@ -44,18 +44,35 @@ TEST_SEQUENCES = tuple(range(1, 7))
 # converted to pixels): TS1-TS4 were filmed with one 2048 x 2048 studio camera, TS5-TS6 with one
 # 1920 x 1080 outdoor camera. fx, fy, cx, cy in pixels.
 TEST_INTRINSICS = {
-    'studio': (7.32506 / 10 * 2048, 7.32506 / 10 * 2048,
-               1024 - 0.0322884 / 10 * 2048, 1024 + 0.0929296 / 10 * 2048),
-    'outdoor': (8.770747185 / 10 * 1920, 8.770747185 / 5.625 * 1080,
-                960 - 0.104908645 / 10 * 1920, 540 + 0.104899704 / 5.625 * 1080),
+  'studio': (
+    7.32506 / 10 * 2048,
+    7.32506 / 10 * 2048,
+    1024 - 0.0322884 / 10 * 2048,
+    1024 + 0.0929296 / 10 * 2048,
+  ),
+  'outdoor': (
+    8.770747185 / 10 * 1920,
+    8.770747185 / 5.625 * 1080,
+    960 - 0.104908645 / 10 * 1920,
+    540 + 0.104899704 / 5.625 * 1080,
+  ),
 }
 TEST_CAMERA = {1: 'studio', 2: 'studio', 3: 'studio', 4: 'studio', 5: 'outdoor', 6: 'outdoor'}
 # activity_annotation codes 1-7 (the test set's evaluation scripts).
-ACTIVITIES = ('stand_walk', 'exercise', 'sit_on_chair', 'reach_crouch', 'on_floor', 'sports',
-              'misc')
+ACTIVITIES = (
+  'stand_walk',
+  'exercise',
+  'sit_on_chair',
+  'reach_crouch',
+  'on_floor',
+  'sports',
+  'misc',
+)
 MAX_REPROJECTION_PX = 3.0  # the real frames reach 2.1 px (norm)
 _INVALID = 'invalid frames (kept, excluded from 3D metrics)'
-_OFF_PROJECTION = f'frames whose 2D labels are > {MAX_REPROJECTION_PX:g} px from projected 3D (kept)'
+_OFF_PROJECTION = (
+  f'frames whose 2D labels are > {MAX_REPROJECTION_PX:g} px from projected 3D (kept)'
+)
 
 
 def read_calibration(path: str, cameras) -> dict[int, np.ndarray]:
@@ -93,7 +110,8 @@ def read_calibration(path: str, cameras) -> dict[int, np.ndarray]:
       matrix = np.array(blocks[str(camera)]['intrinsic'], np.float64).reshape(4, 4)
     except (KeyError, ValueError) as e:
       raise base.AnnotationError(
-          f'{path}: camera {camera} has no 16-number intrinsic ({type(e).__name__}: {e})') from e
+        f'{path}: camera {camera} has no 16-number intrinsic ({type(e).__name__}: {e})'
+      ) from e
     intrinsics[camera] = matrix[[0, 1, 0, 1], [0, 1, 2, 2]]
   return intrinsics
 
@@ -103,16 +121,19 @@ def _annot_field(contents: dict, path: str, field: str, cell: int, width: int) -
   try:
     value = np.asarray(contents[field].reshape(-1)[cell], np.float64)
   except (KeyError, IndexError, ValueError, TypeError, AttributeError) as e:
-    raise base.AnnotationError(f'{path}: cannot read {field}{{{cell + 1}}} '
-                               f'({type(e).__name__}: {e})') from e
+    raise base.AnnotationError(
+      f'{path}: cannot read {field}{{{cell + 1}}} ({type(e).__name__}: {e})'
+    ) from e
   if value.ndim != 2 or value.shape[1] != width:
-    raise base.AnnotationError(f'{path}: {field}{{{cell + 1}}} has shape {value.shape}, '
-                               f'expected (frames, {width})')
+    raise base.AnnotationError(
+      f'{path}: {field}{{{cell + 1}}} has shape {value.shape}, expected (frames, {width})'
+    )
   return value
 
 
-def read_sequence(manual_dir: str, subject: int, sequence: int, cameras,
-                  stride: int) -> tuple[list[base.Person], int]:
+def read_sequence(
+  manual_dir: str, subject: int, sequence: int, cameras, stride: int
+) -> tuple[list[base.Person], int]:
   """Reads one training sequence.
 
   Args:
@@ -127,8 +148,9 @@ def read_sequence(manual_dir: str, subject: int, sequence: int, cameras,
   """
   folder = f'S{subject}/Seq{sequence}'
   path = os.path.join(manual_dir, folder, 'annot.mat')
-  contents = {k: base.load_mat(path, k) for k in ('annot2', 'annot3', 'univ_annot3', 'cameras',
-                                                  'frames')}
+  contents = {
+    k: base.load_mat(path, k) for k in ('annot2', 'annot3', 'univ_annot3', 'cameras', 'frames')
+  }
   intrinsics = read_calibration(os.path.join(manual_dir, folder, 'camera.calibration'), cameras)
   frames = contents['frames'].reshape(-1).astype(np.int64)
   file_cameras = [int(c) for c in contents['cameras'].reshape(-1)]
@@ -142,16 +164,25 @@ def read_sequence(manual_dir: str, subject: int, sequence: int, cameras,
     univ = _annot_field(contents, path, 'univ_annot3', cell, 84).reshape(-1, 28, 3)
     if not len(xy) == len(xyz) == len(univ) == len(frames):
       raise base.AnnotationError(
-          f'{path}: camera {camera} has {len(xy)} annot2, {len(xyz)} annot3, {len(univ)} '
-          f'univ_annot3 rows for {len(frames)} frames')
+        f'{path}: camera {camera} has {len(xy)} annot2, {len(xyz)} annot3, {len(univ)} '
+        f'univ_annot3 rows for {len(frames)} frames'
+      )
     keep = np.flatnonzero(frames % stride == 0)
     off_projection += _count_off_projection(xy[keep], xyz[keep], intrinsics[camera])
     video = f'{folder}/imageSequence/video_{camera}.avi'
     people += _people(
-        [base.video_frame_name(video, frames[i]) for i in keep], xy[keep], xyz[keep], univ[keep],
-        np.ones(28, np.float32), np.ones(len(keep), np.float32), intrinsics[camera],
-        subject=f'S{subject}',
-        actions=[''] * len(keep), camera=str(camera), frames=frames[keep])
+      [base.video_frame_name(video, frames[i]) for i in keep],
+      xy[keep],
+      xyz[keep],
+      univ[keep],
+      np.ones(28, np.float32),
+      np.ones(len(keep), np.float32),
+      intrinsics[camera],
+      subject=f'S{subject}',
+      actions=[''] * len(keep),
+      camera=str(camera),
+      frames=frames[keep],
+    )
   return people, off_projection
 
 
@@ -161,14 +192,16 @@ def _count_off_projection(xy: np.ndarray, xyz: np.ndarray, intrinsics: np.ndarra
   return int(np.sum(error.max(axis=-1, initial=0) > MAX_REPROJECTION_PX))
 
 
-def _people(names, xy, xyz, univ, annotated, valid, intrinsics, *, subject, actions, camera,
-            frames) -> list[base.Person]:
+def _people(
+  names, xy, xyz, univ, annotated, valid, intrinsics, *, subject, actions, camera, frames
+) -> list[base.Person]:
   """Person records from 28-joint arrays.
 
   Args:
     names: N image names.
     xy: (N, 28, 2) pixels; xyz, univ: (N, 28, 3) camera-frame mm (annot3, univ_annot3).
-    annotated: (28,) 1 = the release labels this joint (the test set labels only joints.MPI_INF_3DHP_TEST_JOINTS).
+    annotated: (28,) 1 = the release labels this joint (the test set labels only
+      joints.MPI_INF_3DHP_TEST_JOINTS).
     valid: (N,) 1 = the frame counts in 3D metrics.
     intrinsics: (4,) fx, fy, cx, cy pixels.
     subject, camera: strings; actions: N strings; frames: N 0-based frame numbers.
@@ -180,12 +213,26 @@ def _people(names, xy, xyz, univ, annotated, valid, intrinsics, *, subject, acti
   people = []
   for i, name in enumerate(names):
     center, side = base.box_from_joints(mpii_xy[i], mpii_mask[i])
-    people.append(base.Person(
-        image=name, person_index=0, joints_2d=mpii_xy[i], joints_mask=mpii_mask[i],
-        joints_visible=mpii_mask[i], box_center=center, box_side=side, joints_3d=mpii_xyz[i],
-        eval_joints_3d=eval_xyz[i], eval_mask=eval_mask[i], eval_visible=eval_mask[i],
-        intrinsics=np.asarray(intrinsics, np.float32), subject=subject, action=actions[i],
-        camera=camera, frame=int(frames[i])))
+    people.append(
+      base.Person(
+        image=name,
+        person_index=0,
+        joints_2d=mpii_xy[i],
+        joints_mask=mpii_mask[i],
+        joints_visible=mpii_mask[i],
+        box_center=center,
+        box_side=side,
+        joints_3d=mpii_xyz[i],
+        eval_joints_3d=eval_xyz[i],
+        eval_mask=eval_mask[i],
+        eval_visible=eval_mask[i],
+        intrinsics=np.asarray(intrinsics, np.float32),
+        subject=subject,
+        action=actions[i],
+        camera=camera,
+        frame=int(frames[i]),
+      )
+    )
   return people
 
 
@@ -198,15 +245,19 @@ def test_intrinsics(manual_dir: str) -> dict[int, np.ndarray]:
   try:
     with open(path, 'rb') as f:
       cameras = pickle.load(f)
-    return {n: np.concatenate([np.ravel(cameras[f'TS{n}']['f']), np.ravel(cameras[f'TS{n}']['c'])])
-            for n in TEST_SEQUENCES}
+    return {
+      n: np.concatenate([np.ravel(cameras[f'TS{n}']['f']), np.ravel(cameras[f'TS{n}']['c'])])
+      for n in TEST_SEQUENCES
+    }
   except Exception as e:  # unpickling reports a bad file in many ways
-    raise base.AnnotationError(f'{path}: cannot read TS1-TS6 f and c ({type(e).__name__}: {e})'
-                               ) from e
+    raise base.AnnotationError(
+      f'{path}: cannot read TS1-TS6 f and c ({type(e).__name__}: {e})'
+    ) from e
 
 
-def read_test_sequence(manual_dir: str, sequence: int,
-                       intrinsics: np.ndarray) -> tuple[list[base.Person], int, int]:
+def read_test_sequence(
+  manual_dir: str, sequence: int, intrinsics: np.ndarray
+) -> tuple[list[base.Person], int, int]:
   """Reads test sequence TS{sequence}.
 
   Returns:
@@ -216,8 +267,7 @@ def read_test_sequence(manual_dir: str, sequence: int,
   """
   folder = f'mpi_inf_3dhp_test_set/TS{sequence}'
   path = os.path.join(manual_dir, folder, 'annot_data.mat')
-  fields = {'annot2': 2, 'annot3': 3, 'univ_annot3': 3, 'valid_frame': 0,
-            'activity_annotation': 0}
+  fields = {'annot2': 2, 'annot3': 3, 'univ_annot3': 3, 'valid_frame': 0, 'activity_annotation': 0}
   arrays = {}
   try:
     with h5py.File(path, 'r') as f:
@@ -225,16 +275,19 @@ def read_test_sequence(manual_dir: str, sequence: int,
         if field not in f:
           raise base.AnnotationError(f'{path} has no field {field!r} (it has {sorted(f)})')
         arrays[field] = np.asarray(f[field], np.float64)
-        arrays[field] = (arrays[field].reshape(-1, 17, width) if width
-                         else arrays[field].reshape(-1))
+        arrays[field] = arrays[field].reshape(-1, 17, width) if width else arrays[field].reshape(-1)
   except (OSError, ValueError) as e:  # not HDF5, or a field of the wrong size
     raise base.AnnotationError(f'cannot read {path}: {type(e).__name__}: {e}') from e
   count = len(arrays['annot2'])
   if any(len(a) != count for a in arrays.values()):
-    raise base.AnnotationError(f'{path}: fields have different frame counts '
-                               f'{ {k: len(a) for k, a in arrays.items()} }')
+    raise base.AnnotationError(
+      f'{path}: fields have different frame counts { {k: len(a) for k, a in arrays.items()} }'
+    )
   xy, xyz, univ = (np.zeros((count, 28, w)) for w in (2, 3, 3))
-  xy[:, joints.MPI_INF_3DHP_TEST_JOINTS], xyz[:, joints.MPI_INF_3DHP_TEST_JOINTS] = arrays['annot2'], arrays['annot3']
+  xy[:, joints.MPI_INF_3DHP_TEST_JOINTS], xyz[:, joints.MPI_INF_3DHP_TEST_JOINTS] = (
+    arrays['annot2'],
+    arrays['annot3'],
+  )
   univ[:, joints.MPI_INF_3DHP_TEST_JOINTS] = arrays['univ_annot3']
   annotated = np.zeros(28, np.float32)
   annotated[list(joints.MPI_INF_3DHP_TEST_JOINTS)] = 1
@@ -242,12 +295,24 @@ def read_test_sequence(manual_dir: str, sequence: int,
   codes = arrays['activity_annotation'].astype(int)
   actions = [ACTIVITIES[c - 1] if 1 <= c <= len(ACTIVITIES) else '' for c in codes]
   # Invalid frames may hold no 3D pose: only valid frames are checked against their projection.
-  off_projection = _count_off_projection(arrays['annot2'][valid > 0], arrays['annot3'][valid > 0],
-                                         intrinsics)
+  off_projection = _count_off_projection(
+    arrays['annot2'][valid > 0], arrays['annot3'][valid > 0], intrinsics
+  )
   frames = np.arange(count)
   names = [f'{folder}/imageSequence/img_{i + 1:06d}.jpg' for i in frames]
-  people = _people(names, xy, xyz, univ, annotated, valid, intrinsics, subject=f'TS{sequence}',
-                   actions=actions, camera=TEST_CAMERA[sequence], frames=frames)
+  people = _people(
+    names,
+    xy,
+    xyz,
+    univ,
+    annotated,
+    valid,
+    intrinsics,
+    subject=f'TS{sequence}',
+    actions=actions,
+    camera=TEST_CAMERA[sequence],
+    frames=frames,
+  )
   return people, int(count - valid.sum()), off_projection
 
 
@@ -268,8 +333,8 @@ class MpiInf3dhp(base.PoseDatasetBuilder):
   VERSION = tfds.core.Version('1.1.0')
   RELEASE_NOTES = {'1.1.0': 'distortion field (zeros here).'}
   BUILDER_CONFIGS = [
-      MpiInf3dhpConfig(name='default', crop_size=384, description='384 px crops'),
-      MpiInf3dhpConfig(name='small', crop_size=192, description='192 px crops (small inputs)'),
+    MpiInf3dhpConfig(name='default', crop_size=384, description='384 px crops'),
+    MpiInf3dhpConfig(name='small', crop_size=192, description='192 px crops (small inputs)'),
   ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download MPI-INF-3DHP with the release's get_dataset.sh / get_testset.sh
@@ -287,11 +352,13 @@ Download MPI-INF-3DHP with the release's get_dataset.sh / get_testset.sh
     for subject, sequence in TRAIN_SEQUENCES:
       if not os.path.isdir(os.path.join(manual_dir, f'S{subject}/Seq{sequence}')):
         continue  # a partial download builds; the base reports a split left empty
-      people, off = read_sequence(manual_dir, subject, sequence, config.cameras,
-                                  config.frame_stride)
+      people, off = read_sequence(
+        manual_dir, subject, sequence, config.cameras, config.frame_stride
+      )
       splits['train'] += people
       self.read_report['train'][_OFF_PROJECTION] = (
-          self.read_report['train'].get(_OFF_PROJECTION, 0) + off)
+        self.read_report['train'].get(_OFF_PROJECTION, 0) + off
+      )
     intrinsics = test_intrinsics(manual_dir)
     for sequence in TEST_SEQUENCES:
       if not os.path.isdir(os.path.join(manual_dir, f'mpi_inf_3dhp_test_set/TS{sequence}')):

@@ -79,15 +79,23 @@ class Layout:
 
 
 LAYOUTS = (  # in order of precedence
-    Layout('official', OFFICIAL_MAT, SPLIT_H5),
-    Layout('json', 'mpii_train.json', 'mpii_val.json', 'mpii_gt_val.mat'),
-    Layout('json', 'train.json', 'valid.json', 'gt_valid.mat'),
-    Layout('h5', 'train.h5', 'valid.h5'),
+  Layout('official', OFFICIAL_MAT, SPLIT_H5),
+  Layout('json', 'mpii_train.json', 'mpii_val.json', 'mpii_gt_val.mat'),
+  Layout('json', 'train.json', 'valid.json', 'gt_valid.mat'),
+  Layout('h5', 'train.h5', 'valid.h5'),
 )
 
 
-def _person(image: str, person_index: int, joints_1based, mask, visible, center_1based,
-            scale: float, head_size: float) -> base.Person:
+def _person(
+  image: str,
+  person_index: int,
+  joints_1based,
+  mask,
+  visible,
+  center_1based,
+  scale: float,
+  head_size: float,
+) -> base.Person:
   """A Person from MPII's 1-based raw annotations.
 
   Args:
@@ -104,14 +112,19 @@ def _person(image: str, person_index: int, joints_1based, mask, visible, center_
   joints_2d = np.where(mask[:, None] > 0, np.asarray(joints_1based, np.float64) - 1, 0)
   center = np.asarray(center_1based, np.float64) - 1 + (0.0, CENTER_SHIFT * scale)
   return base.Person(
-      image=f'{IMAGE_DIR}/{image}', person_index=int(person_index),
-      joints_2d=joints_2d.astype(np.float32), joints_mask=mask,
-      joints_visible=(np.asarray(visible, np.float32) * mask).astype(np.float32),
-      box_center=center.astype(np.float32), box_side=float(BOX_PAD * SCALE_PX * scale),
-      head_size=float(head_size))
+    image=f'{IMAGE_DIR}/{image}',
+    person_index=int(person_index),
+    joints_2d=joints_2d.astype(np.float32),
+    joints_mask=mask,
+    joints_visible=(np.asarray(visible, np.float32) * mask).astype(np.float32),
+    box_center=center.astype(np.float32),
+    box_side=float(BOX_PAD * SCALE_PX * scale),
+    head_size=float(head_size),
+  )
 
 
 # ----------------------------------------------------------------------------- the official .mat
+
 
 def _load_mat(path: str, **kwargs) -> dict:
   try:
@@ -179,8 +192,9 @@ def _official_person(rect, image: str, r: int, where: str):
   if cx is None or cy is None or scale is None or scale <= 0:
     return None, NO_BOX
   box = [_scalar(_field(rect, n), f'{where}.{n}') for n in ('x1', 'y1', 'x2', 'y2')]
-  head_size = 0.0 if None in box else HEAD_SIZE_FACTOR * float(
-      np.hypot(box[2] - box[0], box[3] - box[1]))
+  head_size = (
+    0.0 if None in box else HEAD_SIZE_FACTOR * float(np.hypot(box[2] - box[0], box[3] - box[1]))
+  )
   return _person(image, r, xy, mask, visible, (cx, cy), scale, head_size), None
 
 
@@ -203,41 +217,50 @@ def read_official(mat_path: str, split_h5_path: str):
     raise base.AnnotationError(f'{name}: no RELEASE.annolist struct array')
   img_train = np.asarray(_field(release, 'img_train')).ravel()
   if img_train.shape != (len(annolist),):
-    raise base.AnnotationError(f'{name}: RELEASE.img_train has shape {img_train.shape}, expected '
-                               f'({len(annolist)},), one flag per annolist entry')
+    raise base.AnnotationError(
+      f'{name}: RELEASE.img_train has shape {img_train.shape}, expected '
+      f'({len(annolist)},), one flag per annolist entry'
+    )
+
   def image_name(i):
     image = _field(_field(annolist[i], 'image'), 'name')
     if not isinstance(image, str) or not image:
       raise base.AnnotationError(
-          f'{name} annolist({i + 1}).image.name: expected a file name, got {image!r}')
+        f'{name} annolist({i + 1}).image.name: expected a file name, got {image!r}'
+      )
     return image
 
   # Keyed by annolist position, not name: nothing in the format makes names unique.
   annotated, skipped = {}, collections.Counter()
   for i in np.flatnonzero(img_train):  # test images carry no joints
     for r, rect in enumerate(_structs(_field(annolist[i], 'annorect'))):
-      person, reason = _official_person(rect, image_name(i), r,
-                                        f'{name} annolist({i + 1}).annorect({r + 1})')
+      person, reason = _official_person(
+        rect, image_name(i), r, f'{name} annolist({i + 1}).annorect({r + 1})'
+      )
       if person is None:
         skipped[reason] += 1
       else:
         annotated[i, r] = person
   split = _read_h5(split_h5_path, ('imgname', 'index', 'person'), ('part',))
   validation = []
-  for j, (image, i, r) in enumerate(zip(split['imgname'], split['index'].astype(int),
-                                        split['person'].astype(int))):
+  for j, (image, i, r) in enumerate(
+    zip(split['imgname'], split['index'].astype(int), split['person'].astype(int))
+  ):
     where = f'{os.path.basename(split_h5_path)} entry {j}'
     if not 0 <= i < len(annolist) or image_name(i) != image:
       raise base.AnnotationError(f'{where}: index {i} (0-based) is not image {image} in {name}')
     person = annotated.pop((i, r), None)
     if person is None:
       raise base.AnnotationError(
-          f'{where}: {image} person {r} (0-based) is not an annotated person of {name}')
+        f'{where}: {image} person {r} (0-based) is not an annotated person of {name}'
+      )
     if 'part' in split:
       _check_same_person(person, split['part'][j], where)
     validation.append(person)
-  return ({'train': list(annotated.values()), 'validation': validation},
-          {'train': skipped, 'validation': collections.Counter()})
+  return (
+    {'train': list(annotated.values()), 'validation': validation},
+    {'train': skipped, 'validation': collections.Counter()},
+  )
 
 
 def _check_same_person(person: base.Person, part: np.ndarray, where: str):
@@ -246,12 +269,15 @@ def _check_same_person(person: base.Person, part: np.ndarray, where: str):
   h5_mask = np.any(part != 0, axis=-1)
   close = np.abs(person.joints_2d + 1 - part).max(axis=-1) < 1
   if np.any(h5_mask & ~(person.joints_mask > 0)) or not np.all(close[h5_mask]):
-    raise base.AnnotationError(f'{where}: its part does not match {person.image} person '
-                               f'{person.person_index} of the .mat (a split file of another '
-                               'annotation release?)')
+    raise base.AnnotationError(
+      f'{where}: its part does not match {person.image} person '
+      f'{person.person_index} of the .mat (a split file of another '
+      'annotation release?)'
+    )
 
 
 # ----------------------------------------------------------------------------- json (mmpose, HRNet)
+
 
 def read_json(path: str):
   """Reads a json re-encoding: a list of {image, center, scale, joints (16, 2), joints_vis (16,)}.
@@ -271,8 +297,12 @@ def read_json(path: str):
   if not isinstance(entries, list):
     raise base.AnnotationError(f'{name}: expected a list of people, got {type(entries).__name__}')
   people, skipped, seen = [], collections.Counter(), collections.Counter()
-  shapes = {'center': (2,), 'scale': (), 'joints': (joints.NUM_JOINTS, 2),
-            'joints_vis': (joints.NUM_JOINTS,)}
+  shapes = {
+    'center': (2,),
+    'scale': (),
+    'joints': (joints.NUM_JOINTS, 2),
+    'joints_vis': (joints.NUM_JOINTS,),
+  }
   for i, entry in enumerate(entries):
     where = f'{name} entry {i}'
     if not isinstance(entry, dict):
@@ -290,7 +320,8 @@ def read_json(path: str):
         raise base.AnnotationError(f"{where}: '{key}' is not numeric: {e}") from e
       if values[key].shape != shape:
         raise base.AnnotationError(
-            f"{where}: '{key}' has shape {values[key].shape}, expected {shape}")
+          f"{where}: '{key}' has shape {values[key].shape}, expected {shape}"
+        )
     person_index = seen[image]
     seen[image] += 1
     mask = (values['joints_vis'] > 0).astype(np.float32)
@@ -299,8 +330,18 @@ def read_json(path: str):
     elif values['scale'] <= 0 or values['center'][0] == -1:  # HRNet's mark of a missing objpos
       skipped[NO_BOX] += 1
     else:
-      people.append(_person(image, person_index, values['joints'], mask, mask, values['center'],
-                            float(values['scale']), 0.0))
+      people.append(
+        _person(
+          image,
+          person_index,
+          values['joints'],
+          mask,
+          mask,
+          values['center'],
+          float(values['scale']),
+          0.0,
+        )
+      )
   return people, skipped
 
 
@@ -317,30 +358,40 @@ def add_head_sizes(people: list[base.Person], entries: int, gt_path: str, json_n
   """
   name = os.path.basename(gt_path)
   gt = _load_mat(gt_path)
-  shapes = {'headboxes_src': (2, 2, entries), 'pos_gt_src': (joints.NUM_JOINTS, 2, entries),
-            'jnt_missing': (joints.NUM_JOINTS, entries)}
+  shapes = {
+    'headboxes_src': (2, 2, entries),
+    'pos_gt_src': (joints.NUM_JOINTS, 2, entries),
+    'jnt_missing': (joints.NUM_JOINTS, entries),
+  }
   for key, shape in shapes.items():
     if key not in gt:
       raise base.AnnotationError(f"{name}: missing '{key}'")
     if gt[key].shape != shape:
-      raise base.AnnotationError(f"{name}: '{key}' has shape {gt[key].shape}, expected {shape} "
-                                 f'(one entry per person of {json_name})')
+      raise base.AnnotationError(
+        f"{name}: '{key}' has shape {gt[key].shape}, expected {shape} "
+        f'(one entry per person of {json_name})'
+      )
   if len(people) != entries:
-    raise base.AnnotationError(f'{json_name}: {entries - len(people)} people left out, so '
-                               f'{name} cannot be matched to it by order')
+    raise base.AnnotationError(
+      f'{json_name}: {entries - len(people)} people left out, so '
+      f'{name} cannot be matched to it by order'
+    )
   for i, person in enumerate(people):
     both = (person.joints_mask > 0) & (gt['jnt_missing'][:, i] == 0)
     truth = gt['pos_gt_src'][:, :, i] - 1  # 1-based, like the json
     # The median tolerates the few joints that the evaluator's file stores with a coordinate
     # of 0 (13 of 44,240 in the standard one).
     if not both.any() or np.median(np.abs(person.joints_2d - truth)[both]) > 0.01:
-      raise base.AnnotationError(f'{name} entry {i} does not match {json_name} entry {i}: '
-                                 'they must list the same people in the same order')
+      raise base.AnnotationError(
+        f'{name} entry {i} does not match {json_name} entry {i}: '
+        'they must list the same people in the same order'
+      )
     low, high = gt['headboxes_src'][:, :, i]
     person.head_size = HEAD_SIZE_FACTOR * float(np.linalg.norm(high - low))
 
 
 # ----------------------------------------------------------------------------- h5 (Newell)
+
 
 def _read_h5(path: str, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
   """Reads datasets of an h5 file into numpy (imgname decoded to str); raises AnnotationError for
@@ -357,13 +408,21 @@ def _read_h5(path: str, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -
   if 'imgname' in data:
     data['imgname'] = [n.decode() if isinstance(n, bytes) else str(n) for n in data['imgname']]
   count = len(data[keys[0]])
-  shapes = {'center': (count, 2), 'scale': (count,), 'part': (count, joints.NUM_JOINTS, 2),
-            'visible': (count, joints.NUM_JOINTS), 'normalize': (count,), 'person': (count,),
-            'index': (count,), 'imgname': (count,)}
+  shapes = {
+    'center': (count, 2),
+    'scale': (count,),
+    'part': (count, joints.NUM_JOINTS, 2),
+    'visible': (count, joints.NUM_JOINTS),
+    'normalize': (count,),
+    'person': (count,),
+    'index': (count,),
+    'imgname': (count,),
+  }
   for key, value in data.items():
     if np.shape(value) != shapes[key]:
-      raise base.AnnotationError(f"{name}: '{key}' has shape {np.shape(value)}, expected "
-                                 f'{shapes[key]}')
+      raise base.AnnotationError(
+        f"{name}: '{key}' has shape {np.shape(value)}, expected {shapes[key]}"
+      )
   return data
 
 
@@ -384,12 +443,23 @@ def read_h5(path: str):
       continue
     scale = data['scale'][i] / BOX_PAD  # undo Newell's adjustment: back to MPII's raw box
     center = data['center'][i] - (0.0, CENTER_SHIFT * scale)
-    people.append(_person(image, data['person'][i], part, mask, visible, center, scale,
-                          max(float(data['normalize'][i]), 0.0)))
+    people.append(
+      _person(
+        image,
+        data['person'][i],
+        part,
+        mask,
+        visible,
+        center,
+        scale,
+        max(float(data['normalize'][i]), 0.0),
+      )
+    )
   return people, skipped
 
 
 # ----------------------------------------------------------------------------- the builder
+
 
 def detect_layout(manual_dir: str) -> Layout:
   """The annotation set in manual_dir: the first of LAYOUTS with a marker file present. Raises
@@ -400,11 +470,15 @@ def detect_layout(manual_dir: str) -> Layout:
       missing = [n for n in (layout.train, layout.validation) if not present(n)]
       if missing:
         raise base.AnnotationError(
-            f'{", ".join(missing)} missing in {manual_dir}: the {layout.kind} MPII annotations '
-            f'need {layout.train} and {layout.validation} (see the download instructions)')
+          f'{", ".join(missing)} missing in {manual_dir}: the {layout.kind} MPII annotations '
+          f'need {layout.train} and {layout.validation} (see the download instructions)'
+        )
       return layout
-  raise base.AnnotationError(f'no MPII annotations in {manual_dir}: expected one of ' + '; '.join(
-      f'{l.train} + {l.validation}' for l in LAYOUTS) + ' (see the download instructions)')
+  raise base.AnnotationError(
+    f'no MPII annotations in {manual_dir}: expected one of '
+    + '; '.join(f'{l.train} + {l.validation}' for l in LAYOUTS)
+    + ' (see the download instructions)'
+  )
 
 
 def read_manual_dir(manual_dir: str):
@@ -420,14 +494,18 @@ def read_manual_dir(manual_dir: str):
   else:
     reader = read_json if layout.kind == 'json' else read_h5
     (train, train_skipped), (validation, validation_skipped) = (
-        reader(path(layout.train)), reader(path(layout.validation)))
+      reader(path(layout.train)),
+      reader(path(layout.validation)),
+    )
     if layout.head_boxes and os.path.isfile(path(layout.head_boxes)):
       entries = len(validation) + sum(validation_skipped.values())
       add_head_sizes(validation, entries, path(layout.head_boxes), layout.validation)
     people = {'train': train, 'validation': validation}
     skipped = {'train': train_skipped, 'validation': validation_skipped}
-  return people, {split: {reason: counts[reason] for reason in (NO_JOINTS, NO_BOX)}
-                  for split, counts in skipped.items()}
+  return people, {
+    split: {reason: counts[reason] for reason in (NO_JOINTS, NO_BOX)}
+    for split, counts in skipped.items()
+  }
 
 
 class Mpii(base.PoseDatasetBuilder):

@@ -52,16 +52,27 @@ PROJECTION_TOLERANCE_PX = 1.0
 # Median thigh length ranges that identify the unit of joints_3d (adult thighs are ~400-450 mm).
 THIGH_RANGE_MM = (300.0, 600.0)
 THIGH_RANGE_M = (0.3, 0.6)
-_THIGHS = tuple((joints.OCCLUSION_PERSON15.index(f'{s}_hip'), joints.OCCLUSION_PERSON15.index(f'{s}_knee'))
-                for s in 'rl')
+_THIGHS = tuple(
+  (joints.OCCLUSION_PERSON15.index(f'{s}_hip'), joints.OCCLUSION_PERSON15.index(f'{s}_knee'))
+  for s in 'rl'
+)
 
 # MPII joints that are midpoints of two source joints (the thorax).
 _DERIVED = np.array([len(s) == 2 for s in joints.MPII_FROM_OCCLUSION_PERSON.sources])
 
 OFF_PROJECTION = 'joints_2d off the projection of joints_3d by > 1 px'
 IN_METRES = 'joints_3d in metres (converted to mm)'
-_REQUIRED = ('image', 'joints_2d', 'joints_3d', 'joints_vis', 'joints_vis_2d', 'subject',
-             'action', 'camera_id', 'camera')
+_REQUIRED = (
+  'image',
+  'joints_2d',
+  'joints_3d',
+  'joints_vis',
+  'joints_vis_2d',
+  'subject',
+  'action',
+  'camera_id',
+  'camera',
+)
 _INTRINSICS = ('fx', 'fy', 'cx', 'cy')
 
 
@@ -101,8 +112,9 @@ def _intrinsics(path: str, i: int, entry: dict) -> np.ndarray:
   values = []
   for key in _INTRINSICS:
     if not isinstance(camera, dict) or key not in camera or np.size(camera[key]) != 1:
-      raise base.AnnotationError(f'{path}: entry {i} field camera[{key!r}] is missing or '
-                                 'not a scalar')
+      raise base.AnnotationError(
+        f'{path}: entry {i} field camera[{key!r}] is missing or not a scalar'
+      )
     values.append(float(np.ravel(camera[key])[0]))
   return np.asarray(values, np.float32)
 
@@ -110,10 +122,14 @@ def _intrinsics(path: str, i: int, entry: dict) -> np.ndarray:
 def mm_per_unit(joints_3d: np.ndarray, annotated: np.ndarray, path: str) -> float:
   """1 if joints_3d (N, 15, 3) are in mm, 1000 if in metres, judged by the median length of the
   thighs whose ends are both annotated (annotated (N, 15))."""
-  thighs = np.concatenate([
-      np.linalg.norm(joints_3d[:, a] - joints_3d[:, b], axis=-1)[(annotated[:, a] > 0) &
-                                                                 (annotated[:, b] > 0)]
-      for a, b in _THIGHS])
+  thighs = np.concatenate(
+    [
+      np.linalg.norm(joints_3d[:, a] - joints_3d[:, b], axis=-1)[
+        (annotated[:, a] > 0) & (annotated[:, b] > 0)
+      ]
+      for a, b in _THIGHS
+    ]
+  )
   if not thighs.size:
     raise base.AnnotationError(f'{path}: no annotated thigh to tell the unit of joints_3d')
   median = float(np.median(thighs))
@@ -122,8 +138,9 @@ def mm_per_unit(joints_3d: np.ndarray, annotated: np.ndarray, path: str) -> floa
   if THIGH_RANGE_M[0] <= median <= THIGH_RANGE_M[1]:
     return 1000.0
   raise base.AnnotationError(
-      f'{path}: joints_3d median thigh length {median:.4g} fits neither mm {THIGH_RANGE_MM} '
-      f'nor metres {THIGH_RANGE_M}')
+    f'{path}: joints_3d median thigh length {median:.4g} fits neither mm {THIGH_RANGE_MM} '
+    f'nor metres {THIGH_RANGE_M}'
+  )
 
 
 def read_split(path: str) -> tuple[list[base.Person], dict[str, int]]:
@@ -183,13 +200,26 @@ def read_split(path: str) -> tuple[list[base.Person], dict[str, int]]:
   people = []
   for i, entry in enumerate(entries):
     center, side = base.box_from_joints(mpii_xy[i], mpii_mask[i])
-    people.append(base.Person(
-        image=str(entry['image']), person_index=0, joints_2d=mpii_xy[i],
-        joints_mask=mpii_mask[i], joints_visible=mpii_visible[i], box_center=center,
-        box_side=side, joints_3d=mpii_xyz[i], eval_joints_3d=h36m_xyz[i],
-        eval_mask=h36m_mask[i], eval_visible=h36m_visible[i], intrinsics=intrinsics[i],
-        subject=str(entry['subject']), action=str(entry['action']),
-        camera=str(entry['camera_id']), frame=int(entry.get('image_id', i))))
+    people.append(
+      base.Person(
+        image=str(entry['image']),
+        person_index=0,
+        joints_2d=mpii_xy[i],
+        joints_mask=mpii_mask[i],
+        joints_visible=mpii_visible[i],
+        box_center=center,
+        box_side=side,
+        joints_3d=mpii_xyz[i],
+        eval_joints_3d=h36m_xyz[i],
+        eval_mask=h36m_mask[i],
+        eval_visible=h36m_visible[i],
+        intrinsics=intrinsics[i],
+        subject=str(entry['subject']),
+        action=str(entry['action']),
+        camera=str(entry['camera_id']),
+        frame=int(entry.get('image_id', i)),
+      )
+    )
   return people, counts
 
 

@@ -34,8 +34,9 @@ class SyntheticHumansConfig(tfds.core.BuilderConfig):
   seed: int = 0
 
   def num_examples(self, split: str) -> int:
-    return {'train_2d': self.num_train_2d, 'train_3d': self.num_train_3d,
-            'test': self.num_test}[split]
+    return {'train_2d': self.num_train_2d, 'train_3d': self.num_train_3d, 'test': self.num_test}[
+      split
+    ]
 
 
 def make_example(config: SyntheticHumansConfig, split: str, index: int) -> dict:
@@ -57,26 +58,29 @@ def make_example(config: SyntheticHumansConfig, split: str, index: int) -> dict:
   neck, top = mpii[name('upper_neck')], mpii[name('head_top')]
   head_side = scene.intrinsics[0] * np.linalg.norm(top - neck) / ((neck[2] + top[2]) / 2)
   return {
-      'image': features.encode_jpeg(crop),
-      'image_name': f'{split}/{index:06d}.jpg',
-      'person_index': 0,
-      'crop_to_image': crop_to_image,
-      'box_center': center.astype(np.float32),
-      'box_side': np.float32(side),
-      'joints_2d': uv.astype(np.float32),
-      'joints_mask': inside,
-      'joints_visible': visible * inside,
-      'has_3d': True,
-      'joints_3d': mpii.astype(np.float32),
-      'eval_joints_3d': h36m.astype(np.float32),
-      'eval_mask': np.ones(len(joints.H36M17), np.float32),
-      'eval_visible': scene.visible.astype(np.float32),
-      'intrinsics': scene.intrinsics.astype(np.float32),
-      'distortion': np.zeros(5, np.float32),  # rendered through a pinhole camera
-      # LSP's PCK reference: left shoulder to right hip.
-      'torso_size': np.float32(np.linalg.norm(uv[name('l_shoulder')] - uv[name('r_hip')])),
-      'head_size': np.float32(0.6 * np.sqrt(2) * head_side),
-      'subject': '', 'action': '', 'camera': '', 'frame': index,
+    'image': features.encode_jpeg(crop),
+    'image_name': f'{split}/{index:06d}.jpg',
+    'person_index': 0,
+    'crop_to_image': crop_to_image,
+    'box_center': center.astype(np.float32),
+    'box_side': np.float32(side),
+    'joints_2d': uv.astype(np.float32),
+    'joints_mask': inside,
+    'joints_visible': visible * inside,
+    'has_3d': True,
+    'joints_3d': mpii.astype(np.float32),
+    'eval_joints_3d': h36m.astype(np.float32),
+    'eval_mask': np.ones(len(joints.H36M17), np.float32),
+    'eval_visible': scene.visible.astype(np.float32),
+    'intrinsics': scene.intrinsics.astype(np.float32),
+    'distortion': np.zeros(5, np.float32),  # rendered through a pinhole camera
+    # LSP's PCK reference: left shoulder to right hip.
+    'torso_size': np.float32(np.linalg.norm(uv[name('l_shoulder')] - uv[name('r_hip')])),
+    'head_size': np.float32(0.6 * np.sqrt(2) * head_side),
+    'subject': '',
+    'action': '',
+    'camera': '',
+    'frame': index,
   }
 
 
@@ -84,24 +88,35 @@ class SyntheticHumans(tfds.core.GeneratorBasedBuilder):
   """Rendered people with 2D and 3D labels (camera mm, Human3.6M eval joints); no download."""
 
   VERSION = tfds.core.Version('1.2.0')
-  RELEASE_NOTES = {'1.1.0': 'eval_visible and image-origin fields (subject, action, camera, frame).',
-                   '1.2.0': 'distortion field (zeros: a pinhole camera).'}
+  RELEASE_NOTES = {
+    '1.1.0': 'eval_visible and image-origin fields (subject, action, camera, frame).',
+    '1.2.0': 'distortion field (zeros: a pinhole camera).',
+  }
   BUILDER_CONFIGS = [
-      SyntheticHumansConfig(name='default', description='3000 / 3000 / 500 people, 192 px crops'),
-      SyntheticHumansConfig(name='tiny', num_train_2d=64, num_train_3d=64, num_test=32,
-                            crop_size=96, description='for tests'),
-      # Another camera setup, for cross-dataset generalisation studies on CPU: the cameras look
-      # down on the people, as ceiling-mounted ones do.
-      SyntheticHumansConfig(name='overhead', elevation_deg=(30.0, 60.0), seed=1,
-                            description='3000 / 3000 / 500 people seen from 30-60 degrees above'),
+    SyntheticHumansConfig(name='default', description='3000 / 3000 / 500 people, 192 px crops'),
+    SyntheticHumansConfig(
+      name='tiny',
+      num_train_2d=64,
+      num_train_3d=64,
+      num_test=32,
+      crop_size=96,
+      description='for tests',
+    ),
+    # Another camera setup, for cross-dataset generalisation studies on CPU: the cameras look
+    # down on the people, as ceiling-mounted ones do.
+    SyntheticHumansConfig(
+      name='overhead',
+      elevation_deg=(30.0, 60.0),
+      seed=1,
+      description='3000 / 3000 / 500 people seen from 30-60 degrees above',
+    ),
   ]
   # The split serving each training role: disjoint 2D and 3D sources, a held-out test split.
   DEFAULT_SPLITS = {'2d': 'train_2d', '3d': 'train_3d', 'eval': 'test'}
 
   def _info(self) -> tfds.core.DatasetInfo:
     # Stored in index order, so record i is example i.
-    return self.dataset_info_from_configs(features=features.pose_features(),
-                                          disable_shuffling=True)
+    return self.dataset_info_from_configs(features=features.pose_features(), disable_shuffling=True)
 
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download

@@ -20,15 +20,15 @@ from hpe_jax import joints
 
 # Bone lengths of a 1.70 m person in mm, close to Human3.6M's mean skeleton.
 REST_LENGTHS = {
-    'hip': 130.0,  # pelvis to hip, sideways
-    'thigh': 450.0,
-    'shin': 440.0,
-    'foot': 150.0,  # ankle to toe, forwards (drawn only)
-    'lower_spine': 230.0,  # pelvis to spine
-    'upper_spine': 250.0,  # spine to thorax (the neck base)
-    'shoulder': 150.0,  # thorax to shoulder, sideways
-    'upper_arm': 285.0,
-    'forearm': 250.0,
+  'hip': 130.0,  # pelvis to hip, sideways
+  'thigh': 450.0,
+  'shin': 440.0,
+  'foot': 150.0,  # ankle to toe, forwards (drawn only)
+  'lower_spine': 230.0,  # pelvis to spine
+  'upper_spine': 250.0,  # spine to thorax (the neck base)
+  'shoulder': 150.0,  # thorax to shoulder, sideways
+  'upper_arm': 285.0,
+  'forearm': 250.0,
 }
 REST_HEIGHT = 1700.0  # ankle height 80 + shin + thigh + spine + 250 from neck base to head top
 # Head points relative to the thorax in the head frame, mm at rest height.
@@ -37,14 +37,14 @@ HEIGHT_RANGE = (1500.0, 1950.0)
 
 # Joint-angle limits in degrees: (low, high) per degree of freedom. The l_/r_ joints share them.
 LIMITS = {
-    'lower_spine': ((-25, 70), (-30, 30), (-35, 35)),
-    'upper_spine': ((-15, 30), (-15, 15), (-25, 25)),
-    'neck': ((-40, 50), (-30, 30), (-70, 70)),
-    'shoulder': ((-50, 175), (-20, 175), (-70, 80)),
-    'elbow': ((0, 150),),
-    'hip': ((-30, 120), (-20, 50), (-40, 40)),
-    'knee': ((0, 150),),
-    'ankle': ((-30, 40),),
+  'lower_spine': ((-25, 70), (-30, 30), (-35, 35)),
+  'upper_spine': ((-15, 30), (-15, 15), (-25, 25)),
+  'neck': ((-40, 50), (-30, 30), (-70, 70)),
+  'shoulder': ((-50, 175), (-20, 175), (-70, 80)),
+  'elbow': ((0, 150),),
+  'hip': ((-30, 120), (-20, 50), (-40, 40)),
+  'knee': ((0, 150),),
+  'ankle': ((-30, 40),),
 }
 
 
@@ -69,8 +69,12 @@ class Pose:
   def transformed(self, rotation: np.ndarray, translation) -> Pose:
     """The pose moved rigidly: x -> rotation @ x + translation."""
     move = lambda p: p @ rotation.T + translation
-    return dataclasses.replace(self, joints=move(self.joints), toes=move(self.toes),
-                               frames={k: rotation @ f for k, f in self.frames.items()})
+    return dataclasses.replace(
+      self,
+      joints=move(self.joints),
+      toes=move(self.toes),
+      frames={k: rotation @ f for k, f in self.frames.items()},
+    )
 
 
 def rotation(axis: str, degrees: float) -> np.ndarray:
@@ -111,14 +115,18 @@ def sample_angles(rng: np.random.Generator) -> dict[str, tuple[float, ...]]:
   u, n = rng.uniform, rng.normal
   lean = u(20, 70) if rng.random() < 0.2 else n(8, 12)
   angles = {
-      'lower_spine': (lean, n(0, 8), n(0, 12)),
-      'upper_spine': (n(0, 8), n(0, 5), n(0, 10)),
-      'neck': (n(5, 15), n(0, 10), n(0, 25)),
+    'lower_spine': (lean, n(0, 8), n(0, 12)),
+    'upper_spine': (n(0, 8), n(0, 5), n(0, 10)),
+    'neck': (n(5, 15), n(0, 10), n(0, 25)),
   }
   for side in 'lr':
     # Arms: hanging, raised sideways, raised forwards/overhead, or anything.
-    flexion, abduction = [((-30, 45), (0, 45)), ((-20, 40), (45, 175)), ((45, 175), (0, 60)),
-                          ((-50, 175), (-20, 175))][rng.integers(4)]
+    flexion, abduction = [
+      ((-30, 45), (0, 45)),
+      ((-20, 40), (45, 175)),
+      ((45, 175), (0, 60)),
+      ((-50, 175), (-20, 175)),
+    ][rng.integers(4)]
     angles[f'{side}_shoulder'] = (u(*flexion), u(*abduction), u(-60, 80))
     angles[f'{side}_elbow'] = (u(0, 25) if rng.random() < 0.4 else u(0, 150),)
     angles[f'{side}_ankle'] = (n(0, 10),)
@@ -142,12 +150,18 @@ def sample_angles(rng: np.random.Generator) -> dict[str, tuple[float, ...]]:
     abduction = u(-10, 45) if family in (2, 4) else n(6, 8)
     angles[f'{side}_hip'] = (flexion, abduction, n(0, 12))
     angles[f'{side}_knee'] = (knee,)
-  return {k: tuple(np.clip(v, *np.transpose(LIMITS[k.removeprefix('l_').removeprefix('r_')])))
-          for k, v in angles.items()}
+  return {
+    k: tuple(np.clip(v, *np.transpose(LIMITS[k.removeprefix('l_').removeprefix('r_')])))
+    for k, v in angles.items()
+  }
 
 
-def forward_kinematics(lengths: dict[str, float], angles: dict[str, tuple[float, ...]],
-                       scale: float = 1.0, girth: float = 1.0) -> Pose:
+def forward_kinematics(
+  lengths: dict[str, float],
+  angles: dict[str, tuple[float, ...]],
+  scale: float = 1.0,
+  girth: float = 1.0,
+) -> Pose:
   """Joint positions in the body frame from bone lengths (mm) and joint angles (degrees)."""
   down = lambda length: np.array([0.0, -length, 0.0])
   frames = {'pelvis': np.eye(3)}
@@ -170,12 +184,20 @@ def forward_kinematics(lengths: dict[str, float], angles: dict[str, tuple[float,
     p[f'{side}_knee'] = p[f'{side}_hip'] + thigh @ down(lengths['thigh'])
     p[f'{side}_ankle'] = p[f'{side}_knee'] + shin @ down(lengths['shin'])
     p[f'{side}_shoulder'] = p['thorax'] + chest @ np.array(
-        [s * lengths['shoulder'], -0.13 * lengths['shoulder'], 0.0])
+      [s * lengths['shoulder'], -0.13 * lengths['shoulder'], 0.0]
+    )
     p[f'{side}_elbow'] = p[f'{side}_shoulder'] + upper_arm @ down(lengths['upper_arm'])
     p[f'{side}_wrist'] = p[f'{side}_elbow'] + forearm @ down(lengths['forearm'])
     toes.append(p[f'{side}_ankle'] + foot @ np.array([0.0, -0.3, 1.0]) * lengths['foot'])
-    frames.update({f'{side}_thigh': thigh, f'{side}_shin': shin, f'{side}_foot': foot,
-                   f'{side}_upper_arm': upper_arm, f'{side}_forearm': forearm})
+    frames.update(
+      {
+        f'{side}_thigh': thigh,
+        f'{side}_shin': shin,
+        f'{side}_foot': foot,
+        f'{side}_upper_arm': upper_arm,
+        f'{side}_forearm': forearm,
+      }
+    )
   return Pose(np.stack([p[name] for name in joints.H36M17]), np.stack(toes), frames, scale, girth)
 
 

@@ -34,8 +34,8 @@ def _fibonacci_sphere(n: int) -> np.ndarray:
   """(n, 3) nearly uniform unit vectors."""
   k = np.arange(n) + 0.5
   z = 1 - 2 * k / n
-  phi = np.pi * (1 + 5 ** 0.5) * k
-  r = np.sqrt(1 - z ** 2)
+  phi = np.pi * (1 + 5**0.5) * k
+  r = np.sqrt(1 - z**2)
   return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=-1)
 
 
@@ -63,13 +63,22 @@ class Scene:
 
 # Body parts, and the H36M joints that lie inside each (a joint is never hidden by its own parts).
 PARTS = {
-    'torso': ('pelvis', 'r_hip', 'l_hip', 'spine', 'thorax', 'l_shoulder', 'r_shoulder'),
-    'neck': ('thorax', 'nose'),
-    'head': ('nose', 'head'),
-    'hair': ('head',),
-    **{f'{s}_{part}': tuple(f'{s}_{j}' for j in js) for s in 'lr' for part, js in (
-        ('upper_arm', ('shoulder', 'elbow')), ('forearm', ('elbow', 'wrist')), ('hand', ('wrist',)),
-        ('thigh', ('hip', 'knee')), ('shin', ('knee', 'ankle')), ('foot', ('ankle',)))},
+  'torso': ('pelvis', 'r_hip', 'l_hip', 'spine', 'thorax', 'l_shoulder', 'r_shoulder'),
+  'neck': ('thorax', 'nose'),
+  'head': ('nose', 'head'),
+  'hair': ('head',),
+  **{
+    f'{s}_{part}': tuple(f'{s}_{j}' for j in js)
+    for s in 'lr'
+    for part, js in (
+      ('upper_arm', ('shoulder', 'elbow')),
+      ('forearm', ('elbow', 'wrist')),
+      ('hand', ('wrist',)),
+      ('thigh', ('hip', 'knee')),
+      ('shin', ('knee', 'ankle')),
+      ('foot', ('ankle',)),
+    )
+  },
 }
 
 
@@ -89,14 +98,19 @@ def sample_outfit(rng: np.random.Generator) -> dict[str, np.ndarray]:
   """Part name -> RGB colour (0..255): left limbs warm, right limbs cool, the rest neutral."""
   u = rng.uniform
   skin = np.array([234, 192, 160]) + u() * np.array([-144, -136, -122])  # light to dark
-  colours = {'head': skin, 'neck': skin, 'hair': _hsv(u(15, 40), u(0.3, 0.8), u(0.08, 0.55)),
-             'torso': _hsv(u(0, 360), u(0, 0.25), u(0.25, 0.95))}
+  colours = {
+    'head': skin,
+    'neck': skin,
+    'hair': _hsv(u(15, 40), u(0.3, 0.8), u(0.08, 0.55)),
+    'torso': _hsv(u(0, 360), u(0, 0.25), u(0.25, 0.95)),
+  }
   shoes = _hsv(u(0, 360), u(0, 0.4), u(0.1, 0.5))
   for side, hues in (('l', LEFT_HUES), ('r', RIGHT_HUES)):
     base = u(*hues)
     for part in ('upper_arm', 'forearm', 'thigh', 'shin'):
-      colours[f'{side}_{part}'] = _hsv(np.clip(base + rng.normal(0, 8), *hues), u(0.55, 1),
-                                       u(0.5, 1))
+      colours[f'{side}_{part}'] = _hsv(
+        np.clip(base + rng.normal(0, 8), *hues), u(0.55, 1), u(0.5, 1)
+      )
     colours[f'{side}_hand'] = 0.8 * colours[f'{side}_forearm']  # gloves
     colours[f'{side}_foot'] = shoes
   return colours
@@ -110,24 +124,31 @@ def _blobs(pose: body.Pose) -> dict[str, list[tuple[np.ndarray, np.ndarray, np.n
   capsule = lambda a, b, ra, rb: [(a, eye, np.full(3, ra * g)), (b, eye, np.full(3, rb * g))]
   in_head = lambda offset: j['thorax'] + f['head'] @ (np.array(offset) * s)
   parts = {
-      'torso': [(f['pelvis'] @ np.array([0, 40, -10]) * s + j['pelvis'], f['pelvis'],
-                 np.array([165, 110, 110]) * g),
-                ((j['spine'] + j['thorax']) / 2, f['chest'], np.array([170, 170, 110]) * g),
-                *capsule(j['l_shoulder'], j['r_shoulder'], 60, 60)],
-      'neck': capsule(j['thorax'], in_head((0, 100, 10)), 52, 48),
-      'head': [(in_head((0, 165, 25)), f['head'], np.array([80, 100, 95]) * s)],
-      'hair': [(in_head((0, 180, -10)), f['head'], np.array([84, 95, 92]) * s)],
+    'torso': [
+      (
+        f['pelvis'] @ np.array([0, 40, -10]) * s + j['pelvis'],
+        f['pelvis'],
+        np.array([165, 110, 110]) * g,
+      ),
+      ((j['spine'] + j['thorax']) / 2, f['chest'], np.array([170, 170, 110]) * g),
+      *capsule(j['l_shoulder'], j['r_shoulder'], 60, 60),
+    ],
+    'neck': capsule(j['thorax'], in_head((0, 100, 10)), 52, 48),
+    'head': [(in_head((0, 165, 25)), f['head'], np.array([80, 100, 95]) * s)],
+    'hair': [(in_head((0, 180, -10)), f['head'], np.array([84, 95, 92]) * s)],
   }
   for side, toe in zip('lr', pose.toes):
     ankle, wrist, elbow = j[f'{side}_ankle'], j[f'{side}_wrist'], j[f'{side}_elbow']
-    parts.update({
+    parts.update(
+      {
         f'{side}_upper_arm': capsule(j[f'{side}_shoulder'], elbow, 52, 42),
         f'{side}_forearm': capsule(elbow, wrist, 40, 32),
         f'{side}_hand': [(wrist + 0.25 * (wrist - elbow), eye, np.full(3, 45 * g))],
         f'{side}_thigh': capsule(j[f'{side}_hip'], j[f'{side}_knee'], 85, 62),
         f'{side}_shin': capsule(j[f'{side}_knee'], ankle, 58, 44),
         f'{side}_foot': capsule(ankle, toe, 42, 38),
-    })
+      }
+    )
   return parts
 
 
@@ -140,7 +161,7 @@ def _outlines(blobs, light: np.ndarray, intrinsics) -> list[np.ndarray]:
   lit = np.repeat([0.5 * axes.mean() * light for _, _, axes in blobs], n, axis=0)
   size = _SIZES[:, None, None]
   points = centre + size * surface + (1 - size) * lit
-  uv = np.round(geometry.project(points, intrinsics) * 2 ** _SUBPIXEL).astype(np.int32)
+  uv = np.round(geometry.project(points, intrinsics) * 2**_SUBPIXEL).astype(np.int32)
   return [cv2.convexHull(layer) for layer in uv]
 
 
@@ -174,8 +195,9 @@ def _axis_depth(blobs, uv: np.ndarray, intrinsics) -> float:
   return depth
 
 
-def joint_visibility(pose: body.Pose, intrinsics, part_ids: np.ndarray,
-                     tolerance: float = 100.0) -> np.ndarray:
+def joint_visibility(
+  pose: body.Pose, intrinsics, part_ids: np.ndarray, tolerance: float = 100.0
+) -> np.ndarray:
   """(17,) 1 for H36M joints not hidden by a nearer body part, approximately.
 
   A joint is hidden when the part drawn on top at its pixel is not one of its own parts and that
@@ -189,8 +211,11 @@ def joint_visibility(pose: body.Pose, intrinsics, part_ids: np.ndarray,
   for k, (name, (u, v)) in enumerate(zip(joints.H36M17, np.round(uv).astype(int))):
     if 0 <= u < width and 0 <= v < height:
       top = list(PARTS)[part_ids[v, u] - 1] if part_ids[v, u] else None
-      visible[k] = (top is None or name in PARTS[top] or _axis_depth(
-          blobs[top], uv[k], intrinsics) >= pose.joints[k, 2] - tolerance)
+      visible[k] = (
+        top is None
+        or name in PARTS[top]
+        or _axis_depth(blobs[top], uv[k], intrinsics) >= pose.joints[k, 2] - tolerance
+      )
   return visible
 
 
@@ -204,8 +229,9 @@ def draw_background(rng: np.random.Generator, size: int) -> np.ndarray:
   t = (t - t.min()) / (t.max() - t.min())
   c0, c1 = u(0, 255, (2, 3))
   field = c0 + t[..., None] * (c1 - c0) + rng.normal(0, u(0, 40), (grid, grid, 3))
-  image = cv2.resize(np.clip(field, 0, 255).astype(np.uint8), (size, size),
-                     interpolation=cv2.INTER_CUBIC)
+  image = cv2.resize(
+    np.clip(field, 0, 255).astype(np.uint8), (size, size), interpolation=cv2.INTER_CUBIC
+  )
   if rng.random() < 0.3:  # stripes: a regular texture
     period, angle = u(6, 40), u(0, np.pi)
     direction = np.array([np.cos(angle), np.sin(angle)])
@@ -214,8 +240,14 @@ def draw_background(rng: np.random.Generator, size: int) -> np.ndarray:
     for offset in np.arange(-size, size, period):
       p0 = size / 2 + offset * normal - 2 * size * direction
       p1 = p0 + 4 * size * direction
-      cv2.line(image, tuple(p0.astype(int)), tuple(p1.astype(int)), colour,
-               max(1, int(period / 3)), cv2.LINE_AA)
+      cv2.line(
+        image,
+        tuple(p0.astype(int)),
+        tuple(p1.astype(int)),
+        colour,
+        max(1, int(period / 3)),
+        cv2.LINE_AA,
+      )
   for _ in range(rng.integers(2, 14)):
     colour = u(0, 255, 3).tolist()
     thickness = int(rng.choice([-1, -1, 1, 3, 6]))
@@ -223,22 +255,42 @@ def draw_background(rng: np.random.Generator, size: int) -> np.ndarray:
     radius = int(u(0.03, 0.3) * size)
     kind = rng.integers(4)
     if kind == 0:
-      cv2.ellipse(image, centre, (radius, int(u(0.3, 1) * radius)), u(0, 180), 0, 360, colour,
-                  thickness, cv2.LINE_AA)
+      cv2.ellipse(
+        image,
+        centre,
+        (radius, int(u(0.3, 1) * radius)),
+        u(0, 180),
+        0,
+        360,
+        colour,
+        thickness,
+        cv2.LINE_AA,
+      )
     elif kind == 1:
-      cv2.rectangle(image, centre, tuple(int(c) for c in u(0, size, 2)), colour, thickness,
-                    cv2.LINE_AA)
+      cv2.rectangle(
+        image, centre, tuple(int(c) for c in u(0, size, 2)), colour, thickness, cv2.LINE_AA
+      )
     elif kind == 2:
-      cv2.line(image, centre, tuple(int(c) for c in u(0, size, 2)), colour,
-               max(thickness, 1) * 2, cv2.LINE_AA)
+      cv2.line(
+        image,
+        centre,
+        tuple(int(c) for c in u(0, size, 2)),
+        colour,
+        max(thickness, 1) * 2,
+        cv2.LINE_AA,
+      )
     else:
       polygon = (np.array(centre) + u(-radius, radius, (rng.integers(3, 7), 2))).astype(np.int32)
       cv2.fillPoly(image, [polygon], colour, cv2.LINE_AA)
   return image
 
 
-def sample_camera(rng: np.random.Generator, points: np.ndarray, image_size: int,
-                  elevation_deg: tuple[float, float] = (-5.0, 20.0)):
+def sample_camera(
+  rng: np.random.Generator,
+  points: np.ndarray,
+  image_size: int,
+  elevation_deg: tuple[float, float] = (-5.0, 20.0),
+):
   """A pinhole camera that sees the points (world mm, y up), mostly inside the image.
 
   Focal length 1.0-1.6 x image width, principal point near the centre, distance 3-7 m (growing
@@ -249,8 +301,9 @@ def sample_camera(rng: np.random.Generator, points: np.ndarray, image_size: int,
   """
   u = rng.uniform
   focal = u(1.0, 1.6) * image_size
-  intrinsics = np.array([focal, focal, *(image_size / 2 - 0.5 + rng.normal(0, 0.02, 2)
-                                         * image_size)])
+  intrinsics = np.array(
+    [focal, focal, *(image_size / 2 - 0.5 + rng.normal(0, 0.02, 2) * image_size)]
+  )
   centre = (points.min(0) + points.max(0)) / 2
   for attempt in range(30):
     distance = u(3000, 7000) * 1.1 ** max(0, attempt - 10)
@@ -267,8 +320,9 @@ def sample_camera(rng: np.random.Generator, points: np.ndarray, image_size: int,
   return rotation, eye, intrinsics
 
 
-def render_scene(rng: np.random.Generator, image_size: int,
-                 elevation_deg: tuple[float, float] = (-5.0, 20.0)) -> Scene:
+def render_scene(
+  rng: np.random.Generator, image_size: int, elevation_deg: tuple[float, float] = (-5.0, 20.0)
+) -> Scene:
   """A random person (body.sample_pose), global rotation, camera (`sample_camera`), background
   and drawing."""
   u = rng.uniform
