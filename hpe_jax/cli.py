@@ -42,12 +42,13 @@ def report(error: errors.HpeError) -> NoReturn:
   """Ends a command with `error`'s message and its exit code."""
   if error.last_words:
     # Library threads may still be printing (Orbax's failed writers): stderr goes quiet for them
-    # first, so that this line is the last one, then the process ends without its shutdown.
+    # first, so that this line is the last one, then the process ends without its shutdown. The
+    # line starts on a line of its own: a thread may have stopped in the middle of one.
     sys.stdout.flush()
     sys.stderr.flush()
     stderr = os.dup(2)
     os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-    os.write(stderr, f'error: {error}\n'.encode())
+    os.write(stderr, f'\nerror: {error}\n'.encode())
     os._exit(error.exit_code)
   exit_with_error(str(error), error.exit_code)
 

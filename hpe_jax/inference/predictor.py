@@ -212,7 +212,7 @@ def load(
   for key, value in (('flip_test', flip_test), ('subpixel', subpixel)):
     if value is not None:
       config.eval[key] = value
-  try:  # shapes only: initialising real weights only to overwrite them takes ~10 s on a CPU
+  try:  # shapes only: initialising real weights only to overwrite them is slow on a CPU
     model = nnx.eval_shape(
       lambda: models.create_model(
         config.model, with_depth=config.model.depth, rngs=nnx.Rngs(config.seed)
