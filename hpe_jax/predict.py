@@ -2,8 +2,10 @@ r"""Predicts a person's pose on images with a trained run; saves pictures and th
 
   python -m hpe_jax.predict --workdir=runs/finetune photo.jpg [more.jpg ...] \
       [--bbox=x,y,w,h ...] [--out_dir=DIR]
+  python -m hpe_jax.predict --model=model.hpe photo.jpg ...   # a `python -m hpe_jax.export` file
 
-Per image, in --out_dir (default <workdir>/predictions):
+Exactly one of --workdir and --model names the model. Per image, in --out_dir (default
+<workdir>/predictions, or predictions/ beside the --model file):
   <stem>_2d.png  the 2D skeleton over the image (rings: joints scoring below 0.3);
   <stem>_3d.png  the 3D skeleton seen from the front and the side (models with depth only);
   <stem>.json    the joints in pixels with scores, the square the model saw and, for models
@@ -27,6 +29,12 @@ from hpe_jax import cli
 _WORKDIR = flags.DEFINE_string(
   'workdir', None, "A trained run's directory (config.json and checkpoints/), e.g. runs/finetune."
 )
+_MODEL = flags.DEFINE_string(
+  'model',
+  None,
+  'Instead of --workdir: a model exported by python -m hpe_jax.export (runs with jax and numpy, '
+  'without the model code).',
+)
 _BBOX = flags.DEFINE_multi_string(
   'bbox',
   [],
@@ -34,7 +42,9 @@ _BBOX = flags.DEFINE_multi_string(
   'one for all images, or one per image in order (none: that image whole).',
 )
 _OUT_DIR = flags.DEFINE_string(
-  'out_dir', None, 'Where the outputs go (default <workdir>/predictions).'
+  'out_dir',
+  None,
+  'Where the outputs go (default <workdir>/predictions, or predictions/ beside --model).',
 )
 
 
@@ -47,16 +57,20 @@ def _print_saved(result: dict) -> None:
 
 
 def main(args: list[str]) -> None:
+  if (_WORKDIR.value is None) == (_MODEL.value is None):
+    raise app.UsageError('give exactly one of --workdir (a trained run) and --model (an export)')
   if not args:
     raise app.UsageError('give one or more image files after the flags')
   from hpe_jax.inference import image_files  # pylint: disable=g-import-not-at-top  (fast --help)
 
   boxes = [image_files.parse_box(text) for text in _BBOX.value]
-  image_files.predict_files(_WORKDIR.value, args, boxes, _OUT_DIR.value, on_saved=_print_saved)
+  image_files.predict_files(
+    _WORKDIR.value, args, boxes, _OUT_DIR.value, on_saved=_print_saved, model=_MODEL.value
+  )
 
 
 def run() -> None:
-  cli.run(main, required=('workdir',), positional=True)
+  cli.run(main, positional=True)
 
 
 if __name__ == '__main__':

@@ -4,22 +4,52 @@ hpe_jax.training; training's evaluation uses its predict step).
   from hpe_jax import inference
   model = inference.load('runs/finetune')
   result = model.predict(image, box=(x, y, w, h))  # (H, W, 3) uint8 RGB; a COCO-style box
+  model = inference.load_exported('model.hpe')     # the same, from `python -m hpe_jax.export`
 
+  crops.py        the square crop around a person box and back to image pixels (numpy, OpenCV)
   readout.py      the flip test, heatmap readout and jit-compiled predict step
   predictor.py    load a run (`load`, `load_run_config`) and predict (`Predictor`)
+  export_run.py   a run's predict step serialised with jax.export, weights included (`export`)
+  exported.py     load and run such a file with jax and numpy alone (`load_exported`)
   image_files.py  predict on image files and save pictures and JSON (`predict_files`)
   visualize.py    draw the 2D skeleton over an image, plot the 3D one
+
+The names below are imported on first use, so that `load_exported` runs without Flax or the
+model code (and the pictures' matplotlib loads only with `predict_files`).
 """
 
 from __future__ import annotations
 
-from hpe_jax.inference.image_files import ImageError
-from hpe_jax.inference.image_files import predict_files
-from hpe_jax.inference.predictor import BOX_PAD
-from hpe_jax.inference.predictor import Predictor
-from hpe_jax.inference.predictor import load
-from hpe_jax.inference.predictor import load_run_config
-from hpe_jax.inference.predictor import person_square
-from hpe_jax.inference.readout import jit_predict
-from hpe_jax.inference.readout import predict_step
-from hpe_jax.inference.readout import unmirror_outputs
+import importlib
+
+# name -> the module of this package that defines it.
+_NAMES = {
+  'BOX_PAD': 'crops',
+  'person_square': 'crops',
+  'ImageError': 'image_files',
+  'predict_files': 'image_files',
+  'Predictor': 'predictor',
+  'load': 'predictor',
+  'load_run_config': 'predictor',
+  'jit_predict': 'readout',
+  'predict_step': 'readout',
+  'unmirror_outputs': 'readout',
+  'ExportError': 'exported',
+  'ExportedModel': 'exported',
+  'load_exported': 'exported',
+  'export': 'export_run',
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str):
+  if name not in _NAMES:
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+  value = getattr(importlib.import_module(f'{__name__}.{_NAMES[name]}'), name)
+  globals()[name] = value
+  return value
+
+
+def __dir__() -> list[str]:
+  return sorted(set(globals()) | set(_NAMES))

@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from hpe_jax import errors
+from hpe_jax import inference
 from hpe_jax import joints
-from hpe_jax.inference import predictor as predictor_lib
 from hpe_jax.inference import visualize
 
 NO_DEPTH_NOTE = (
@@ -152,7 +152,7 @@ def joints_record(image_path: str, image_shape, box, prediction: dict, run: dict
     image_path, image_shape: the image and its (H, W, ...).
     box: its (x, y, w, h) or None.
     prediction: Predictor.predict's result.
-    run: {'workdir', 'step', 'depth'}: the model that predicted.
+    run: {'workdir' (or 'model', an exported file), 'step', 'depth'}: the model that predicted.
   """
   record = {
     'image': image_path,
@@ -193,21 +193,26 @@ def joints_record(image_path: str, image_shape, box, prediction: dict, run: dict
 
 
 def predict_files(
-  workdir: str,
+  workdir: str | None,
   paths: Sequence[str],
   boxes: Sequence | None = None,
   out_dir: str | None = None,
   on_saved: Callable[[dict], None] | None = None,
+  *,
+  model: str | None = None,
 ) -> list[dict]:
-  """Predicts every image with the run in `workdir` and saves its outputs (see the module doc).
+  """Predicts every image with the run in `workdir` (or the exported `model`) and saves its
+  outputs (see the module doc).
 
   Args:
-    workdir: a trained run's directory.
+    workdir: a trained run's directory; None with `model`.
     paths: image files.
     boxes: None (every image whole), a list of one (x, y, w, h) box for all images, or a list of
       one box per image (None: that image whole); pixels, (x, y) the top-left corner.
-    out_dir: the output directory; None: <workdir>/predictions.
+    out_dir: the output directory; None: <workdir>/predictions, or predictions/ beside `model`.
     on_saved: called with each result as soon as its files are written.
+    model: instead of `workdir`, a file of `python -m hpe_jax.export` (`inference.load_exported`:
+      neither Flax nor the model code is imported).
   Returns:
     Per image {'image': path, 'files': {'2d', '3d' (None without depth), 'json'}: paths,
     'record': the JSON written, 'prediction': Predictor.predict's arrays}.
@@ -215,13 +220,21 @@ def predict_files(
     ImageError: an unreadable image, a bad box or box count (before the model loads), an output
       directory that cannot be created, or a file that cannot be written.
     CheckpointError: `workdir` holds no usable run.
+    ExportError: `model` is not an exported model this version reads.
   """
-  out_dir = out_dir or os.path.join(workdir, 'predictions')
+  if (workdir is None) == (model is None):
+    raise ValueError('predict_files takes either a workdir or an exported model')
+  default_dir = os.path.dirname(os.path.abspath(model)) if model else workdir
+  out_dir = out_dir or os.path.join(default_dir, 'predictions')
   boxes = boxes_per_image(boxes, len(paths))
   boxes = [None if box is None else check_box(box) for box in boxes]
   _check_inputs(paths, out_dir)
-  predictor = predictor_lib.load(workdir)
-  run = {'workdir': workdir, 'step': predictor.step, 'depth': predictor.has_depth}
+  if model:
+    predictor = inference.load_exported(model)
+    run = {'model': model, 'step': predictor.step, 'depth': predictor.has_depth}
+  else:
+    predictor = inference.load(workdir)
+    run = {'workdir': workdir, 'step': predictor.step, 'depth': predictor.has_depth}
   _make_out_dir(out_dir)
   results = []
   for path, box in zip(paths, boxes):

@@ -13,23 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 
-import cv2
 from flax import nnx
 import jax
 import ml_collections
 import numpy as np
 
-from hpe_jax import geometry
-from hpe_jax import joints
 from hpe_jax import models
+from hpe_jax.inference import crops
 from hpe_jax.inference import readout
 from hpe_jax.storage import checkpoint
 from hpe_jax.storage import workdir as workdir_lib
-
-# A tight person box (around the joints) is padded like the training boxes
-# (data.builders.base.box_from_joints).
-BOX_PAD = 1.25
-MAX_BOX_TO_IMAGE = 10  # a larger box is a typo (or pixels mistaken for another unit)
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -114,73 +107,9 @@ class Predictor:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
   def predict(self, image: np.ndarray, box=None) -> dict[str, np.ndarray]:
-    """Predicts the pose of one person.
-
-    Args:
-      image: (H, W, 3) uint8 RGB.
-      box: (x, y, w, h) the person's box in pixels (x, y its top-left corner, COCO-style), padded
-        by BOX_PAD like the training boxes; None: the whole image is the person's box.
-    Returns:
-      joints_2d (16, 2) image pixels (MPII-16 order, joints.MPII16); scores (16,) heatmap maxima
-      (about 1 for a confident joint); box_center (2,), box_side: the square the model saw; and
-      for models with depth, joints_3d (16, 3) root-relative (pelvis) mm: x right, y down, z away
-      from the camera, scaled by `geometry.canonical_limb_scale` (a monocular image has no
-      absolute scale: the limbs get canonical human lengths).
-    """
-    center, side = person_square(image.shape, box)
-    image_to_input = geometry.crop_affine(center, side, 0.0, self.image_size)
-    model_input = cv2.warpAffine(
-      np.asarray(image, np.uint8),
-      image_to_input,
-      (self.image_size, self.image_size),
-      flags=cv2.INTER_LINEAR,
-      borderMode=cv2.BORDER_CONSTANT,
-      borderValue=(0, 0, 0),
-    )
-    prediction = jax.tree.map(lambda a: a[0], self.predict_inputs(model_input[None]))
-    joints_2d = geometry.transform_points(
-      geometry.invert_affine(image_to_input), prediction['pred_xy'].astype(np.float64)
-    )
-    result = {
-      'joints_2d': joints_2d,
-      'scores': prediction['pred_peak'],
-      'box_center': np.asarray(center),
-      'box_side': np.float64(side),
-    }
-    if 'pred_depth' in prediction:
-      # Weak perspective: x, y in image pixels and depth in box units * box side share one unit.
-      pose = np.concatenate([joints_2d, prediction['pred_depth'][:, None] * side], axis=1)
-      pose = pose - pose[joints.PELVIS]
-      result['joints_3d'] = pose * geometry.canonical_limb_scale(pose)
-    return result
-
-
-def person_square(image_shape, box=None) -> tuple[np.ndarray, float]:
-  """The square (centre, side) in pixels around a person box (x, y, w, h) padded by BOX_PAD, or
-  around the whole image for box None. Pixel centres are integers, so a box edge at x is pixel
-  coordinate x - 0.5.
-
-  Raises:
-    ValueError: the box has no area, lies wholly outside the image or is over
-      MAX_BOX_TO_IMAGE times its size.
-  """
-  height, width = image_shape[:2]
-  if box is None:
-    return np.array([(width - 1) / 2, (height - 1) / 2]), float(max(width, height))
-  x, y, w, h = (float(v) for v in box)
-  if w <= 0 or h <= 0:
-    raise ValueError(f'box {tuple(box)} has no area: expected x, y, width, height')
-  if x >= width or y >= height or x + w <= 0 or y + h <= 0:
-    raise ValueError(
-      f'box {tuple(box)} lies wholly outside the {width} x {height} image: '
-      'expected x, y of its top-left corner, then width, height, in pixels'
-    )
-  if max(w, h) > MAX_BOX_TO_IMAGE * max(width, height):
-    raise ValueError(
-      f'box {tuple(box)} is over {MAX_BOX_TO_IMAGE} times the {width} x {height} '
-      'image: the person would be a few pixels in what the model sees'
-    )
-  return np.array([x + w / 2 - 0.5, y + h / 2 - 0.5]), BOX_PAD * max(w, h)
+    """Predicts the pose of one person: `crops.predict_person` (its doc has the arguments and
+    the result) with this model."""
+    return crops.predict_person(self.predict_inputs, self.image_size, image, box)
 
 
 def load(

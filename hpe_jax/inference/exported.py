@@ -1,0 +1,171 @@
+"""A trained model exported by `python -m hpe_jax.export`, loaded and run with jax and numpy
+alone: no Flax and none of our model code.
+
+  from hpe_jax import inference
+  model = inference.load_exported('model.hpe')
+  result = model.predict(image, box=(x, y, w, h))  # as inference.load(workdir)'s Predictor
+
+The file is a zip archive:
+  header.json      {'format': FORMAT, 'format_version': FORMAT_VERSION, the readout and input
+                   (image_size, joints, flip_test, subpixel, has_depth, dtype), the run it came
+                   from (workdir, step), platforms, the weights' shapes and dtypes, versions}
+  module.jaxexport the predict step, jax.export's serialisation (StableHLO) of
+                   (weights, images (B, S, S, 3) uint8) -> {'pred_xy' (B, J, 2), 'pred_peak'
+                   (B, J), 'pred_depth' (B, J) for models with depth}, B symbolic
+  weights/NNNNN.npy the weights in the order of the module's first argument
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+
+import jax
+from jax import export as jax_export
+import numpy as np
+
+from hpe_jax import errors
+from hpe_jax.inference import crops
+
+FORMAT = 'hpe_jax.exported_model'
+FORMAT_VERSION = 1
+HEADER = 'header.json'
+MODULE = 'module.jaxexport'
+WEIGHTS = 'weights/{:05d}.npy'
+
+
+class ExportError(errors.HpeError, ValueError):
+  """An exported model cannot be written or read; the message names the file and the fix."""
+
+
+class ExportedModel:
+  """An exported model ready for inference, with `Predictor`'s `predict` and `predict_inputs`;
+  make one with `load_exported`."""
+
+  def __init__(self, path: str, header: dict, exported: jax_export.Exported, weights: list):
+    self.path = path
+    self.header = header
+    self.exported = exported
+    platform = jax.default_backend()
+    # An export runs on the platforms it was lowered for; 'gpu' is how jax names CUDA here.
+    lowered_for = {'cuda': 'gpu', 'rocm': 'gpu'}
+    if not any(lowered_for.get(p, p) == platform for p in exported.platforms):
+      raise ExportError(
+        f'{path} was exported for {", ".join(exported.platforms)}, this machine runs '
+        f'{platform}: export it again with --platforms={platform}'
+      )
+    self.weights = jax.device_put(weights)
+    self._call = jax.jit(exported.call)
+
+  @property
+  def image_size(self) -> int:
+    return int(self.header['image_size'])
+
+  @property
+  def has_depth(self) -> bool:
+    return bool(self.header['has_depth'])
+
+  @property
+  def step(self) -> int:
+    """The training step of the exported weights."""
+    return int(self.header['step'])
+
+  def predict_inputs(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+    """Runs the network on model inputs, as `Predictor.predict_inputs`.
+
+    Args:
+      inputs: (N, S, S, 3) uint8 RGB, S = image_size.
+    Returns:
+      pred_xy (N, 16, 2) input pixels, pred_peak (N, 16) heatmap maxima, and for models with
+      depth pred_depth (N, 16) root-relative depth in units of the input side.
+    """
+    inputs = np.asarray(inputs)
+    if inputs.ndim != 4 or inputs.shape[1:] != (self.image_size, self.image_size, 3):
+      raise ValueError(
+        f'inputs have shape {inputs.shape}; this model takes (N, '
+        f'{self.image_size}, {self.image_size}, 3) uint8 RGB'
+      )
+    # The batch dimension is symbolic: any N runs (compiled once per N).
+    outputs = self._call(self.weights, inputs.astype(np.uint8))
+    return {key: np.asarray(value) for key, value in outputs.items()}
+
+  def predict(self, image: np.ndarray, box=None) -> dict[str, np.ndarray]:
+    """Predicts the pose of one person: `crops.predict_person` (its doc has the arguments and
+    the result) with this model."""
+    return crops.predict_person(self.predict_inputs, self.image_size, image, box)
+
+
+def read_header(path: str) -> dict:
+  """The JSON header of an exported model (without loading its module or weights).
+
+  Raises:
+    ExportError: `path` is missing, not an exported model, or of another format version.
+  """
+  with _open(path) as archive:
+    return _header(path, archive)
+
+
+def load_exported(path: str) -> ExportedModel:
+  """Loads a model written by `python -m hpe_jax.export`.
+
+  Raises:
+    ExportError: `path` is missing, not an exported model, of another format version, damaged,
+      or exported for another platform.
+  """
+  with _open(path) as archive:
+    header = _header(path, archive)
+    try:
+      exported = jax_export.deserialize(bytearray(archive.read(MODULE)))
+      weights = []
+      for index in range(len(header['weights'])):
+        with archive.open(WEIGHTS.format(index)) as f:
+          weights.append(np.lib.format.read_array(f, allow_pickle=False))
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as e:
+      raise ExportError(
+        f'{path} is damaged ({type(e).__name__}: {e}): export the run again'
+      ) from None
+  avals = exported.in_avals[: len(weights)]
+  # .npy has no bfloat16: such weights come back as raw 2-byte records, read as the module's.
+  weights = [
+    w.view(a.dtype) if w.dtype.kind == 'V' and w.dtype.itemsize == a.dtype.itemsize else w
+    for w, a in zip(weights, avals)
+  ]
+  expected = [(tuple(a.shape), str(a.dtype)) for a in avals]
+  if [(tuple(w.shape), str(w.dtype)) for w in weights] != expected:
+    raise ExportError(f'{path} is damaged: its weights do not fit its module; export it again')
+  return ExportedModel(path, header, exported, weights)
+
+
+def _open(path: str) -> zipfile.ZipFile:
+  if not os.path.isfile(path):
+    raise ExportError(
+      f'{path}: no such file (an exported model is written by '
+      'python -m hpe_jax.export --workdir=RUN --out=FILE)'
+    )
+  try:
+    return zipfile.ZipFile(path)
+  except (zipfile.BadZipFile, OSError) as e:
+    raise ExportError(
+      f'{path} is not an exported model ({e}): write one with '
+      'python -m hpe_jax.export --workdir=RUN --out=FILE'
+    ) from None
+
+
+def _header(path: str, archive: zipfile.ZipFile) -> dict:
+  try:
+    header = json.loads(archive.read(HEADER))
+  except (KeyError, ValueError, zipfile.BadZipFile):
+    header = None
+  if not isinstance(header, dict) or header.get('format') != FORMAT:
+    raise ExportError(
+      f'{path} is not an exported model (a zip without our {HEADER}): write one with '
+      'python -m hpe_jax.export --workdir=RUN --out=FILE'
+    )
+  version = header.get('format_version')
+  if version != FORMAT_VERSION:
+    raise ExportError(
+      f'{path} has format version {version}; this hpe_jax reads version {FORMAT_VERSION}: '
+      'export the run again with this version (or use the hpe_jax that wrote it)'
+    )
+  return header
