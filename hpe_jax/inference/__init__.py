@@ -7,6 +7,7 @@ hpe_jax.training; training's evaluation uses its predict step).
   model = inference.load_exported('model.hpe')     # the same, from `python -m hpe_jax.export`
 
   crops.py        the square crop around a person box and back to image pixels (numpy, OpenCV)
+  boxes.py        person boxes from a detector's COCO results file, and box checks
   readout.py      the flip test, heatmap readout and jit-compiled predict step
   predictor.py    load a run (`load`, `load_run_config`) and predict (`Predictor`)
   export_run.py   a run's predict step serialised with jax.export, weights included (`export`)
@@ -25,6 +26,8 @@ import importlib
 # name -> the module of this package that defines it.
 _NAMES = {
   'BOX_PAD': 'crops',
+  'BoxError': 'boxes',
+  'read_boxes': 'boxes',
   'person_square': 'crops',
   'ImageError': 'image_files',
   'predict_files': 'image_files',

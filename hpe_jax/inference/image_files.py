@@ -1,9 +1,11 @@
-"""Predicting on image files: check the images and boxes, predict, and save per image a 2D
-overlay, a 3D plot (models with depth) and the joints as JSON (what `python -m hpe_jax.predict`
-does; its module doc describes the files).
+"""Predicting on image files: check the images and boxes, predict every person, and save per
+image a 2D overlay, a 3D plot (models with depth) and the joints as JSON, and on request all
+people in COCO's keypoint-results layout (what `python -m hpe_jax.predict` does; its module doc
+describes the files).
 
-Images are checked before the model loads: a file that is missing or not an image stops the run
-with an error naming it (nothing is skipped), as does a box count that fits neither rule.
+Images, boxes and a boxes file are checked before the model loads: a file that is missing or not
+an image stops the run with an error naming it (nothing is skipped), as does a box count that
+fits neither rule or a boxes file that cannot be used.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from hpe_jax import errors
 from hpe_jax import inference
 from hpe_jax import joints
+from hpe_jax.inference import boxes as boxes_lib
 from hpe_jax.inference import visualize
 
 NO_DEPTH_NOTE = (
@@ -30,37 +33,6 @@ NO_DEPTH_NOTE = (
 
 class ImageError(errors.HpeError, ValueError):
   """An image, a person box or an output path cannot be used; the message names it."""
-
-
-def check_box(box, name: str | None = None) -> tuple[float, float, float, float]:
-  """A person box (x, y, w, h) in pixels as four floats; `name` names it in errors.
-
-  Raises:
-    ImageError: not four finite numbers, or no area.
-  """
-  name = name or f'box {box!r}'
-  try:
-    values = () if isinstance(box, str) else tuple(float(v) for v in box)
-  except (TypeError, ValueError):
-    values = ()
-  if len(values) != 4 or not all(np.isfinite(values)):
-    raise ImageError(
-      f'{name} is not x,y,w,h: four numbers (pixels of the top-left corner, width, height)'
-    )
-  if values[2] <= 0 or values[3] <= 0:
-    raise ImageError(f'{name} has no area: its width and height must be positive')
-  return values
-
-
-def parse_box(text: str) -> tuple[float, float, float, float] | None:
-  """A --bbox value: 'x,y,w,h' (pixels) -> (x, y, w, h); 'none' -> None (the whole image).
-
-  Raises:
-    ImageError: not four numbers, or no area.
-  """
-  if text.strip().lower() == 'none':
-    return None
-  return check_box(text.split(','), f'--bbox={text}')
 
 
 def boxes_per_image(boxes: Sequence | None, num_images: int) -> list:
@@ -145,51 +117,97 @@ def low_confidence_warning(scores: np.ndarray) -> str:
   )
 
 
-def joints_record(image_path: str, image_shape, box, prediction: dict, run: dict) -> dict:
-  """The JSON record of one prediction.
+def person_record(box, prediction: dict, box_score: float | None = None) -> dict:
+  """The JSON of one person: its box, the square the model saw and the joints (MPII-16 order).
+
+  Args:
+    box: the person's (x, y, w, h) or None (the whole image).
+    prediction: Predictor.predict's result for it.
+    box_score: the detector's score of a box from a boxes file; None otherwise.
+  """
+  person = {
+    'box': None if box is None else [float(v) for v in box],
+    'box_score': box_score,
+    'square': {
+      'center': [float(v) for v in prediction['box_center']],
+      'side': float(prediction['box_side']),
+    },
+    'joints_2d': np.asarray(prediction['joints_2d'], np.float64).tolist(),
+    'scores': np.asarray(prediction['scores'], np.float64).tolist(),
+    'joints_3d': None,
+  }
+  if 'joints_3d' in prediction:
+    person['joints_3d'] = np.asarray(prediction['joints_3d'], np.float64).tolist()
+  return person
+
+
+def joints_record(image_path: str, image_shape, people: Sequence[dict], run: dict) -> dict:
+  """The JSON record of one image: the same shape for one person or many.
 
   Args:
     image_path, image_shape: the image and its (H, W, ...).
-    box: its (x, y, w, h) or None.
-    prediction: Predictor.predict's result.
+    people: `person_record`s, in the order predicted.
     run: {'workdir' (or 'model', an exported file), 'step', 'depth'}: the model that predicted.
   """
   record = {
     'image': image_path,
     'image_size': {'width': image_shape[1], 'height': image_shape[0]},
     'run': run,
-    'box': None if box is None else [float(v) for v in box],
-    'square': {
-      'center': [float(v) for v in prediction['box_center']],
-      'side': float(prediction['box_side']),
-      'note': 'the square crop the model saw: the box padded by 1.25, or the whole '
-      'image without a box',
-    },
-    'joints_2d_convention': 'image pixels, x right, y down, (0, 0) the centre of the top-left '
-    'pixel; score: the heatmap maximum, about 1 when confident',
-    'joints_2d': {
-      name: {'x': float(x), 'y': float(y), 'score': float(score)}
-      for name, (x, y), score in zip(joints.MPII16, prediction['joints_2d'], prediction['scores'])
-    },
+    'joint_names': list(joints.MPII16),
+    'square_note': "each person's square crop the model saw: its box padded by 1.25, or the "
+    'whole image without a box',
+    'joints_2d_convention': 'per person, joints_2d (16, 2) and scores (16,) in joint_names order; '
+    'image pixels, x right, y down, (0, 0) the centre of the top-left pixel; score: the heatmap '
+    'maximum, about 1 when confident',
   }
-  if 'joints_3d' not in prediction:
-    record['joints_3d'] = None
+  if run['depth']:
+    canonical_sum = sum(joints.CANONICAL_LIMB_LENGTHS_MM.values())
+    record['joints_3d_convention'] = (
+      'per person, joints_3d (16, 3) in joint_names order: mm relative to the pelvis (at 0), '
+      'x right, y down, z away from the camera'
+    )
+    record['scale_rule'] = (
+      'one image has no absolute scale: each pose is scaled so that its 8 limbs (shins, '
+      f'thighs, forearms, upper arms) sum to the canonical {canonical_sum:.2f} mm '
+      "(joints.CANONICAL_LIMB_LENGTHS_MM); the proportions are the model's"
+    )
+  else:
     record['note_3d'] = NO_DEPTH_NOTE
-    return record
-  canonical_sum = sum(joints.CANONICAL_LIMB_LENGTHS_MM.values())
-  record['joints_3d_convention'] = (
-    'mm relative to the pelvis (at 0), x right, y down, z away from the camera'
-  )
-  record['scale_rule'] = (
-    'one image has no absolute scale: the pose is scaled so that its 8 limbs (shins, thighs, '
-    f'forearms, upper arms) sum to the canonical {canonical_sum:.2f} mm '
-    "(joints.CANONICAL_LIMB_LENGTHS_MM); the proportions are the model's"
-  )
-  record['joints_3d'] = {
-    name: {'x': float(x), 'y': float(y), 'z': float(z)}
-    for name, (x, y, z) in zip(joints.MPII16, prediction['joints_3d'])
-  }
+  record['people'] = list(people)
   return record
+
+
+def _warn(message: str) -> None:
+  print(f'warning: {message}', file=sys.stderr, flush=True)
+
+
+def _plural(count: int, word: str) -> str:
+  return f'{count} {word}' if count == 1 else f'{count} {word}s'
+
+
+def _people_to_predict(paths, boxes, detections) -> dict[str, list]:
+  """Per image, its people as (box or None, box score or None, COCO image id, entry or None);
+  with a boxes file, images without a kept box are left out with one warning."""
+  if detections is None:
+    return {path: [(box, None, os.path.basename(path), None)] for path, box in zip(paths, boxes)}
+  people = {
+    path: [(p.box, p.score, p.image_id, p.entry) for p in detections.per_image[path]]
+    for path in paths
+  }
+  empty = [path for path in paths if not people[path]]
+  if len(empty) == len(paths):
+    raise boxes_lib.BoxError(
+      f'--boxes={detections.path} has no person box scoring at least '
+      f'--box_threshold={detections.threshold:g} for any image given: lower the threshold'
+    )
+  if empty:
+    listed = ', '.join(empty[:10]) + (f', ... ({len(empty) - 10} more)' if len(empty) > 10 else '')
+    verb = 'has' if len(empty) == 1 else 'have'
+    _warn(
+      f'{_plural(len(empty), "image")} {verb} no box scoring at least '
+      f'--box_threshold={detections.threshold:g} in {detections.path}, skipped: {listed}'
+    )
+  return {path: people[path] for path in paths if people[path]}
 
 
 def predict_files(
@@ -200,35 +218,52 @@ def predict_files(
   on_saved: Callable[[dict], None] | None = None,
   *,
   model: str | None = None,
+  boxes_file: str | None = None,
+  box_threshold: float = 0.5,
 ) -> list[dict]:
-  """Predicts every image with the run in `workdir` (or the exported `model`) and saves its
-  outputs (see the module doc).
+  """Predicts every person of every image with the run in `workdir` (or the exported `model`)
+  and saves the image's outputs (see the module doc).
 
   Args:
     workdir: a trained run's directory; None with `model`.
     paths: image files.
     boxes: None (every image whole), a list of one (x, y, w, h) box for all images, or a list of
-      one box per image (None: that image whole); pixels, (x, y) the top-left corner.
-    out_dir: the output directory; None: <workdir>/predictions, or predictions/ beside `model`.
+      one box per image (None: that image whole); pixels, (x, y) the top-left corner. One
+      person per image.
+    out_dir: the output directory; None: `default_out_dir`.
     on_saved: called with each result as soon as its files are written.
     model: instead of `workdir`, a file of `python -m hpe_jax.export` (`inference.load_exported`:
       neither Flax nor the model code is imported).
+    boxes_file: instead of `boxes`, a detector's boxes file (`boxes.read_boxes`): every kept box
+      is a person; images without one are skipped with a warning, boxes wholly outside their
+      image too.
+    box_threshold: the lowest detector score of `boxes_file` kept.
   Returns:
-    Per image {'image': path, 'files': {'2d', '3d' (None without depth), 'json'}: paths,
-    'record': the JSON written, 'prediction': Predictor.predict's arrays}.
+    Per predicted image {'image': path, 'files': {'2d', '3d' (None without depth), 'json'}:
+    paths, 'record': the JSON written, 'people': per person of record['people'] {'prediction':
+    Predictor.predict's arrays, 'image_id': its COCO image id (the boxes file's "image_id" or
+    "file_name", else the image's file name)}}.
   Raises:
     ImageError: an unreadable image, a bad box or box count (before the model loads), an output
       directory that cannot be created, or a file that cannot be written.
+    BoxError: a bad --bbox or boxes file, or one with no box kept (before the model loads).
     CheckpointError: `workdir` holds no usable run.
     ExportError: `model` is not an exported model this version reads.
   """
   if (workdir is None) == (model is None):
     raise ValueError('predict_files takes either a workdir or an exported model')
-  default_dir = os.path.dirname(os.path.abspath(model)) if model else workdir
-  out_dir = out_dir or os.path.join(default_dir, 'predictions')
+  out_dir = out_dir or default_out_dir(workdir, model)
+  if boxes_file is not None and boxes:
+    raise boxes_lib.BoxError(
+      'give person boxes either one per image (--bbox) or in a file (--boxes), not both'
+    )
   boxes = boxes_per_image(boxes, len(paths))
-  boxes = [None if box is None else check_box(box) for box in boxes]
+  boxes = [None if box is None else boxes_lib.check_box(box) for box in boxes]
   _check_inputs(paths, out_dir)
+  detections = None
+  if boxes_file is not None:
+    detections = boxes_lib.read_boxes(boxes_file, paths, box_threshold)
+  people_per_image = _people_to_predict(paths, boxes, detections)
   if model:
     predictor = inference.load_exported(model)
     run = {'model': model, 'step': predictor.step, 'depth': predictor.has_depth}
@@ -237,32 +272,131 @@ def predict_files(
     run = {'workdir': workdir, 'step': predictor.step, 'depth': predictor.has_depth}
   _make_out_dir(out_dir)
   results = []
-  for path, box in zip(paths, boxes):
+  skipped_outside = 0
+  for path, people in people_per_image.items():
     image = read_image(path)
-    try:
-      prediction = predictor.predict(image, box)
-    except ValueError as e:
-      raise ImageError(f'{path}: {e}') from None
+    persons, predicted = [], []
+    for box, box_score, image_id, entry in people:
+      who = f'{path}: {boxes_lib.format_box(box)}'
+      who += f' (--boxes entry {entry})' if entry is not None else ''
+      warnings = []
+      if box is not None:
+        outside = boxes_lib.outside_fraction(box, image.shape)
+        if outside >= 1 and detections is not None:
+          # A detector's box off the image is one bad detection: the others still count.
+          _warn(f'{who} lies wholly outside the {image.shape[1]} x {image.shape[0]} image: skipped')
+          skipped_outside += 1
+          continue
+        if boxes_lib.MOSTLY_OUTSIDE < outside < 1:
+          warnings.append(
+            f'{outside:.0%} of the box lies outside the {image.shape[1]} x {image.shape[0]} '
+            'image: the model sees mostly padding'
+          )
+      try:
+        prediction = predictor.predict(image, box)
+      except ValueError as e:
+        raise ImageError(f'{path}: {e}') from None
+      low = low_confidence_warning(prediction['scores'])
+      warnings += [low] if low else []
+      person = person_record(box, prediction, box_score)
+      if warnings:
+        person['warning'] = '; '.join(warnings)
+        for warning in warnings:
+          _warn(f'{who}: {warning}' if box is not None else f'{path}: {warning}')
+      persons.append(person)
+      predicted.append({'prediction': prediction, 'image_id': image_id})
     files = output_paths(out_dir, path)
-    _save_image(
-      files['2d'], visualize.draw_2d(image, prediction['joints_2d'], prediction['scores'])
-    )
-    if 'joints_3d' in prediction:
-      visualize.plot_3d(
-        prediction['joints_3d'],
+    _save_image(files['2d'], visualize.draw_people(image, persons))
+    with_3d = [p for p in persons if p['joints_3d'] is not None]
+    if run['depth'] and with_3d:
+      visualize.plot_3d_people(
+        [np.array(p['joints_3d']) for p in with_3d],
         files['3d'],
+        labels=[f'person {i + 1}: {boxes_lib.format_box(p["box"])}' for i, p in enumerate(with_3d)],
         title=f'{os.path.basename(path)}: scaled to canonical limb lengths',
       )
     else:
       files['3d'] = None
-    record = joints_record(path, image.shape, box, prediction, run)
-    warning = low_confidence_warning(prediction['scores'])
-    if warning:
-      record['warning'] = warning
-      print(f'warning: {path}: {warning}', file=sys.stderr, flush=True)
+    record = joints_record(path, image.shape, persons, run)
     with open(files['json'], 'w') as f:
       json.dump(record, f, indent=2)
-    results.append({'image': path, 'files': files, 'record': record, 'prediction': prediction})
+    results.append({'image': path, 'files': files, 'record': record, 'people': predicted})
     if on_saved:
       on_saved(results[-1])
+  if skipped_outside > 1:
+    _warn(f'{skipped_outside} boxes lay wholly outside their images and were skipped')
   return results
+
+
+def default_out_dir(workdir: str | None, model: str | None) -> str:
+  """Where predictions go by default: <workdir>/predictions, or predictions/ beside `model`."""
+  return os.path.join(os.path.dirname(os.path.abspath(model)) if model else workdir, 'predictions')
+
+
+COCO_FILE = 'keypoints_coco.json'
+COCO_NAMES_FILE = 'keypoints_coco.names.json'
+
+
+def write_coco(results: Sequence[dict], out_dir: str) -> dict[str, str]:
+  """Writes `predict_files`' results in COCO keypoint-results layout.
+
+  `out_dir`/keypoints_coco.json is a bare list, as COCO's tools (pycocotools' loadRes) read it,
+  one entry per person: {"image_id", "category_id": 1, "keypoints": [x, y, score] * 16 flat, in
+  the joint order of joints.MPII16 (not COCO's 17), "score": the mean joint score times the
+  box's detector score, "bbox": [x, y, w, h] (the whole image without a box), and for models
+  with depth "keypoints_3d": 16 [x, y, z] in root-relative mm}. The joint order is named beside
+  it in keypoints_coco.names.json, a COCO "categories" list plus "keypoint_names".
+
+  Returns:
+    {'results': path, 'names': path}.
+  Raises:
+    ImageError: a file cannot be written.
+  """
+  entries = []
+  for result in results:
+    size = result['record']['image_size']
+    for person, predicted in zip(result['record']['people'], result['people']):
+      scores = np.asarray(person['scores'])
+      keypoints = np.concatenate([np.asarray(person['joints_2d']), scores[:, None]], axis=1)
+      box = person['box'] or [0.0, 0.0, float(size['width']), float(size['height'])]
+      box_score = 1.0 if person['box_score'] is None else person['box_score']
+      entry = {
+        'image_id': predicted['image_id'],
+        'category_id': boxes_lib.PERSON_CATEGORY,
+        'keypoints': [round(float(v), 3) for v in keypoints.reshape(-1)],
+        'score': float(scores.mean() * box_score),
+        'bbox': box,
+      }
+      if person['joints_3d'] is not None:
+        entry['keypoints_3d'] = [[round(v, 2) for v in xyz] for xyz in person['joints_3d']]
+      entries.append(entry)
+  names = {
+    'keypoint_names': list(joints.MPII16),
+    'note': f'the joint order of {COCO_FILE} (MPII-16, not COCO\'s 17): "keypoints" holds x, '
+    'y, score per joint in image pixels ((0, 0) the centre of the top-left pixel), '
+    '"keypoints_3d" x, y, z per joint in mm relative to the pelvis (x right, y down, z away '
+    'from the camera)',
+    'categories': [
+      {
+        'id': boxes_lib.PERSON_CATEGORY,
+        'name': 'person',
+        'supercategory': 'person',
+        'keypoints': list(joints.MPII16),
+        'skeleton': [[a + 1, b + 1] for a, b in joints.BONES],  # COCO's are 1-based
+      }
+    ],
+  }
+  paths = {
+    'results': os.path.join(out_dir, COCO_FILE),
+    'names': os.path.join(out_dir, COCO_NAMES_FILE),
+  }
+  for key, content in (('results', entries), ('names', names)):
+    try:
+      with open(paths[key], 'w') as f:
+        json.dump(content, f, indent=None if key == 'results' else 2)
+    except OSError as e:
+      raise ImageError(
+        f'cannot write {paths[key]} ({e.strerror or e}): check that its '
+        'directory is writable and has space'
+      ) from None
+  return paths

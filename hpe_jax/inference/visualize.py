@@ -3,6 +3,8 @@
   from hpe_jax.inference import visualize
   overlay = visualize.draw_2d(image, result['joints_2d'], result['scores'])  # (H, W, 3) RGB
   visualize.plot_3d(result['joints_3d'], 'pose_3d.png')
+  overlay = visualize.draw_people(image, record['people'])  # every person, boxes outlined
+  visualize.plot_3d_people([pose_a, pose_b], 'people_3d.png', labels=['a', 'b'])
 
 Left limbs are blue, right limbs red and the trunk and head green, in both pictures ("left" is
 the person's left).
@@ -22,6 +24,10 @@ SIDE_RGB = {'left': (31, 119, 180), 'right': (214, 39, 40), 'centre': (44, 160, 
 # Joints whose heatmap maximum is below this are drawn hollow, and their bones thin: the model is
 # unsure of them (a confident joint scores about 1).
 MIN_CONFIDENT_SCORE = 0.3
+# RGB of the person boxes' outlines in draw_people: light grey, apart from the three sides.
+BOX_RGB = (200, 200, 200)
+# The 3D pictures of many people: at most this many front/side pairs side by side.
+PAIRS_PER_ROW = 2
 # Fixed-point bits of OpenCV's drawing coordinates: joints are drawn at sub-pixel positions.
 _SHIFT_BITS = 4
 
@@ -100,23 +106,41 @@ _VIEWS = (
 )
 
 
-def plot_3d(joints_3d: np.ndarray, path: str, title: str | None = None) -> None:
-  """Writes a PNG of the 3D skeleton seen from the front and from the side, on equal mm scales.
+def draw_people(image: np.ndarray, people) -> np.ndarray:
+  """Every person's box outline (thin, grey; none for a whole-image person) and skeleton
+  (`draw_2d`) over a copy of the image.
 
   Args:
-    joints_3d: (16, 3) MPII-16 joints in mm: x right, y down, z away from the camera (as
-      predictor.Predictor.predict gives them).
-    path: the PNG to write.
-    title: a line above both views.
+    image: (H, W, 3) uint8 RGB.
+    people: records with 'box' ((x, y, w, h) or None), 'joints_2d' (16, 2) and 'scores' (16,),
+      as image_files.person_record writes them.
+  Returns:
+    (H, W, 3) uint8 RGB.
   """
-  pose = np.asarray(joints_3d, np.float64)
+  canvas = np.array(image, dtype=np.uint8, copy=True)
+  for person in people:  # boxes first: no outline crosses a skeleton drawn over it
+    if person['box'] is not None:
+      x, y, w, h = person['box']
+      # Box edges lie half a pixel before the centres of their first and after their last pixels.
+      corners = [
+        tuple(int(v) for v in np.round(np.array(p) * (1 << _SHIFT_BITS)))
+        for p in ((x - 0.5, y - 0.5), (x + w - 0.5, y + h - 0.5))
+      ]
+      cv2.rectangle(canvas, *corners, BOX_RGB, 1, cv2.LINE_AA, _SHIFT_BITS)
+  for person in people:
+    canvas = draw_2d(canvas, np.asarray(person['joints_2d']), np.asarray(person['scores']))
+  return canvas
+
+
+def _plot_views(fig, pose: np.ndarray, first_panel: int, rows: int, columns: int) -> list:
+  """The front and side views of one (16, 3) pose in panels first_panel, first_panel + 1 of a
+  rows x columns grid, on one equal mm scale; returns the two axes."""
   # Both views share one half-range, so a millimetre is equally long along every axis.
   centre = (pose.max(0) + pose.min(0)) / 2
   half_range = max((pose.max(0) - pose.min(0)).max() / 2 * 1.1, 100.0)
-  fig = figure.Figure(figsize=(10, 5.4), dpi=100)
-  backend_agg.FigureCanvasAgg(fig)
+  axes = []
   for panel, (view_title, axis, label) in enumerate(_VIEWS):
-    ax = fig.add_subplot(1, 2, panel + 1)
+    ax = fig.add_subplot(rows, columns, first_panel + panel)
     for side_name in SIDE_RGB:
       ax.plot([], [], color=np.array(SIDE_RGB[side_name]) / 255, label=side_name)
     for bone in joints.BONES:
@@ -135,7 +159,48 @@ def plot_3d(joints_3d: np.ndarray, path: str, title: str | None = None) -> None:
     ax.set_title(view_title)
     ax.set_xlabel(label)
     ax.set_ylabel('-y, up (mm)')
-  fig.axes[0].legend(loc='upper left', fontsize='small')
+    axes.append(ax)
+  return axes
+
+
+def plot_3d(joints_3d: np.ndarray, path: str, title: str | None = None) -> None:
+  """Writes a PNG of the 3D skeleton seen from the front and from the side, on equal mm scales.
+
+  Args:
+    joints_3d: (16, 3) MPII-16 joints in mm: x right, y down, z away from the camera (as
+      predictor.Predictor.predict gives them).
+    path: the PNG to write.
+    title: a line above both views.
+  """
+  plot_3d_people([joints_3d], path, title=title)
+
+
+def plot_3d_people(poses, path: str, labels=None, title: str | None = None) -> None:
+  """Writes a PNG of each person's 3D skeleton from the front and the side (`plot_3d`'s pair),
+  the pairs in a grid of up to PAIRS_PER_ROW per row; each pair has its own equal mm scale
+  (the poses are root-relative, each about its own pelvis).
+
+  Args:
+    poses: P (16, 3) poses in mm, as `plot_3d` takes one.
+    path: the PNG to write.
+    labels: P lines, one above each pair (e.g. which box); None: none.
+    title: a line above everything.
+  """
+  poses = [np.asarray(pose, np.float64) for pose in poses]
+  pairs_per_row = min(len(poses), PAIRS_PER_ROW)
+  rows = -(-len(poses) // pairs_per_row)
+  label_height = 0.3 if labels else 0.0
+  fig = figure.Figure(figsize=(10 * pairs_per_row, (5.0 + label_height) * rows + 0.4), dpi=100)
+  backend_agg.FigureCanvasAgg(fig)
+  for index, pose in enumerate(poses):
+    axes = _plot_views(fig, pose, 2 * index + 1, rows, 2 * pairs_per_row)
+    if index == 0:
+      axes[0].legend(loc='upper left', fontsize='small')
+    if labels:
+      # The label heads the pair, over the front view; the side view's title gets an empty line
+      # so that both view titles stay level.
+      axes[0].set_title(f'{labels[index]}\n{axes[0].get_title()}')
+      axes[1].set_title(f'\n{axes[1].get_title()}')
   if title:
     fig.suptitle(title)
   fig.tight_layout()
