@@ -21,6 +21,18 @@ BOX_PAD = 1.25
 MAX_BOX_TO_IMAGE = 10  # a larger box is a typo (or pixels mistaken for another unit)
 
 
+def check_model_inputs(inputs, image_size: int) -> np.ndarray:
+  """-> `inputs` as an array, after checking it is (N, S, S, 3) with S = `image_size`: what a
+  model's `predict_inputs` takes (uint8 RGB). Raises ValueError naming both shapes."""
+  inputs = np.asarray(inputs)
+  if inputs.ndim != 4 or inputs.shape[1:] != (image_size, image_size, 3):
+    raise ValueError(
+      f'inputs have shape {inputs.shape}; this model takes (N, {image_size}, {image_size}, 3) '
+      'uint8 RGB'
+    )
+  return inputs
+
+
 def person_square(image_shape, box=None) -> tuple[np.ndarray, float]:
   """The square (centre, side) in pixels around a person box (x, y, w, h) padded by BOX_PAD, or
   around the whole image for box None. Pixel centres are integers, so a box edge at x is pixel

@@ -88,12 +88,7 @@ class Predictor:
       pred_xy (N, 16, 2) input pixels, pred_peak (N, 16) heatmap maxima, and for models with
       depth pred_depth (N, 16) root-relative depth in units of the input side.
     """
-    inputs = np.asarray(inputs)
-    if inputs.ndim != 4 or inputs.shape[1:] != (self.image_size, self.image_size, 3):
-      raise ValueError(
-        f'inputs have shape {inputs.shape}; this model takes (N, '
-        f'{self.image_size}, {self.image_size}, 3) uint8 RGB'
-      )
+    inputs = crops.check_model_inputs(inputs, self.image_size)
     parts = []
     for start in range(0, len(inputs), self.batch_size):
       chunk = inputs[start : start + self.batch_size]
