@@ -72,7 +72,11 @@ _BOXES = flags.DEFINE_string(
   'or "file_name", "bbox": [x, y, w, h], "score"}): every kept box is predicted. Not with --bbox.',
 )
 _BOX_THRESHOLD = flags.DEFINE_float(
-  'box_threshold', 0.5, 'With --boxes: the lowest detector score of a box kept.'
+  'box_threshold',
+  0.5,
+  'With --boxes: the lowest detector score of a box kept.',
+  lower_bound=0.0,
+  upper_bound=1.0,
 )
 _FORMAT = flags.DEFINE_enum(
   'format',

@@ -186,8 +186,17 @@ def test_3d_joints_are_root_relative_with_the_canonical_limb_sum(cli_run):
     (('README.md', '--bbox=1,2,0,4'), 'error: --bbox=1,2,0,4 has no area'),
     (('a.jpg', 'b.jpg', 'c.jpg', '--bbox=1,2,3,4', '--bbox=none'), 'error: 2 boxes for 3 images'),
     (('a.jpg', '--boxes=b.json', '--bbox=1,2,3,4'), 'error: give --bbox (one person per image)'),
+    (('a.jpg', '--boxes=b.json', '--box_threshold=1.5'), 'error: flag --box_threshold=1.5: '),
   ],
-  ids=['missing', 'not-an-image', 'bbox-3-numbers', 'bbox-no-area', 'bbox-count', 'bbox-and-boxes'],
+  ids=[
+    'missing',
+    'not-an-image',
+    'bbox-3-numbers',
+    'bbox-no-area',
+    'bbox-count',
+    'bbox-and-boxes',
+    'threshold-above-1',
+  ],
 )
 def test_bad_images_and_boxes_fail_with_one_line_and_exit_code_2(args, message):
   # No run needed: these are checked before the model loads.
