@@ -1,7 +1,10 @@
-r"""Predicts people's poses on images with a trained run; saves pictures and the joints as JSON.
+r"""Predicts people's poses on images, videos and a live camera with a trained run; saves pictures,
+videos and the joints as JSON.
 
   python -m hpe_jax.predict --workdir=runs/finetune photo.jpg [more.jpg ...] \
       [--bbox=x,y,w,h ...] [--out_dir=DIR]
+  python -m hpe_jax.predict --workdir=runs/finetune walk.mp4 [--smooth]   # a video
+  python -m hpe_jax.predict --workdir=runs/finetune --camera=0 [--smooth]  # until Ctrl-C
   python -m hpe_jax.predict --workdir=runs/finetune --boxes=detections.json \
       [--box_threshold=0.5] [--format=coco] photos/*.jpg        # many people per image
   python -m hpe_jax.predict --model=model.hpe photo.jpg ...   # a `python -m hpe_jax.export` file
@@ -18,6 +21,20 @@ Exactly one of --workdir and --model names the model. Per image, in --out_dir (d
                  one shape for one person or many.
 A 2D-only (pre-trained) run writes the overlay and the 2D joints; 3D needs a fine-tuned run.
 
+A video (an input ending in .mp4, .mov, .avi, .mkv, .webm, ...) or --camera=N gives, with <stem>
+the video's name or cameraN:
+  <stem>.jsonl   one line per frame: {"frame" (0 first), "time_s", "people": [as in an image's
+                 JSON, each with "track": the person's number across frames (matched by box
+                 overlap)]};
+  <stem>_2d.mp4  the skeletons over the frames, the input's size and frame rate;
+  <stem>.json    the video, fps, the model, joint_names and conventions, "frames" (the count,
+                 once done).
+Frames are decoded on a background thread and predicted --batch_size people per device call;
+a line every few seconds gives frames/s and the ETA. Ctrl-C ends a camera, and stops a video
+early with exit code 130: either way every file is whole, holding the frames done. --smooth
+filters each person's joints over time (a One-Euro filter: --smooth_min_cutoff, --smooth_beta,
+--smooth_d_cutoff). For many people per frame, give --boxes with "frame" entries (below).
+
 One person per image: without --bbox each whole image is the person's box. One --bbox applies to
 every image; otherwise give one --bbox per image, in the order of the images, with --bbox=none
 for an image to be used whole. A box is padded by 1.25 into the square the model sees.
@@ -28,27 +45,33 @@ format, [{"image_id" or "file_name", "bbox": [x, y, w, h], "score", "category_id
 (COCO's 000000001163.jpg is 1163) or that string. Boxes scoring below --box_threshold or of
 another category than 1 (person) are dropped, boxes for images not given ignored; images left
 without a box are skipped with a warning naming them, as are boxes wholly outside their image.
+For videos, entries have "frame" (0-based) instead, and "file_name" to name one of several
+videos; a frame without a box is written with no people.
 
---format=coco also writes <out_dir>/keypoints_coco.json, every person in COCO keypoint-results
-layout (a bare list, as COCO's tools read it): {"image_id" (the boxes file's, else the file
-name), "category_id": 1, "keypoints": x, y, score per joint, "score": mean joint score x box
-score, "bbox", "keypoints_3d": x, y, z mm per joint (models with depth)}. The joints are MPII's
+--format=coco also writes <out_dir>/keypoints_coco.json, every person of the images in COCO
+keypoint-results layout (a bare list, as COCO's tools read it): {"image_id" (the boxes file's, else
+the file name), "category_id": 1, "keypoints": x, y, score per joint, "score": mean joint score x
+box score, "bbox", "keypoints_3d": x, y, z mm per joint (models with depth)}. The joints are MPII's
 16, not COCO's 17: their order is named in keypoints_coco.names.json beside it ("keypoint_names",
 and a COCO "categories" entry with "keypoints" and "skeleton").
 
-Warnings (stderr) name the image and box: a box mostly outside its image, a person whose every
-joint scores below 0.3 (an untrained model, or no person in the box).
-Images and boxes are checked before the model loads: a file that is missing or not an image, a
-box count that fits neither rule or a boxes file that cannot be used stops the run with an error
-naming it (nothing is skipped).
+Warnings (stderr) name the image and box (for a video, the frames): a box mostly outside its
+image, a person whose every joint scores below 0.3 (an untrained model, or no person in the box).
+Inputs and boxes are checked before the model loads: a file that is missing or not an image or
+video, a camera that does not open, a box count that fits neither rule or a boxes file that cannot
+be used stops the run with an error naming it (nothing is skipped).
 """
 
 from __future__ import annotations
+
+import os
+import sys
 
 from absl import app
 from absl import flags
 
 from hpe_jax import cli
+from hpe_jax.inference import tracking
 
 _WORKDIR = flags.DEFINE_string(
   'workdir', None, "A trained run's directory (config.json and checkpoints/), e.g. runs/finetune."
@@ -85,6 +108,38 @@ _FORMAT = flags.DEFINE_enum(
   'json: the per-image files only; coco: also keypoints_coco.json (COCO keypoint results, '
   'MPII-16 joints) and keypoints_coco.names.json (their order) in --out_dir.',
 )
+_CAMERA = flags.DEFINE_integer(
+  'camera', None, 'Predict live from camera N (0: the first) until Ctrl-C.', lower_bound=0
+)
+_BATCH_SIZE = flags.DEFINE_integer(
+  'batch_size',
+  None,
+  'People per device call (default: 16; with --camera 1, the lowest latency).',
+  lower_bound=1,
+)
+_SMOOTH = flags.DEFINE_bool(
+  'smooth',
+  False,
+  "Videos and cameras: smooth each person's joints over time with a One-Euro filter (Casiez et "
+  'al. 2012): the faster a joint moves, the less it is smoothed, so that still joints stop '
+  'jittering and moving ones do not lag.',
+)
+_SMOOTH_MIN_CUTOFF = flags.DEFINE_float(
+  'smooth_min_cutoff',
+  tracking.OneEuroParams.min_cutoff,
+  'With --smooth: the cutoff frequency (Hz) of a still joint; lower: smoother, more lag.',
+)
+_SMOOTH_BETA = flags.DEFINE_float(
+  'smooth_beta',
+  tracking.OneEuroParams.beta,
+  'With --smooth: how fast the cutoff rises with speed (Hz per box side per second in 2D, per '
+  'metre per second in 3D); higher: less lag on fast moves, more jitter.',
+)
+_SMOOTH_D_CUTOFF = flags.DEFINE_float(
+  'smooth_d_cutoff',
+  tracking.OneEuroParams.d_cutoff,
+  "With --smooth: the cutoff frequency (Hz) of the speed's own smoothing.",
+)
 _OUT_DIR = flags.DEFINE_string(
   'out_dir',
   None,
@@ -101,34 +156,110 @@ def _print_saved(result: dict) -> None:
   print(f'  joints JSON: {files["json"]}', flush=True)
 
 
+def _print_video(summary: dict) -> None:
+  files = summary['files']
+  stopped = ' (stopped by Ctrl-C)' if summary['interrupted'] else ''
+  print(
+    f'{summary["source"]}: {summary["frames"]} frames in {summary["seconds"]:.1f} s, '
+    f'{summary["frames_per_s"]:.1f} frames/s{stopped}'
+  )
+  print(f'  per-frame joints: {files["jsonl"]}')
+  print(f'  2D overlay video: {files["mp4"]}')
+  print(f'  frames header:    {files["json"]}', flush=True)
+
+
+def _warn(message: str) -> None:
+  print(f'warning: {message}', file=sys.stderr, flush=True)
+
+
 def main(args: list[str]) -> None:
   if (_WORKDIR.value is None) == (_MODEL.value is None):
     raise app.UsageError('give exactly one of --workdir (a trained run) and --model (an export)')
-  if not args:
-    raise app.UsageError('give one or more image files after the flags')
+  if not args and _CAMERA.value is None:
+    raise app.UsageError('give image or video files after the flags, or --camera=N')
   if _BOXES.value is not None and _BBOX.value:
     raise app.UsageError('give --bbox (one person per image) or --boxes (a file), not both')
+  smoothing = None
+  if _SMOOTH.value:
+    try:
+      smoothing = tracking.OneEuroParams(
+        _SMOOTH_MIN_CUTOFF.value, _SMOOTH_BETA.value, _SMOOTH_D_CUTOFF.value
+      )
+    except ValueError as e:
+      raise app.UsageError(str(e)) from None
   # pylint: disable=g-import-not-at-top  (a fast --help)
   from hpe_jax.inference import boxes as boxes_lib
   from hpe_jax.inference import image_files
+  from hpe_jax.inference import video
 
-  boxes = [boxes_lib.parse_box(text) for text in _BBOX.value]
+  videos = [path for path in args if video.is_video(path)]
+  images = [path for path in args if not video.is_video(path)]
+  cameras = [] if _CAMERA.value is None else [_CAMERA.value]
+  inputs = [*args, *cameras]
+  given = [boxes_lib.parse_box(text) for text in _BBOX.value]
+  box_per_input = dict(zip(inputs, image_files.boxes_per_image(given, len(inputs))))
   out_dir = _OUT_DIR.value or image_files.default_out_dir(_WORKDIR.value, _MODEL.value)
-  results = image_files.predict_files(
-    _WORKDIR.value,
-    args,
-    boxes,
-    out_dir,
-    on_saved=_print_saved,
-    model=_MODEL.value,
-    boxes_file=_BOXES.value,
-    box_threshold=_BOX_THRESHOLD.value,
-  )
-  if _FORMAT.value == 'coco':
-    paths = image_files.write_coco(results, out_dir)
-    count = sum(len(result['record']['people']) for result in results)
-    people = f'{count} {"person" if count == 1 else "people"}'
-    print(f'COCO keypoints of {people}: {paths["results"]} (joint order: {paths["names"]})')
+  # Every input checked before the slow model load.
+  image_files.check_inputs(images, out_dir)
+  stems = {os.path.splitext(os.path.basename(path))[0]: path for path in images}
+  frame_boxes = {}
+  if _BOXES.value is not None and videos:
+    frame_boxes = boxes_lib.read_boxes(_BOXES.value, images, _BOX_THRESHOLD.value, videos).per_video
+  sources = []
+  try:
+    for video_input in [*videos, *cameras]:
+      source = video.open_source(video_input)
+      sources.append((video_input, source))
+      if source.stem in stems:
+        raise video.VideoError(
+          f'{stems[source.stem]} and {source.name} would both write '
+          f'{video.output_paths(out_dir, source.stem)["json"]}: rename one or predict them in '
+          'separate calls with different --out_dir'
+        )
+      stems[source.stem] = source.name
+    batch_size = _BATCH_SIZE.value or (1 if cameras else video.DEFAULT_BATCH_SIZE)
+    predictor, run = image_files.load_model(_WORKDIR.value, _MODEL.value, batch_size)
+    image_files.make_out_dir(out_dir)
+    if images:
+      results = image_files.predict_files(
+        _WORKDIR.value,
+        images,
+        [box_per_input[path] for path in images] if given else None,
+        out_dir,
+        on_saved=_print_saved,
+        model=_MODEL.value,
+        boxes_file=_BOXES.value,
+        box_threshold=_BOX_THRESHOLD.value,
+        predictor=predictor,
+        run=run,
+      )
+      if _FORMAT.value == 'coco':
+        paths = image_files.write_coco(results, out_dir)
+        count = sum(len(result['record']['people']) for result in results)
+        people = f'{count} {"person" if count == 1 else "people"}'
+        print(f'COCO keypoints of {people}: {paths["results"]} (joint order: {paths["names"]})')
+    while sources:
+      video_input, source = sources.pop(0)
+      summary = video.predict_video(
+        predictor,
+        source,
+        out_dir,
+        run=run,
+        box=box_per_input[video_input],
+        frame_boxes=frame_boxes.get(video_input) if _BOXES.value is not None else None,
+        smoothing=smoothing,
+        batch_size=batch_size,
+        log=lambda line: print(line, flush=True),
+        warn=_warn,
+      )
+      _print_video(summary)
+      if summary['interrupted'] and not source.live:
+        if sources:
+          _warn(f'not predicted: {", ".join(s.name for _, s in sources)}')
+        sys.exit(130)
+  finally:
+    for _, source in sources:
+      source.capture.release()
 
 
 def run() -> None:

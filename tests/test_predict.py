@@ -514,9 +514,16 @@ def test_boxes_file_keeps_persons_scoring_at_least_the_threshold(tmp_path):
     ([{'image_id': 1, 'bbox': [0, 0, 1, 1]}, {'image_id': 1}], 'entry 1 has no "bbox"'),
     ([{'image_id': 1, 'bbox': [0, 0, 1]}], 'entry 0: "bbox" [0, 0, 1] is not x,y,w,h'),
     ([{'image_id': 1, 'bbox': [0, 0, 0, 1]}], 'entry 0: "bbox" [0, 0, 0, 1] has no area'),
-    ([{'bbox': [0, 0, 1, 1], 'score': 1}], 'entry 0 has neither "image_id" nor "file_name"'),
+    (
+      [{'bbox': [0, 0, 1, 1], 'score': 1}],
+      'entry 0 has none of "image_id", "file_name" (images) and "frame"',
+    ),
     ([{'image_id': 1, 'bbox': [0, 0, 1, 1], 'score': 'high'}], 'entry 0: "score" \'high\''),
-    ([{'image_id': 5, 'bbox': [0, 0, 1, 1]}], 'names none of the images given (entry 0 has'),
+    (
+      [{'image_id': 5, 'bbox': [0, 0, 1, 1]}],
+      'names none of the images or videos given (entry 0 has',
+    ),
+    ([{'frame': -1, 'bbox': [0, 0, 1, 1]}], 'entry 0: "frame" -1 is not a frame index'),
   ],
   ids=[
     'missing',
@@ -530,6 +537,7 @@ def test_boxes_file_keeps_persons_scoring_at_least_the_threshold(tmp_path):
     'no-image-key',
     'bad-score',
     'no-image-named',
+    'bad-frame',
   ],
 )
 def test_boxes_file_errors_are_one_line_naming_the_file_and_entry(tmp_path, content, message):

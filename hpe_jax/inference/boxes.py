@@ -12,6 +12,10 @@ base name; "image_id" matches an image whose stem is that number (COCO's 0000000
 image 1163) or that string. Entries with a "category_id" other than 1 (COCO's person) and entries
 scoring below the threshold are dropped (a missing "score" counts as 1: ground-truth boxes have
 none); entries for images not given are ignored.
+
+For a video, an entry names a frame instead of an image: {"frame": 0-based index, "bbox", "score",
+optional "file_name" (the video's path or base name; without it the entry is for every video
+given)}. Frame entries are ignored for images, image entries for videos.
 """
 
 from __future__ import annotations
@@ -105,9 +109,11 @@ class Detections:
   path: str
   threshold: float
   per_image: dict[str, list[PersonBox]]  # image path -> kept boxes in file order; [] for none
+  # video path -> frame index -> kept boxes in file order (frames without any absent)
+  per_video: dict[str, dict[int, list[PersonBox]]] = dataclasses.field(default_factory=dict)
   below_threshold: int = 0  # entries for given images dropped for their score
   not_person: int = 0  # entries for given images dropped for their category_id
-  other_images: int = 0  # entries for no given image, ignored
+  other_images: int = 0  # entries for no given image or video, ignored
 
 
 def _matches(entry: dict, path: str) -> bool:
@@ -145,23 +151,41 @@ def _load(path: str) -> list:
   return content
 
 
-def read_boxes(path: str, images: Sequence[str], threshold: float = 0.5) -> Detections:
-  """Reads a boxes file (module doc) and keeps, per image given, its person boxes scoring at
-  least `threshold`.
+def _matches_video(entry: dict, path: str) -> bool:
+  """Whether a frame entry is for the video at `path`: its "file_name" names it, or it has none."""
+  file_name = entry.get('file_name')
+  if file_name is None:
+    return True
+  return isinstance(file_name, str) and (
+    os.path.normpath(file_name) == os.path.normpath(path)
+    or os.path.basename(file_name) == os.path.basename(path)
+  )
+
+
+def read_boxes(
+  path: str, images: Sequence[str], threshold: float = 0.5, videos: Sequence[str] = ()
+) -> Detections:
+  """Reads a boxes file (module doc) and keeps, per image and per video frame given, its person
+  boxes scoring at least `threshold`.
 
   Args:
     path: the boxes file (JSON).
-    images: the image paths predicted; every entry is matched against all of them.
+    images: the image paths predicted; every image entry is matched against all of them.
     threshold: the lowest detector score kept.
+    videos: the video paths predicted; every frame entry is matched against all of them.
   Returns:
-    The kept boxes per image (an image without any: []) and counts of what was dropped.
+    The kept boxes per image (an image without any: []) and per video frame, and counts of what
+    was dropped.
   Raises:
     BoxError: a file that is missing or not a JSON list, an entry that is not an object, has no
-      "bbox" or a bad one, has neither "image_id" nor "file_name", or a bad "score" or
-      "category_id" (each naming the entry's index), or a file that names none of the images.
+      "bbox" or a bad one, has none of "image_id", "file_name" and "frame", or a bad "score",
+      "category_id" or "frame" (each naming the entry's index), or a file that names none of the
+      images and videos.
   """
   entries = _load(path)
-  detections = Detections(path, threshold, {image: [] for image in images})
+  detections = Detections(
+    path, threshold, {image: [] for image in images}, {video: {} for video in videos}
+  )
   for index, entry in enumerate(entries):
     where = f'--boxes={path} entry {index}'
     if not isinstance(entry, dict):
@@ -169,15 +193,23 @@ def read_boxes(path: str, images: Sequence[str], threshold: float = 0.5) -> Dete
     if 'bbox' not in entry:
       raise BoxError(f'{where} has no "bbox": {_FORMAT_HINT}')
     box = check_box(entry['bbox'], f'{where}: "bbox" {entry["bbox"]!r}')
-    if 'image_id' not in entry and 'file_name' not in entry:
-      raise BoxError(f'{where} has neither "image_id" nor "file_name": {_FORMAT_HINT}')
+    if not {'image_id', 'file_name', 'frame'} & set(entry):
+      raise BoxError(
+        f'{where} has none of "image_id", "file_name" (images) and "frame" (videos): {_FORMAT_HINT}'
+      )
     score = entry.get('score', 1.0)
     if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
       raise BoxError(f'{where}: "score" {score!r} is not a number')
     category = entry.get('category_id', PERSON_CATEGORY)
     if isinstance(category, bool) or not isinstance(category, (int, str)):
       raise BoxError(f'{where}: "category_id" {category!r} is not an integer')
-    matched = [image for image in images if _matches(entry, image)]
+    frame = entry.get('frame')
+    if 'frame' in entry and (isinstance(frame, bool) or not isinstance(frame, int) or frame < 0):
+      raise BoxError(f'{where}: "frame" {frame!r} is not a frame index (0 is the first frame)')
+    if frame is None:
+      matched = [image for image in images if _matches(entry, image)]
+    else:
+      matched = [video for video in videos if _matches_video(entry, video)]
     if not matched:
       detections.other_images += 1
       continue
@@ -187,16 +219,23 @@ def read_boxes(path: str, images: Sequence[str], threshold: float = 0.5) -> Dete
     if score < threshold:
       detections.below_threshold += len(matched)
       continue
+    if frame is not None:
+      for video in matched:
+        detections.per_video[video].setdefault(frame, []).append(
+          PersonBox(box, float(score), frame, index)
+        )
+      continue
     image_id = entry['image_id'] if 'image_id' in entry else entry['file_name']
     for image in matched:
       detections.per_image[image].append(PersonBox(box, float(score), image_id, index))
   if entries and detections.other_images == len(entries):
     first = entries[0]
-    key = 'image_id' if 'image_id' in first else 'file_name'
+    key = next(k for k in ('frame', 'image_id', 'file_name') if k in first)
     raise BoxError(
-      f'--boxes={path} names none of the images given (entry 0 has {key} {first[key]!r}): '
-      '"file_name" matches an image\'s path or base name, "image_id" the '
-      'number of its name (000000001163.jpg is 1163) or its name'
+      f'--boxes={path} names none of the images or videos given (entry 0 has {key} '
+      f'{first[key]!r}): "file_name" matches an image\'s path or base name, "image_id" the '
+      'number of its name (000000001163.jpg is 1163) or its name, "frame" a frame of every '
+      'video given (of the one its "file_name" names)'
     )
   if not entries:
     raise BoxError(f'--boxes={path} holds no boxes (an empty list): {_FORMAT_HINT}')

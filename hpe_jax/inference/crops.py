@@ -3,10 +3,13 @@ back to image pixels and a 3D pose: what every predictor shares (the live `Predi
 exported model of `load_exported`). Numpy and OpenCV only.
 
   result = crops.predict_person(predict_inputs, image_size, image, box)
+  crop = crops.crop_person(image, box, image_size)   # many people: stack their crops
+  pose = crops.person_pose(crop, outputs_of_this_person)
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import cv2
@@ -61,6 +64,56 @@ def person_square(image_shape, box=None) -> tuple[np.ndarray, float]:
   return np.array([x + w / 2 - 0.5, y + h / 2 - 0.5]), BOX_PAD * max(w, h)
 
 
+@dataclasses.dataclass(frozen=True)
+class PersonCrop:
+  """The square around one person, resampled to the model's input (`crop_person`)."""
+
+  model_input: np.ndarray  # (S, S, 3) uint8 RGB
+  image_to_input: np.ndarray  # (2, 3) affine from image pixels to input pixels
+  center: np.ndarray  # (2,) the square's centre in image pixels
+  side: float  # the square's side in image pixels
+
+
+def crop_person(image: np.ndarray, box, image_size: int) -> PersonCrop:
+  """The square crop the model sees of the person in `box` (see `predict_person`).
+
+  Raises:
+    ValueError: a box `person_square` refuses.
+  """
+  center, side = person_square(image.shape, box)
+  image_to_input = geometry.crop_affine(center, side, 0.0, image_size)
+  model_input = cv2.warpAffine(
+    np.asarray(image, np.uint8),
+    image_to_input,
+    (image_size, image_size),
+    flags=cv2.INTER_LINEAR,
+    borderMode=cv2.BORDER_CONSTANT,
+    borderValue=(0, 0, 0),
+  )
+  return PersonCrop(model_input, image_to_input, np.asarray(center), float(side))
+
+
+def person_pose(crop: PersonCrop, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """One person's model outputs (pred_xy (16, 2), pred_peak (16,), pred_depth (16,) if any) on
+  `crop` -> `predict_person`'s result."""
+  joints_2d = geometry.transform_points(
+    geometry.invert_affine(crop.image_to_input), np.asarray(outputs['pred_xy'], np.float64)
+  )
+  result = {
+    'joints_2d': joints_2d,
+    'scores': np.asarray(outputs['pred_peak']),
+    'box_center': crop.center,
+    'box_side': np.float64(crop.side),
+  }
+  if 'pred_depth' in outputs:
+    # Weak perspective: x, y in image pixels and depth in box units * box side share one unit.
+    depth = np.asarray(outputs['pred_depth'], np.float64)
+    pose = np.concatenate([joints_2d, depth[:, None] * crop.side], axis=1)
+    pose = pose - pose[joints.PELVIS]
+    result['joints_3d'] = pose * geometry.canonical_limb_scale(pose)
+  return result
+
+
 def predict_person(
   predict_inputs: Callable[[np.ndarray], dict[str, np.ndarray]],
   image_size: int,
@@ -68,7 +121,8 @@ def predict_person(
   box=None,
 ) -> dict[str, np.ndarray]:
   """Predicts the pose of one person: crops the square around `box`, runs the model on it and
-  maps its joints back to the image.
+  maps its joints back to the image (many people at once: `crop_person`, one `predict_inputs`
+  call on the stacked crops, `person_pose` per person).
 
   Args:
     predict_inputs: (N, S, S, 3) uint8 model inputs -> pred_xy (N, 16, 2) input pixels,
@@ -86,29 +140,6 @@ def predict_person(
   Raises:
     ValueError: a box `person_square` refuses.
   """
-  center, side = person_square(image.shape, box)
-  image_to_input = geometry.crop_affine(center, side, 0.0, image_size)
-  model_input = cv2.warpAffine(
-    np.asarray(image, np.uint8),
-    image_to_input,
-    (image_size, image_size),
-    flags=cv2.INTER_LINEAR,
-    borderMode=cv2.BORDER_CONSTANT,
-    borderValue=(0, 0, 0),
-  )
-  prediction = {k: np.asarray(v)[0] for k, v in predict_inputs(model_input[None]).items()}
-  joints_2d = geometry.transform_points(
-    geometry.invert_affine(image_to_input), prediction['pred_xy'].astype(np.float64)
-  )
-  result = {
-    'joints_2d': joints_2d,
-    'scores': prediction['pred_peak'],
-    'box_center': np.asarray(center),
-    'box_side': np.float64(side),
-  }
-  if 'pred_depth' in prediction:
-    # Weak perspective: x, y in image pixels and depth in box units * box side share one unit.
-    pose = np.concatenate([joints_2d, prediction['pred_depth'][:, None] * side], axis=1)
-    pose = pose - pose[joints.PELVIS]
-    result['joints_3d'] = pose * geometry.canonical_limb_scale(pose)
-  return result
+  crop = crop_person(image, box, image_size)
+  outputs = predict_inputs(crop.model_input[None])
+  return person_pose(crop, {key: np.asarray(value)[0] for key, value in outputs.items()})

@@ -70,7 +70,7 @@ def output_paths(out_dir: str, image_path: str) -> dict[str, str]:
   return {'2d': f'{stem}_2d.png', '3d': f'{stem}_3d.png', 'json': f'{stem}.json'}
 
 
-def _check_inputs(paths: Sequence[str], out_dir: str) -> None:
+def check_inputs(paths: Sequence[str], out_dir: str) -> None:
   """Fails before the slow model load: unreadable images, or two images whose outputs collide."""
   stems = {}
   for path in paths:
@@ -86,7 +86,7 @@ def _check_inputs(paths: Sequence[str], out_dir: str) -> None:
     stems[json_path] = path
 
 
-def _make_out_dir(out_dir: str) -> None:
+def make_out_dir(out_dir: str) -> None:
   """Creates the output directory; after the model loads, so that a workdir that holds no run
   gets no predictions/ folder.
 
@@ -220,6 +220,8 @@ def predict_files(
   model: str | None = None,
   boxes_file: str | None = None,
   box_threshold: float = 0.5,
+  predictor=None,
+  run: dict | None = None,
 ) -> list[dict]:
   """Predicts every person of every image with the run in `workdir` (or the exported `model`)
   and saves the image's outputs (see the module doc).
@@ -238,6 +240,7 @@ def predict_files(
       is a person; images without one are skipped with a warning, boxes wholly outside their
       image too.
     box_threshold: the lowest detector score of `boxes_file` kept.
+    predictor, run: the model already loaded (`load_model`'s result) instead of loading it.
   Returns:
     Per predicted image {'image': path, 'files': {'2d', '3d' (None without depth), 'json'}:
     paths, 'record': the JSON written, 'people': per person of record['people'] {'prediction':
@@ -259,18 +262,14 @@ def predict_files(
     )
   boxes = boxes_per_image(boxes, len(paths))
   boxes = [None if box is None else boxes_lib.check_box(box) for box in boxes]
-  _check_inputs(paths, out_dir)
+  check_inputs(paths, out_dir)
   detections = None
   if boxes_file is not None:
     detections = boxes_lib.read_boxes(boxes_file, paths, box_threshold)
   people_per_image = _people_to_predict(paths, boxes, detections)
-  if model:
-    predictor = inference.load_exported(model)
-    run = {'model': model, 'step': predictor.step, 'depth': predictor.has_depth}
-  else:
-    predictor = inference.load(workdir)
-    run = {'workdir': workdir, 'step': predictor.step, 'depth': predictor.has_depth}
-  _make_out_dir(out_dir)
+  if predictor is None:
+    predictor, run = load_model(workdir, model)
+  make_out_dir(out_dir)
   results = []
   skipped_outside = 0
   for path, people in people_per_image.items():
@@ -326,6 +325,22 @@ def predict_files(
   if skipped_outside > 1:
     _warn(f'{skipped_outside} boxes lay wholly outside their images and were skipped')
   return results
+
+
+def load_model(workdir: str | None, model: str | None, batch_size: int | None = None):
+  """-> (the predictor of a run's `workdir` or of an exported `model` file, the record of which
+  model it is: {'workdir' or 'model', 'step', 'depth'}). `batch_size`: people per device call of
+  a run's model (an exported one takes any).
+
+  Raises:
+    CheckpointError: `workdir` holds no usable run.
+    ExportError: `model` is not an exported model this version reads.
+  """
+  if model:
+    predictor = inference.load_exported(model)
+    return predictor, {'model': model, 'step': predictor.step, 'depth': predictor.has_depth}
+  predictor = inference.load(workdir, batch_size=batch_size)
+  return predictor, {'workdir': workdir, 'step': predictor.step, 'depth': predictor.has_depth}
 
 
 def default_out_dir(workdir: str | None, model: str | None) -> str:

@@ -153,6 +153,23 @@ def load(
       'hold the model its config.json describes'
     )
   nnx.replace_by_pure_dict(model_state, loaded)
+  return create(config, eval_model_def, model_state, step=step, batch_size=batch_size)
+
+
+def create(
+  config: ml_collections.ConfigDict,
+  eval_model_def: nnx.GraphDef,
+  model_state: nnx.State,
+  *,
+  step: int = 0,
+  batch_size: int | None = None,
+) -> Predictor:
+  """A predictor of a model in evaluation mode (`nnx.split` of it after `model.eval()`), on every
+  local device: what `load` returns for a run's weights, and the benchmarks use for fresh ones.
+
+  batch_size: images per device call (rounded up to a multiple of the device count); None: the
+  config's train.batch_size.
+  """
   mesh = jax.make_mesh(
     (jax.local_device_count(),),
     ('data',),

@@ -106,6 +106,23 @@ class JaxTrainStep:
     jax.block_until_ready(outputs)
 
 
+def model_fields(config: ml_collections.ConfigDict, batch_size: int | None = None) -> dict:
+  """The config's model, image size and batch size (default train.batch_size), as every
+  benchmark's JSON line names them."""
+  model = config.model
+  fields = {'model': model.name}
+  if model.name == 'hourglass':
+    fields.update(num_stacks=model.num_stacks, features=model.hourglass_features)
+  else:
+    fields.update(width=model.width, head_channels=model.head_channels)
+  return {
+    **fields,
+    'image_size': config.data.image_size,
+    'batch_size': batch_size or config.train.batch_size,
+    'depth': model.depth,
+  }
+
+
 def jax_devices() -> str:
   return f'{jax.device_count()} x {jax.devices()[0].device_kind}'
 

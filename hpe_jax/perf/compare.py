@@ -57,20 +57,6 @@ class Timing:
     )
 
 
-def _model_fields(config: ml_collections.ConfigDict) -> dict:
-  """The config's model, as every JSON line names it."""
-  model = config.model
-  fields = {'model': model.name}
-  if model.name == 'hourglass':
-    fields.update(num_stacks=model.num_stacks, features=model.hourglass_features)
-  else:
-    fields.update(width=model.width, head_channels=model.head_channels)
-  fields.update(
-    image_size=config.data.image_size, batch_size=config.train.batch_size, depth=model.depth
-  )
-  return fields
-
-
 def _timing_fields(timing: dict, batch_size: int) -> dict:
   return {
     'first_step_s': round(timing['first_step_s'], 2),
@@ -91,7 +77,7 @@ def _throughput_fields(prefix: str, flops: float | None, step_s: float, peak_tfl
   return fields
 
 
-def _torch_device(device: torch.device) -> str:
+def torch_device_name(device: torch.device) -> str:
   if device.type == 'cuda':
     return torch.cuda.get_device_name(device)
   return f'cpu, {torch.get_num_threads()} threads'
@@ -114,9 +100,9 @@ def time_peer(
     model_flops = peer.step_flops()  # on an untimed step, after the timing
   line = {
     'system': f'torch_{mode}',
-    **_model_fields(config),
+    **benchmark.model_fields(config),
     'dtype': 'bfloat16 autocast' if peer.autocast_dtype else 'float32',
-    'device': _torch_device(peer.device),
+    'device': torch_device_name(peer.device),
     'torch': torch.__version__,
     'notes': ', '.join(peer.notes),
     **_timing_fields(times, config.train.batch_size),
@@ -186,7 +172,7 @@ def time_hpe_jax(
   times = timing.time(train_step.step, train_step.sync)
   return {
     'system': 'hpe_jax',
-    **_model_fields(config),
+    **benchmark.model_fields(config),
     'dtype': config.model.dtype,
     'device': benchmark.jax_devices(),
     'jax': jax.__version__,
