@@ -18,6 +18,7 @@ from hpe_jax import inference
 from hpe_jax.inference import export_run
 from hpe_jax.inference import exported
 from hpe_jax.inference import image_files
+from hpe_jax.models import xla_cpu
 from hpe_jax.storage import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,6 +66,7 @@ def test_the_file_holds_module_weights_and_header(model_file, tiny_depth_run):
     run_config.eval.subpixel,
   )
   assert header['platforms'] == ['cpu', 'cuda']
+  assert header['compiler_options'] == {'cpu': xla_cpu.CPU_COMPILER_OPTIONS}
 
 
 def test_exported_model_predicts_as_the_live_model_on_real_photos(models):
@@ -155,16 +157,32 @@ def test_a_file_that_is_not_an_export_is_refused(tmp_path, tiny_depth_run):
 
 
 def test_an_unknown_format_version_is_refused(model_file, tmp_path):
-  path = str(tmp_path / 'future.hpe')
+  path = _with_header(model_file, str(tmp_path / 'future.hpe'), format_version=99)
+  with pytest.raises(exported.ExportError) as e:
+    inference.load_exported(path)
+  _one_line(e.value, path, 'format version 99', f'reads version {exported.FORMAT_VERSION}')
+
+
+def _with_header(model_file: str, path: str, **fields) -> str:
+  """A copy of `model_file` at `path` whose header has `fields` replaced."""
   with zipfile.ZipFile(model_file) as source, zipfile.ZipFile(path, 'w') as target:
     for item in source.infolist():
       data = source.read(item)
       if item.filename == exported.HEADER:
-        data = json.dumps({**json.loads(data), 'format_version': 99})
+        data = json.dumps({**json.loads(data), **fields})
       target.writestr(item, data)
-  with pytest.raises(exported.ExportError) as e:
-    inference.load_exported(path)
-  _one_line(e.value, path, 'format version 99', f'reads version {exported.FORMAT_VERSION}')
+  return path
+
+
+def test_compiler_options_this_jaxlib_lacks_fall_back_to_the_defaults(models, model_file, tmp_path):
+  options = {'cpu': {'xla_cpu_an_option_no_jaxlib_has': 'true'}}
+  path = _with_header(model_file, str(tmp_path / 'options.hpe'), compiler_options=options)
+  inputs = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), np.uint8)
+  with pytest.warns(UserWarning, match="xla_cpu_an_option_no_jaxlib_has.*XLA's default options"):
+    outputs = inference.load_exported(path).predict_inputs(inputs)
+  expected = models[1].predict_inputs(inputs)
+  for key in expected:
+    np.testing.assert_array_equal(outputs[key], expected[key])
 
 
 def test_an_out_that_cannot_be_written(tiny_depth_run, tmp_path):

@@ -343,3 +343,8 @@ def test_video_benchmark_times_every_stage_on_a_tiny_model(pan):
   assert lines['predict_step']['batch_size'] == 4 and lines['predict_step']['flip_test']
   ratio = lines['predict_step']['people_per_s'] / lines['torch_eager_forward']['people_per_s']
   assert lines['summary']['predict_step_over_torch_eager_forward'] == pytest.approx(ratio, 1e-2)
+
+
+def test_a_partial_device_call_is_padded_to_a_power_of_two_at_most_the_batch(predictor):
+  assert predictor.batch_size == 4 and predictor.mesh.size == 1
+  assert [predictor.padded_size(count) for count in (1, 2, 3, 4)] == [1, 2, 4, 4]

@@ -56,14 +56,12 @@ def export_predictor(
 
   (batch,) = jax_export.symbolic_shape('batch')
   size = config.data.image_size
-  # The stock layers: the XLA:CPU forms pick their gradient by the batch size, which a symbolic
-  # batch cannot answer, and inference needs no gradient (their forward values are the same up
-  # to rounding: models/xla_cpu.py).
-  with xla_cpu.stock_ops():
-    exported_fn = jax_export.export(jax.jit(predict_step), platforms=tuple(platforms))(
-      [jax.ShapeDtypeStruct(w.shape, w.dtype) for w in weights],
-      jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8),
-    )
+  # The layers' platform switch (models/xla_cpu.py) is staged as it is: each platform's
+  # lowering keeps its own forms, as the live model runs them.
+  exported_fn = jax_export.export(jax.jit(predict_step), platforms=tuple(platforms))(
+    [jax.ShapeDtypeStruct(w.shape, w.dtype) for w in weights],
+    jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8),
+  )
   return exported_fn, weights
 
 
@@ -117,6 +115,8 @@ def export(
     'workdir': os.path.abspath(workdir),
     'step': int(predictor.step),
     'platforms': list(exported_fn.platforms),
+    # What the live model compiles with, per platform (jax.jit's compiler_options).
+    'compiler_options': {'cpu': dict(xla_cpu.CPU_COMPILER_OPTIONS)},
     'weights': [{'shape': list(w.shape), 'dtype': str(w.dtype)} for w in weights],
     'jax_version': jax.__version__,
   }

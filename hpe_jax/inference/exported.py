@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 import zipfile
 
 import jax
@@ -56,7 +57,10 @@ class ExportedModel:
         f'{platform}: export it again with --platforms={platform}'
       )
     self.weights = jax.device_put(weights)
-    self._call = jax.jit(exported.call)
+    options = header.get('compiler_options', {}).get(platform, {})
+    self._call = jax.jit(exported.call, compiler_options=options)
+    if options:
+      self._plain_call = jax.jit(exported.call)
 
   @property
   def image_size(self) -> int:
@@ -82,7 +86,15 @@ class ExportedModel:
     """
     inputs = crops.check_model_inputs(inputs, self.image_size)
     # The batch dimension is symbolic: any N runs (compiled once per N).
-    outputs = self._call(self.weights, inputs.astype(np.uint8))
+    try:
+      outputs = self._call(self.weights, inputs.astype(np.uint8))
+    except jax.errors.JaxRuntimeError as e:
+      if 'compile option' not in str(e) or not hasattr(self, '_plain_call'):
+        raise
+      # A jaxlib that no longer knows an option the file names: XLA's defaults (slower).
+      warnings.warn(f"{self.path}: {e}; compiling with XLA's default options", stacklevel=2)
+      self._call = self._plain_call
+      outputs = self._call(self.weights, inputs.astype(np.uint8))
     return {key: np.asarray(value) for key, value in outputs.items()}
 
   def predict(self, image: np.ndarray, box=None) -> dict[str, np.ndarray]:

@@ -23,6 +23,7 @@ from hpe_jax import errors
 from hpe_jax import inference
 from hpe_jax import joints
 from hpe_jax.inference import boxes as boxes_lib
+from hpe_jax.inference import crops
 from hpe_jax.inference import visualize
 
 NO_DEPTH_NOTE = (
@@ -274,7 +275,7 @@ def predict_files(
   skipped_outside = 0
   for path, people in people_per_image.items():
     image = read_image(path)
-    persons, predicted = [], []
+    kept = []  # (box, box score, image id, who, warnings, crop): one device call for all
     for box, box_score, image_id, entry in people:
       who = f'{path}: {boxes_lib.format_box(box)}'
       who += f' (--boxes entry {entry})' if entry is not None else ''
@@ -292,9 +293,14 @@ def predict_files(
             'image: the model sees mostly padding'
           )
       try:
-        prediction = predictor.predict(image, box)
+        crop = crops.crop_person(image, box, predictor.image_size)
       except ValueError as e:
         raise ImageError(f'{path}: {e}') from None
+      kept.append((box, box_score, image_id, who, warnings, crop))
+    outputs = predictor.predict_inputs(np.stack([k[-1].model_input for k in kept])) if kept else {}
+    persons, predicted = [], []
+    for i, (box, box_score, image_id, who, warnings, crop) in enumerate(kept):
+      prediction = crops.person_pose(crop, {key: value[i] for key, value in outputs.items()})
       low = low_confidence_warning(prediction['scores'])
       warnings += [low] if low else []
       person = person_record(box, prediction, box_score)

@@ -12,6 +12,7 @@ sub-pixel readout) unless overridden.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from flax import nnx
 import jax
@@ -92,7 +93,8 @@ class Predictor:
     parts = []
     for start in range(0, len(inputs), self.batch_size):
       chunk = inputs[start : start + self.batch_size]
-      padded = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch_size - len(chunk), 0)])
+      padded_size = self.padded_size(len(chunk))
+      padded = np.concatenate([chunk, np.repeat(chunk[-1:], padded_size - len(chunk), 0)])
       images = jax.device_put(padded.astype(np.uint8), self.sharding)
       parts.append(
         jax.tree.map(
@@ -100,6 +102,13 @@ class Predictor:
         )
       )
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+  def padded_size(self, count: int) -> int:
+    """The images of a device call of `count` <= batch_size: a power of two times the device
+    count, at most batch_size. A few compiled shapes, and one image is not run as a whole batch."""
+    devices = self.mesh.size
+    size = devices * 2 ** max(0, math.ceil(math.log2(-(-count // devices))))
+    return min(size, self.batch_size)
 
   def predict(self, image: np.ndarray, box=None) -> dict[str, np.ndarray]:
     """Predicts the pose of one person: `crops.predict_person` (its doc has the arguments and

@@ -39,7 +39,7 @@ _STOCK = jax.make_user_context(default_value=False)
 # dots and reductions (BatchNorm statistics), where it is the faster. A jaxlib that drops the
 # option fails at compilation, naming it (tests/test_train.py checks it).
 _YNN_FUSIONS = ('LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT', 'LIBRARY_FUSION_TYPE_REDUCE')
-_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ','.join(_YNN_FUSIONS)}
+CPU_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ','.join(_YNN_FUSIONS)}
 
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 # Up to this many output positions (batch x height x width), a convolution's input gradient runs
@@ -53,7 +53,7 @@ Padding = tuple[tuple[int, int], tuple[int, int]]  # ((top, bottom), (left, righ
 
 def compiler_options(mesh: jax.sharding.Mesh) -> dict[str, str]:
   """XLA options (`jax.jit(compiler_options=...)`) for a step compiled for `mesh`'s platform."""
-  return dict(_COMPILER_OPTIONS) if mesh.devices.flat[0].platform == 'cpu' else {}
+  return dict(CPU_COMPILER_OPTIONS) if mesh.devices.flat[0].platform == 'cpu' else {}
 
 
 @contextlib.contextmanager
@@ -115,7 +115,11 @@ def conv_general_dilated(
       (size + low + high - k) // stride + 1
       for size, (low, high), k, stride in zip(lhs.shape[1:3], padding, rhs.shape[:2], strides)
     )
-    if rhs.shape[:2] == (1, 1) or lhs.shape[0] * out_h * out_w <= _MAX_POSITIONS_FOR_TAP_DOTS:
+    # A symbolic batch (jax.export's) cannot tell its size: lax's own gradient, which inference
+    # never takes (the forward pass is the same).
+    batch = lhs.shape[0]
+    few = isinstance(batch, int) and batch * out_h * out_w <= _MAX_POSITIONS_FOR_TAP_DOTS
+    if rhs.shape[:2] == (1, 1) or few:
       return conv2d(lhs, rhs, strides, padding)
   return jax.lax.conv_general_dilated(
     lhs,
