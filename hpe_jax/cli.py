@@ -26,10 +26,19 @@ from absl import flags
 from absl import logging
 import ml_collections
 
+from hpe_jax import compile_cache
 from hpe_jax import errors
 
 # absl's help flags: they print the usage and exit 1 (absl's convention); asking is no error.
 _HELP_FLAGS = frozenset({'help', 'helpshort', 'helpfull', 'helpxml', '?'})
+
+# Every command's: the one flag this module defines, since every command compiles through it.
+_COMPILE_CACHE = flags.DEFINE_string(
+  'compile_cache',
+  None,
+  'Where JAX keeps compiled steps for the next command (default: $HPE_JAX_CACHE_DIR, else '
+  '$JAX_COMPILATION_CACHE_DIR, else ~/.cache/hpe_jax/jax); off: compile every time.',
+)
 
 
 def exit_with_error(message: str, code: int = 2) -> NoReturn:
@@ -111,6 +120,8 @@ def lend_usage(module_name: str) -> None:
   sys.argv[0]; a console-script wrapper or a tools/*.py shim is `__main__` there, with neither the
   docstring nor the flags. Nothing to do when the command itself runs as `__main__`.
   """
+  for module in {module_name, sys.argv[0]}:  # --help lists it with the command's own flags
+    flags.FLAGS.register_key_flag_for_module(module, flags.FLAGS['compile_cache'])
   if module_name == '__main__' or module_name not in sys.modules:
     return
   main_module = sys.modules.get('__main__')
@@ -133,6 +144,8 @@ def run(
 
   def command(argv: list[str]) -> None:
     logging.set_verbosity(logging.ERROR)
+    if _COMPILE_CACHE.value != 'off':
+      compile_cache.enable(_COMPILE_CACHE.value)
     try:
       if len(argv) > 1 and not positional:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')

@@ -555,3 +555,11 @@ def test_box_outside_fraction():
   assert boxes.outside_fraction((15, 0, 10, 10), (20, 20)) == pytest.approx(0.5)
   assert boxes.outside_fraction((1180, 520, 200, 400), (720, 1280)) == pytest.approx(0.75)
   assert boxes.outside_fraction((30, 30, 5, 5), (20, 20)) == 1
+
+
+def test_loading_a_run_says_nothing_on_stderr(cli_run, capfd):
+  from absl import logging as absl_logging
+
+  absl_logging.set_verbosity(absl_logging.WARNING)  # what a user's program logs
+  inference.load(cli_run['workdir'])
+  assert 'read only' not in capfd.readouterr().err

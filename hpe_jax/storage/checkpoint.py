@@ -32,6 +32,17 @@ FREE_SPACE_MARGIN = 2**20  # bytes beyond the arrays: metadata and the data iter
 DEPTH_PARTS = 'depth'
 
 
+class _ReadOnlyNoteFilter(logging.Filter):
+  """Drops Orbax's warning that a read-only manager's directory is read only: we asked for that,
+  and it came three times with every `inference.load`."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith('Given directory is read only')
+
+
+logging.getLogger('absl').addFilter(_ReadOnlyNoteFilter())
+
+
 class CheckpointError(errors.HpeError, RuntimeError):
   """A checkpoint cannot be used as asked; the message lists what disagrees."""
 
