@@ -41,6 +41,22 @@ _COMPILE_CACHE = flags.DEFINE_string(
 )
 
 
+class StepParser(flags.ArgumentParser):
+  """A --step flag's value: a saved step number, best (train.keep_best's), or none for the
+  newest (`default_config.parse_step`).
+
+    _STEP = flags.DEFINE(cli.StepParser(), 'step', None, 'The saved step (default: the newest).')
+  """
+
+  def parse(self, argument):
+    from hpe_jax import default_config  # pylint: disable=g-import-not-at-top  (a fast --help)
+
+    return default_config.parse_step(argument)
+
+  def flag_type(self) -> str:
+    return 'step number or best'
+
+
 def exit_with_error(message: str, code: int = 2) -> NoReturn:
   """Ends a command with `error: message` on stderr and exit `code` (2: a usage error)."""
   print(f'error: {message}', file=sys.stderr, flush=True)

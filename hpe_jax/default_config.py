@@ -55,6 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.init_from = ''  # a 2D run's workdir (or checkpoint dir) whose weights start this run
+  c.init_step = ''  # init_from's checkpoint: '' the newest, a step number, or best
   c.distributed = False  # call jax.distributed.initialize() (multi-host; Slurm etc.)
 
   c.model = ml_collections.ConfigDict()
@@ -113,6 +114,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 500
   c.train.keep_checkpoints = 3
   c.train.eval_every = 0  # 0: only at the end
+  # The checkpoint kept besides the newest ones: 'METRIC:min' or 'METRIC:max' of the first
+  # evaluation set that reports METRIC (e.g. mpjpe:min, pckh:max); auto: mpjpe:min for a model
+  # with depth, pck:max without; none: only the newest. --step=best loads it.
+  c.train.keep_best = 'auto'
 
   c.eval = ml_collections.ConfigDict()
   c.eval.flip_test = True  # average with the prediction on the mirrored image
@@ -195,6 +200,44 @@ def batch_composition(c: ml_collections.ConfigDict) -> tuple[int, int]:
   return c.train.batch_size - int(num_3d), int(num_3d)
 
 
+BEST = 'best'  # a step argument (--step, init_step) that names the kept best checkpoint
+_BEST_MODES = ('min', 'max')
+
+
+def keep_best_rule(c: ml_collections.ConfigDict) -> tuple[str, str] | None:
+  """train.keep_best as (metric, 'min' or 'max'), None for none.
+
+  Raises:
+    ConfigError: not auto, none or METRIC:min / METRIC:max.
+  """
+  text = str(c.train.get('keep_best', 'auto')).strip()
+  if text == 'auto':
+    return ('mpjpe', 'min') if c.model.depth else ('pck', 'max')
+  if text in ('none', ''):
+    return None
+  metric, _, mode = text.partition(':')
+  if not metric or mode not in _BEST_MODES:
+    raise ConfigError(
+      f'train.keep_best={text!r}: use METRIC:min or METRIC:max (e.g. mpjpe:min, pckh:max), '
+      'auto or none'
+    )
+  return metric, mode
+
+
+def parse_step(text) -> int | str | None:
+  """A step argument: '' or None -> None (the newest), a number >= 0 -> int, 'best' -> BEST.
+
+  Raises:
+    ValueError: anything else, naming it.
+  """
+  text = '' if text is None else str(text).strip()
+  if text in ('', BEST):
+    return text or None
+  if not text.isdigit():
+    raise ValueError(f'{text!r} is not a step: give a step number, best, or nothing for the newest')
+  return int(text)
+
+
 def validate(
   c: ml_collections.ConfigDict, *, devices: int | None = None, processes: int | None = None
 ) -> None:
@@ -237,6 +280,13 @@ def validate(
       f'divide evenly over {processes} processes'
     )
   _check_model_init(c)
+  keep_best_rule(c)
+  try:
+    parse_step(c.init_step)
+  except ValueError as e:
+    raise ConfigError(f'init_step: {e}') from None
+  if c.init_step and not c.init_from:
+    raise ConfigError(f'init_step={c.init_step!r} needs init_from (the run to start from)')
 
 
 def _check_model_init(c: ml_collections.ConfigDict) -> None:

@@ -24,7 +24,12 @@ _DATASET = flags.DEFINE_multi_string(
   [],
   "NAME[/config][:split] of a built dataset; repeat for several (default: the run's data.eval).",
 )
-_STEP = flags.DEFINE_integer('step', None, 'A saved training step (default: the latest).')
+_STEP = flags.DEFINE(
+  cli.StepParser(),
+  'step',
+  None,
+  'A saved training step, or best (train.keep_best; default: the newest).',
+)
 _FLIP_TEST = flags.DEFINE_bool(
   'flip_test',
   None,

@@ -26,7 +26,12 @@ _WORKDIR = flags.DEFINE_string(
   'workdir', None, "A trained run's directory (config.json and checkpoints/), e.g. runs/finetune."
 )
 _OUT = flags.DEFINE_string('out', None, 'The file to write (replaced if present).')
-_STEP = flags.DEFINE_integer('step', None, 'The saved step to export (default: the latest).')
+_STEP = flags.DEFINE(
+  cli.StepParser(),
+  'step',
+  None,
+  'The saved step to export, or best (train.keep_best; default: the newest).',
+)
 _FLIP_TEST = flags.DEFINE_boolean(
   'flip_test', None, "Average with the mirrored image's prediction (default: the run's config)."
 )

@@ -108,6 +108,12 @@ _FORMAT = flags.DEFINE_enum(
   'json: the per-image files only; coco: also keypoints_coco.json (COCO keypoint results, '
   'MPII-16 joints) and keypoints_coco.names.json (their order) in --out_dir.',
 )
+_STEP = flags.DEFINE(
+  cli.StepParser(),
+  'step',
+  None,
+  "With --workdir: the run's saved step to use, or best (train.keep_best; default: the newest).",
+)
 _CAMERA = flags.DEFINE_integer(
   'camera', None, 'Predict live from camera N (0: the first) until Ctrl-C.', lower_bound=0
 )
@@ -175,6 +181,8 @@ def _warn(message: str) -> None:
 def main(args: list[str]) -> None:
   if (_WORKDIR.value is None) == (_MODEL.value is None):
     raise app.UsageError('give exactly one of --workdir (a trained run) and --model (an export)')
+  if _STEP.value is not None and _MODEL.value is not None:
+    raise app.UsageError('--step picks a checkpoint of --workdir; an exported --model has one')
   if not args and _CAMERA.value is None:
     raise app.UsageError('give image or video files after the flags, or --camera=N')
   if _BOXES.value is not None and _BBOX.value:
@@ -218,7 +226,9 @@ def main(args: list[str]) -> None:
         )
       stems[source.stem] = source.name
     batch_size = _BATCH_SIZE.value or (1 if cameras else video.DEFAULT_BATCH_SIZE)
-    predictor, run = image_files.load_model(_WORKDIR.value, _MODEL.value, batch_size)
+    predictor, run = image_files.load_model(
+      _WORKDIR.value, _MODEL.value, batch_size, step=_STEP.value
+    )
     image_files.make_out_dir(out_dir)
     if images:
       results = image_files.predict_files(

@@ -333,10 +333,10 @@ def predict_files(
   return results
 
 
-def load_model(workdir: str | None, model: str | None, batch_size: int | None = None):
+def load_model(workdir: str | None, model: str | None, batch_size: int | None = None, step=None):
   """-> (the predictor of a run's `workdir` or of an exported `model` file, the record of which
   model it is: {'workdir' or 'model', 'step', 'depth'}). `batch_size`: people per device call of
-  a run's model (an exported one takes any).
+  a run's model (an exported one takes any); `step`: the run's step as `inference.load` takes it.
 
   Raises:
     CheckpointError: `workdir` holds no usable run.
@@ -345,7 +345,7 @@ def load_model(workdir: str | None, model: str | None, batch_size: int | None = 
   if model:
     predictor = inference.load_exported(model)
     return predictor, {'model': model, 'step': predictor.step, 'depth': predictor.has_depth}
-  predictor = inference.load(workdir, batch_size=batch_size)
+  predictor = inference.load(workdir, step=step, batch_size=batch_size)
   return predictor, {'workdir': workdir, 'step': predictor.step, 'depth': predictor.has_depth}
 
 

@@ -19,6 +19,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from hpe_jax import default_config
+from hpe_jax import errors
 from hpe_jax import models
 from hpe_jax.inference import crops
 from hpe_jax.inference import readout
@@ -128,7 +130,7 @@ def load(
 
   Args:
     workdir: the run's directory (config.json and checkpoints/).
-    step: a saved step; None: the latest.
+    step: a saved step; None: the latest; 'best': the best by the run's train.keep_best.
     flip_test, subpixel: override the run's config.eval options.
     batch_size: images per device call (rounded up to a multiple of the device count); None:
       the run's train.batch_size.
@@ -136,11 +138,16 @@ def load(
     CheckpointError: no run or no checkpoint there, or weights that do not fit the model.
   """
   config = load_run_config(workdir)
+  try:
+    best = default_config.keep_best_rule(config)
+  except errors.ConfigError as e:
+    raise checkpoint.CheckpointError(f'{workdir}/config.json: {e}') from None
   _, step = checkpoint.find_checkpoint(
     workdir,
     step,
     hint='Train the run (python -m hpe_jax.main) or convert weights into it '
     '(tools/import_weights.py) first.',
+    best=best,
   )
   for key, value in (('flip_test', flip_test), ('subpixel', subpixel)):
     if value is not None:

@@ -32,15 +32,19 @@ FREE_SPACE_MARGIN = 2**20  # bytes beyond the arrays: metadata and the data iter
 DEPTH_PARTS = 'depth'
 
 
-class _ReadOnlyNoteFilter(logging.Filter):
+class _OrbaxNotesFilter(logging.Filter):
   """Drops Orbax's warning that a read-only manager's directory is read only: we asked for that,
   and it came three times with every `inference.load`."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return not record.getMessage().startswith('Given directory is read only')
+    message = record.getMessage()
+    # ... and that a checkpoint between evaluations has no metrics: most have none.
+    return not message.startswith(
+      ('Given directory is read only', 'Requested `tracked_metric`; did not provide metrics')
+    )
 
 
-logging.getLogger('absl').addFilter(_ReadOnlyNoteFilter())
+logging.getLogger('absl').addFilter(_OrbaxNotesFilter())
 
 
 class CheckpointError(errors.HpeError, RuntimeError):
@@ -54,12 +58,19 @@ class CheckpointIOError(CheckpointError):
 
 
 def manager(
-  directory: str, *, keep: int = 3, read_only: bool = False, state_handler=None
+  directory: str,
+  *,
+  keep: int = 3,
+  best: tuple[str, str] | None = None,
+  read_only: bool = False,
+  state_handler=None,
 ) -> ocp.CheckpointManager:
   """A manager of `directory`; read-only ones only look (at another run's checkpoints).
 
-  A writing manager keeps the newest `keep` checkpoints and removes the temporary folders of
-  saves that a crash interrupted (only one run writes a workdir: storage/workdir.py's lock).
+  A writing manager keeps the newest `keep` checkpoints and, with `best` = (metric, 'min' or
+  'max'), also the one whose saved metrics (`save`'s) hold the lowest or highest metric; it
+  removes the temporary folders of saves that a crash interrupted (only one run writes a
+  workdir: storage/workdir.py's lock).
   `state_handler` replaces the standard handler of the state item (grafting restores a subset of
   it, which only the PyTree handler does).
   Raises:
@@ -71,7 +82,12 @@ def manager(
     )
     if read_only
     else ocp.CheckpointManagerOptions(
-      max_to_keep=keep, enable_async_checkpointing=True, cleanup_tmp_directories=True
+      enable_async_checkpointing=True,
+      cleanup_tmp_directories=True,
+      preservation_policy=_preservation(keep, best),
+      # Orbax writes a save's metrics only with a best_fn (the policy decides what is kept).
+      best_fn=None if best is None else _metric_of(best[0]),
+      best_mode='min' if best is None else best[1],
     )
   )
   # Handlers registered up front, so that metadata can be read before any restore.
@@ -84,6 +100,43 @@ def manager(
         'data': grain.checkpoint.CheckpointHandler(),
       },
     )
+
+
+def _preservation(keep: int, best: tuple[str, str] | None):
+  """Orbax's policy: the newest `keep`, and the best by `best` among the checkpoints saved with
+  metrics."""
+  policies = ocp.checkpoint_managers.preservation_policy
+  newest = policies.LatestN(keep)
+  if best is None:
+    return newest
+  metric, mode = best
+  # BestN keeps the last of the checkpoints sorted by the metric (ascending unless reverse).
+  best_one = policies.BestN(
+    get_metric_fn=_metric_of(metric),
+    reverse=mode == 'min',
+    n=1,
+    keep_checkpoints_without_metrics=False,
+  )
+  return policies.AnyPreservationPolicy([newest, best_one])
+
+
+def _metric_of(metric: str):
+  return lambda metrics: float(metrics[metric])
+
+
+def best_step(directory: str, best: tuple[str, str]) -> int | None:
+  """The saved step of `directory` whose metrics hold the best `best` = (metric, 'min' or 'max')
+  value; None if no checkpoint there was saved with that metric."""
+  mngr = manager(directory, read_only=True)
+  metric, mode = best
+  scored = []
+  for step in mngr.all_steps():
+    metrics = mngr.metrics(step)
+    if metrics and metric in metrics:
+      scored.append((float(metrics[metric]), step))
+  if not scored:
+    return None
+  return (min if mode == 'min' else max)(scored)[1]
 
 
 # TensorStore (which writes the arrays) reports an OS error inside a ValueError's message.
@@ -127,11 +180,14 @@ def reporting_io_errors(directory: str, action: str):
     ) from None
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state: dict, data_iterator) -> None:
+def save(
+  mngr: ocp.CheckpointManager, step: int, state: dict, data_iterator, metrics: dict | None = None
+) -> None:
   """Saves asynchronously: returns once the arrays are copied off the device. An earlier save's
   asynchronous failure surfaces here or in `wait`. A save that would not fit in the free space
   is refused before anything is written (a disk filling up mid-save fails noisily in Orbax's
-  threads, though it too ends in CheckpointIOError).
+  threads, though it too ends in CheckpointIOError). `metrics` ({name: float}, the evaluation at
+  this step) are saved with it: what `manager`'s `best` ranks.
 
   Raises:
     CheckpointIOError: too little free space, or the file system refused this or an earlier save.
@@ -153,6 +209,7 @@ def save(mngr: ocp.CheckpointManager, step: int, state: dict, data_iterator) -> 
     mngr.save(
       step,
       force=True,
+      metrics=metrics,
       args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator)
       ),
@@ -314,12 +371,18 @@ INIT_FROM_HINT = (
 
 
 def find_checkpoint(
-  path: str, step: int | None = None, hint: str = INIT_FROM_HINT
+  path: str,
+  step: int | str | None = None,
+  hint: str = INIT_FROM_HINT,
+  best: tuple[str, str] | None = None,
 ) -> tuple[str, int]:
-  """A run's workdir or its checkpoint directory -> (checkpoint directory, `step` or the latest).
+  """A run's workdir or its checkpoint directory -> (checkpoint directory, the step): `step`, the
+  latest for None, or for 'best' the best by `best` = (metric, 'min' or 'max'), the run's
+  train.keep_best.
 
   Raises:
-    CheckpointError: no checkpoint there (the message ends with `hint`), or no such step.
+    CheckpointError: no checkpoint there (the message ends with `hint`), no such step, or no
+      checkpoint saved with the metric for 'best'.
   """
   directory = os.path.join(path, 'checkpoints')
   if not os.path.isdir(directory):
@@ -329,21 +392,33 @@ def find_checkpoint(
     raise CheckpointError(f'{path!r} holds no checkpoint. {hint}')
   if step is None:
     return directory, max(steps)
+  if step == 'best':
+    found = best_step(directory, best) if best is not None else None
+    if found is None:
+      rule = 'none' if best is None else ':'.join(best)
+      raise CheckpointError(
+        f'{directory} has no best checkpoint (train.keep_best={rule}): none of its steps '
+        f'{sorted(steps)} was saved with that evaluation metric; give a step number, or train '
+        'with --config.train.eval_every set and train.keep_best on'
+      )
+    return directory, found
   if step not in steps:
     raise CheckpointError(f'{directory} has no step {step}; it has {sorted(steps)}')
   return directory, step
 
 
-def graft(path: str, model_state: dict, step: int | None = None) -> tuple[dict, list[str]]:
-  """Loads a run's model weights (at `step`, None: the latest) into `model_state` (a pure dict of
-  a freshly built model).
+def graft(
+  path: str, model_state: dict, step: int | str | None = None, best: tuple[str, str] | None = None
+) -> tuple[dict, list[str]]:
+  """Loads a run's model weights (at `step`, None: the latest, 'best': the best by `best`, as
+  `find_checkpoint`) into `model_state` (a pure dict of a freshly built model).
 
   Every weight present in both must agree in shape; the fresh model may have extra depth parts
   (they keep their fresh initialisation) and nothing else. Anything else is an error listing the
   missing, unexpected and mismatched keys.
   Returns (grafted pure dict, the keys left at their initialisation).
   """
-  directory, step = find_checkpoint(path, step)
+  directory, step = find_checkpoint(path, step, best=best)
   mngr = manager(directory, read_only=True, state_handler=ocp.PyTreeCheckpointHandler())
   saved = trees.flatten(mngr.item_metadata(step).state['model'])
   fresh = trees.flatten(model_state)
