@@ -114,6 +114,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 500
   c.train.keep_checkpoints = 3
   c.train.eval_every = 0  # 0: only at the end
+  # Also write <workdir>/tensorboard/ event files (metrics.jsonl holds the same numbers).
+  c.train.tensorboard = True
   # The checkpoint kept besides the newest ones: 'METRIC:min' or 'METRIC:max' of the first
   # evaluation set that reports METRIC (e.g. mpjpe:min, pckh:max); auto: mpjpe:min for a model
   # with depth, pck:max without; none: only the newest. --step=best loads it.

@@ -303,7 +303,13 @@ def test_resume_refuses_a_changed_model_or_batch_and_keeps_config_json(
   )
   with open(os.path.join(workdir, 'config.json')) as f:
     assert f.read() == saved
-  assert sorted(os.listdir(workdir)) == ['checkpoints', 'config.json', 'lock', 'metrics.jsonl']
+  assert sorted(os.listdir(workdir)) == [
+    'checkpoints',
+    'config.json',
+    'lock',
+    'metrics.jsonl',
+    'tensorboard',
+  ]
 
 
 def test_config_changes_sorts_fields_into_refused_and_accepted():
@@ -411,14 +417,17 @@ def test_resume_drops_records_past_the_checkpoint_and_a_torn_line(tmp_path):
   with open(log.path, 'a') as f:
     f.write('{"step": 5, "lo')  # the kill landed mid-write
   assert log.resume_at(3) == f'{log.path}: dropped 1 record(s) after step 3 and 1 torn line(s)'
-  assert _strict_records(tmp_path) == [
+  records = _strict_records(tmp_path)
+  assert all(isinstance(record.pop('time'), float) for record in records)
+  assert records == [
     {'step': 1, 'loss': 1.0},
     {'step': 2, 'loss': 0.5},
     {'step': 3, 'loss': 1 / 3},
     {'step': 2, 'split': 'x:test', 'pck': 0.5},
   ]
   log.write({'step': 4, 'loss': float('nan'), 'x': [float('inf')]})
-  assert _strict_records(tmp_path)[-1] == {'step': 4, 'loss': None, 'x': [None]}
+  last = _strict_records(tmp_path)[-1]
+  assert isinstance(last.pop('time'), float) and last == {'step': 4, 'loss': None, 'x': [None]}
   assert log.resume_at(4) == ''
 
 

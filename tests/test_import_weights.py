@@ -1,4 +1,12 @@
-"""PyTorch weight import: torch reference models vs ours, ImageNet backbones, reference workdirs."""
+"""PyTorch weight import: our networks reproduce the reference's torch.nn ones, ImageNet backbones,
+reference workdirs.
+
+torch is needed only to read .pth files: the reference networks' weights, an input and torch's
+outputs on it are committed arrays (tests/fixtures/torch_import, written by
+`python tools/make_torch_fixtures.py`, described in hpe_jax/models/torch_reference.py). The
+tests taking the `torch` fixture, skipped without torch, check that the fixtures equal what that
+command writes now and that .pth files read as the same arrays.
+"""
 
 import json
 import os
@@ -7,6 +15,7 @@ import sys
 
 from conftest import tiny_config
 from flax import nnx
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -20,109 +29,35 @@ from hpe_jax.storage import checkpoint
 from hpe_jax.training import reference_run
 from hpe_jax.training import train
 
-torch = pytest.importorskip('torch')
-nn = torch.nn
-
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(REPO, 'tests', 'fixtures', 'torch_import')
 NUM_JOINTS = 16
+# The fixtures' networks (hpe_jax.models.torch_reference.MODELS): file stem -> ResNet, width, head.
+REFERENCE_MODELS = {
+  'reference_resnet18': ('resnet18', 2, 8),
+  'reference_resnet50': ('resnet50', 2, 8),
+}
+NO_TORCH = (
+  'torch is not installed (pip install -e ".[torch]"): .pth files go unread and the fixtures '
+  'unchecked against torch'
+)
 
 
-class TorchBlock(nn.Module):
-  """torchvision's BasicBlock / Bottleneck, with its parameter names."""
-
-  def __init__(self, in_features, features, stride, bottleneck):
-    super().__init__()
-    out = 4 * features if bottleneck else features
-    specs = (
-      [(in_features, features, 1, 1), (features, features, 3, stride), (features, out, 1, 1)]
-      if bottleneck
-      else [(in_features, features, 3, stride), (features, features, 3, 1)]
-    )
-    self.num_convs = len(specs)
-    for i, (cin, cout, k, s) in enumerate(specs, 1):
-      setattr(self, f'conv{i}', nn.Conv2d(cin, cout, k, s, k // 2, bias=False))
-      setattr(self, f'bn{i}', nn.BatchNorm2d(cout))
-    self.downsample = None
-    if stride != 1 or in_features != out:
-      self.downsample = nn.Sequential(
-        nn.Conv2d(in_features, out, 1, stride, bias=False), nn.BatchNorm2d(out)
-      )
-    self.out_features = out
-
-  def forward(self, x):
-    y = x
-    for i in range(1, self.num_convs + 1):
-      y = getattr(self, f'bn{i}')(getattr(self, f'conv{i}')(y))
-      if i < self.num_convs:
-        y = torch.relu(y)
-    return torch.relu(y + (x if self.downsample is None else self.downsample(x)))
+@pytest.fixture(scope='module')
+def torch():
+  """torch, for the tests of .pth files and of the fixtures themselves; they skip without it."""
+  return pytest.importorskip('torch', reason=NO_TORCH)
 
 
-class TorchPoseResNet(nn.Module):
-  """The reference's model (torchvision ResNet, deconv_layers, `hm` and `depth` 1x1 convs); with
-  num_upsample=None, a torchvision ImageNet classifier instead (ResNet + fc)."""
-
-  def __init__(self, arch, width, head_channels=0, num_upsample=None):
-    super().__init__()
-    bottleneck, stage_blocks = models.resnet.ARCHITECTURES[arch]
-    self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
-    self.bn1 = nn.BatchNorm2d(width)
-    features = width
-    for stage, num_blocks in enumerate(stage_blocks):
-      blocks = []
-      for i in range(num_blocks):
-        blocks.append(
-          TorchBlock(features, width * 2**stage, 2 if stage and not i else 1, bottleneck)
-        )
-        features = blocks[-1].out_features
-      setattr(self, f'layer{stage + 1}', nn.Sequential(*blocks))
-    self.classifier = num_upsample is None
-    if self.classifier:
-      self.fc = nn.Linear(features, 10)
-      return
-    deconvs = []
-    for _ in range(num_upsample):
-      deconvs += [
-        nn.ConvTranspose2d(features, head_channels, 4, 2, 1, 0, bias=False),
-        nn.BatchNorm2d(head_channels),
-        nn.ReLU(),
-      ]
-      features = head_channels
-    self.deconv_layers = nn.Sequential(*deconvs)
-    self.hm = nn.Conv2d(features, NUM_JOINTS, 1)
-    self.depth = nn.Conv2d(features, NUM_JOINTS, 1)
-
-  def forward(self, x):
-    x = nn.functional.max_pool2d(torch.relu(self.bn1(self.conv1(x))), 3, 2, 1)
-    for stage in range(1, 5):
-      x = getattr(self, f'layer{stage}')(x)
-    if self.classifier:
-      return self.fc(x.mean((2, 3)))
-    x = self.deconv_layers(x)
-    return self.hm(x), self.depth(x)
+def _fixture(stem):
+  """The arrays of tests/fixtures/torch_import/`stem`.npz by name."""
+  with np.load(os.path.join(FIXTURES, f'{stem}.npz')) as arrays:
+    return {name: arrays[name] for name in arrays.files}
 
 
-def _randomised(module, seed=0):
-  """`module` in eval mode with random weights, biases and BatchNorm running statistics."""
-  generator = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for name, value in module.state_dict().items():
-      if not value.is_floating_point():
-        continue
-      if name.endswith('running_var'):
-        value.copy_(0.5 + torch.rand(value.shape, generator=generator))
-      elif name.endswith(('running_mean', 'bias')):
-        value.copy_(0.1 * torch.randn(value.shape, generator=generator))
-      elif value.ndim == 1:  # BatchNorm scale
-        value.copy_(0.5 + torch.rand(value.shape, generator=generator))
-      else:  # He-scaled, so activations keep their size through the depth
-        # A stride-2 transposed conv (I, O, 4, 4) sums I x 2 x 2 terms per output pixel.
-        fan_in = value.shape[0] * 4 if 'deconv' in name else value[0].numel()
-        value.copy_(torch.randn(value.shape, generator=generator) * (2 / fan_in) ** 0.5)
-  return module.eval()
-
-
-def _numpy_state_dict(module, prefix=''):
-  return {prefix + name: value.numpy() for name, value in module.state_dict().items()}
+def _save(path, arrays):
+  np.savez(path, **arrays)
+  return str(path)
 
 
 def _model_config(arch, width, head_channels=16, num_upsample=3, depth=True):
@@ -147,27 +82,48 @@ def _pure_state(config, *, abstract=False):
   return nnx.to_pure_dict(nnx.state(_build(config, abstract=abstract)))
 
 
-@pytest.fixture(scope='module')
-def fresh_resnet18():
-  """The pure dict of a randomly initialised width-8 ResNet-18 with depth."""
-  return _pure_state(_model_config('resnet18', 8))
-
-
 def _flat(tree):
   return {key: np.asarray(value) for key, value in trees.flatten(tree).items()}
 
 
-@pytest.mark.parametrize(
-  'arch, width, head_channels',
-  [
-    ('resnet18', 64, 256),  # the reference's own widths
-    ('resnet50', 16, 32),  # bottlenecks, narrowed to stay fast
-  ],
-)
-def test_imported_reference_model_gives_the_torch_outputs(arch, width, head_channels):
-  torch_model = _randomised(TorchPoseResNet(arch, width, head_channels, num_upsample=3))
+@pytest.fixture(scope='module')
+def reference_resnet18():
+  """The fixture reference ResNet-18's state_dict, 'module.' prefix stripped."""
+  return torch_import.strip_prefix(_fixture('reference_resnet18'), 'module.')
+
+
+@pytest.fixture(scope='module')
+def imagenet_state_dict():
+  """A torchvision-layout ResNet-18 classifier's state_dict (width 2): the fixture's backbone
+  with its BatchNorm counters, and a 10-class `fc`."""
+  state_dict = {
+    key.removeprefix('module.'): value
+    for key, value in _fixture('reference_resnet18').items()
+    if key.removeprefix('module.').startswith(('conv1.', 'bn1.', 'layer'))
+  }
+  rng = np.random.default_rng(2)
+  state_dict['fc.weight'] = rng.normal(size=(10, 16)).astype(np.float32)
+  state_dict['fc.bias'] = rng.normal(size=10).astype(np.float32)
+  return state_dict
+
+
+@pytest.fixture(scope='module')
+def imagenet_resnet18(imagenet_state_dict, tmp_path_factory):
+  """`imagenet_state_dict` saved as an .npz, a file model.init takes without torch."""
+  return _save(tmp_path_factory.mktemp('imagenet') / 'resnet18.npz', imagenet_state_dict)
+
+
+@pytest.fixture(scope='module')
+def fresh_resnet18():
+  """The pure dict of a randomly initialised width-2 ResNet-18 with depth."""
+  return _pure_state(_model_config('resnet18', 2))
+
+
+@pytest.mark.parametrize('stem', sorted(REFERENCE_MODELS))
+def test_imported_reference_model_gives_the_torch_outputs(stem):
+  arch, width, head_channels = REFERENCE_MODELS[stem]
+  state_dict = _fixture(stem)
   # DataParallel's 'module.' prefix and the BatchNorm counters, as in released checkpoints.
-  state_dict = _numpy_state_dict(torch_model, prefix='module.')
   assert any(key.endswith('num_batches_tracked') for key in state_dict)
   prefix = torch_import.find_prefix(state_dict)
   assert prefix == 'module.'
@@ -190,37 +146,28 @@ def test_imported_reference_model_gives_the_torch_outputs(arch, width, head_chan
   nnx.replace_by_pure_dict(state, filled)
   model = nnx.merge(graphdef, state)
 
-  images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
-  with torch.no_grad():
-    heatmaps, depth = (
-      t.numpy().transpose(0, 2, 3, 1)
-      for t in torch_model(torch.from_numpy(images.transpose(0, 3, 1, 2)))
-    )
+  torch_outputs = _fixture('outputs')
+  images = torch_outputs['images']
   outputs = model(images)
-  assert outputs['heatmaps'].shape == (1, 2, 16, 16, NUM_JOINTS)
-  for ours, theirs in ((outputs['heatmaps'][0], heatmaps), (outputs['depth_map'], depth)):
+  assert outputs['heatmaps'].shape == (1, len(images), 16, 16, NUM_JOINTS)
+  for ours, theirs in (
+    (outputs['heatmaps'][0], torch_outputs[f'{stem}.heatmaps']),
+    (outputs['depth_map'], torch_outputs[f'{stem}.depth_map']),
+  ):
     np.testing.assert_allclose(ours, theirs, atol=1e-4 * np.abs(theirs).max(), rtol=0)
 
 
-@pytest.fixture(scope='module')
-def imagenet_resnet18(tmp_path_factory):
-  """A randomised torchvision-layout ResNet-18 classifier (width 8) saved as a .pth."""
-  path = str(tmp_path_factory.mktemp('imagenet') / 'resnet18.pth')
-  torch.save(_randomised(TorchPoseResNet('resnet18', 8), seed=2).state_dict(), path)
-  return path
-
-
 def test_imagenet_weights_fill_the_backbone_and_leave_the_head(
-  imagenet_resnet18, fresh_resnet18, tmp_path
+  imagenet_resnet18, imagenet_state_dict, fresh_resnet18, tmp_path
 ):
-  source = {key: value.numpy() for key, value in torch.load(imagenet_resnet18).items()}
-  npz = str(tmp_path / 'resnet18.npz')
+  source = imagenet_state_dict
+  npz = str(tmp_path / 'converted.npz')
   assert torch_import.convert_imagenet(imagenet_resnet18, npz).unused == []
   with np.load(npz) as arrays:  # the classifier and the BatchNorm counters are left out
     assert not [key for key in arrays.files if key.startswith('fc.') or 'num_batches' in key]
 
   fresh = fresh_resnet18
-  for path in (imagenet_resnet18, npz):  # torch's file and the converted one alike
+  for path in (imagenet_resnet18, npz):  # the whole state_dict and the converted one alike
     loaded, unused = torch_import.init_backbone(fresh, path)
     assert unused == []
     loaded, flat_fresh = _flat(loaded), _flat(fresh)
@@ -241,31 +188,30 @@ def test_imagenet_weights_fill_the_backbone_and_leave_the_head(
       np.testing.assert_array_equal(loaded[key], flat_fresh[key], err_msg=key)
 
 
-def test_unused_source_keys_other_than_fc_are_reported(imagenet_resnet18, fresh_resnet18, tmp_path):
-  state_dict = dict(torch.load(imagenet_resnet18), extra_layer=torch.zeros(3))
-  path = str(tmp_path / 'extra.pth')
-  torch.save(state_dict, path)
+def test_unused_source_keys_other_than_fc_are_reported(
+  imagenet_state_dict, fresh_resnet18, tmp_path
+):
+  path = _save(tmp_path / 'extra.npz', dict(imagenet_state_dict, extra_layer=np.zeros(3)))
   _, unused = torch_import.init_backbone(fresh_resnet18, path)
   assert unused == ['extra_layer']
 
 
 def test_missing_or_misshapen_weights_are_one_line_errors_naming_the_key(
-  imagenet_resnet18, fresh_resnet18, tmp_path
+  imagenet_resnet18, imagenet_state_dict, fresh_resnet18, tmp_path
 ):
-  state_dict = torch.load(imagenet_resnet18)
+  state_dict = dict(imagenet_state_dict)
   del state_dict['layer2.0.downsample.1.running_var']
-  path = str(tmp_path / 'missing.pth')
-  torch.save(state_dict, path)
+  path = _save(tmp_path / 'missing.npz', state_dict)
   with pytest.raises(default_config.ConfigError) as error:
     torch_import.init_backbone(fresh_resnet18, path)
   assert 'missing layer2.0.downsample.1.running_var' in str(error.value)
   assert f'model.init={path!r}' in str(error.value) and '\n' not in str(error.value)
 
-  wider = _pure_state(_model_config('resnet18', 16), abstract=True)
+  wider = _pure_state(_model_config('resnet18', 4), abstract=True)
   with pytest.raises(
     default_config.ConfigError,
-    match=r'shape mismatch: conv1.weight is \(8, 3, 7, 7\), the model needs '
-    r'\(16, 3, 7, 7\)',
+    match=r'shape mismatch: conv1.weight is \(2, 3, 7, 7\), the model needs '
+    r'\(4, 3, 7, 7\)',
   ):
     torch_import.init_backbone(wider, imagenet_resnet18)
   hourglass = _model_config('hourglass', 8)
@@ -276,16 +222,21 @@ def test_missing_or_misshapen_weights_are_one_line_errors_naming_the_key(
     torch_import.init_backbone(fresh_resnet18, str(tmp_path / 'nothing.pth'))
 
 
-def test_reference_checkpoint_becomes_a_workdir_that_grafts_exactly(tmp_path, capsys):
-  torch_model = _randomised(TorchPoseResNet('resnet18', 8, 16, num_upsample=3), seed=3)
-  src = str(tmp_path / 'model_last.pth')
-  torch.save(
-    {
-      'epoch': 140,
-      'state_dict': {'module.' + key: value for key, value in torch_model.state_dict().items()},
-    },
-    src,
-  )
+def test_a_pth_file_without_torch_is_a_one_line_error(fresh_resnet18, tmp_path, monkeypatch):
+  monkeypatch.setitem(sys.modules, 'torch', None)  # `import torch` raises, installed or not
+  path = tmp_path / 'resnet18.pth'
+  path.write_bytes(b'')
+  with pytest.raises(ConfigError) as error:
+    torch_import.init_backbone(fresh_resnet18, str(path))
+  message = str(error.value)
+  assert message.startswith(f'model.init={str(path)!r}: {str(path)!r} is a PyTorch file')
+  assert 'torch is not installed: pip install -e .[torch]' in message and '\n' not in message
+
+
+def test_reference_checkpoint_becomes_a_workdir_that_grafts_exactly(
+  reference_resnet18, tmp_path, capsys
+):
+  src = os.path.join(FIXTURES, 'reference_resnet18.npz')  # 'module.' names, as released
   workdir = str(tmp_path / 'reference')
   reference_run.import_reference(src, workdir, input_format='rgb')
   assert f'--config.init_from={workdir}' in capsys.readouterr().out
@@ -298,14 +249,14 @@ def test_reference_checkpoint_becomes_a_workdir_that_grafts_exactly(tmp_path, ca
     config.model.head_channels,
     config.model.num_upsample,
     config.model.depth,
-  ) == ('resnet18', 8, 16, 3, True)
+  ) == ('resnet18', 2, 8, 3, True)
   assert checkpoint.find_checkpoint(workdir)[1] == 0
   fresh = _pure_state(config)
   grafted, newly_initialised = checkpoint.graft(workdir, fresh)
   assert newly_initialised == []
   expected, _ = torch_import.fill(
     fresh,
-    _numpy_state_dict(torch_model),
+    reference_resnet18,
     parts=('backbone', 'head', 'heatmap_conv', 'depth_conv'),
     heads={'heatmap_conv': 'hm', 'depth_conv': 'depth'},
     source='',
@@ -317,8 +268,7 @@ def test_reference_checkpoint_becomes_a_workdir_that_grafts_exactly(tmp_path, ca
 
   # Refused: a second import into the workdir, another --arch, parts our model has no place for;
   # each a one-line ConfigError (the command's exit 2: test_command_refuses_in_one_line).
-  extra = str(tmp_path / 'extra.pth')
-  torch.save(dict(torch_model.state_dict(), offsets=torch.zeros(2)), extra)
+  extra = _save(tmp_path / 'extra.npz', dict(reference_resnet18, offsets=np.zeros(2)))
   other = str(tmp_path / 'other')
   errors = []
   for kwargs in (
@@ -337,17 +287,14 @@ def test_reference_checkpoint_becomes_a_workdir_that_grafts_exactly(tmp_path, ca
 
 def test_command_refuses_in_one_line(tmp_path):
   """hpe-import-weights (through its tools/ shim) ends a refusal with one `error:` line, exit 2."""
-  src = str(tmp_path / 'model_last.pth')
-  torch.save(TorchPoseResNet('resnet18', 8, 16, num_upsample=3).state_dict(), src)
   workdir = tmp_path / 'used'
   (workdir / 'checkpoints' / '0').mkdir(parents=True)
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   result = subprocess.run(
     [
       sys.executable,
-      os.path.join(repo, 'tools', 'import_weights.py'),
+      os.path.join(REPO, 'tools', 'import_weights.py'),
       'reference',
-      src,
+      os.path.join(FIXTURES, 'reference_resnet18.npz'),
       f'--workdir={workdir}',
       '--input=rgb',
     ],
@@ -361,33 +308,104 @@ def test_command_refuses_in_one_line(tmp_path):
   ]
 
 
-def test_bgr256_fold_gives_the_reference_stem_on_our_input():
-  torch_model = _randomised(TorchPoseResNet('resnet18', 8), seed=4)
-  state_dict = _numpy_state_dict(torch_model)
-  folded = torch_import.fold_bgr256_input(state_dict)
+def _stem(images, weights):
+  """conv1 (7x7, stride 2, padding 3) and bn1 in eval mode: (B, H, W, 3) -> (B, C, H/2, W/2)."""
+  x = jax.lax.conv_general_dilated(
+    images.transpose(0, 3, 1, 2).astype(np.float32),
+    weights['conv1.weight'],
+    window_strides=(2, 2),
+    padding=((3, 3), (3, 3)),
+    dimension_numbers=('NCHW', 'OIHW', 'NCHW'),
+    precision=jax.lax.Precision.HIGHEST,
+  )
+  scale = weights['bn1.weight'] / np.sqrt(weights['bn1.running_var'] + 1e-5)
+  shift = weights['bn1.bias'] - weights['bn1.running_mean'] * scale
+  return np.asarray(x) * scale[:, None, None] + shift[:, None, None]
+
+
+def test_bgr256_fold_gives_the_reference_stem_on_our_input(reference_resnet18):
+  folded = torch_import.fold_bgr256_input(reference_resnet18)
   pixels = np.random.default_rng(1).integers(0, 256, size=(1, 32, 32, 3)).astype(np.float32)
   mean, std = torch_import.IMAGENET_MEAN, torch_import.IMAGENET_STD
   ours = (pixels / 255 - mean) / std  # RGB, as interface.normalize_images
   reference = (pixels[..., ::-1] / 256 - mean) / std  # BGR with RGB-ordered mean and std
 
-  def stem(images, weights):
-    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2), np.float32))
-    x = nn.functional.conv2d(
-      x, torch.from_numpy(weights['conv1.weight'].copy()), stride=2, padding=3
-    )
-    return nn.functional.batch_norm(
-      x,
-      torch.from_numpy(weights['bn1.running_mean']),
-      torch.from_numpy(weights['bn1.running_var']),
-      torch.from_numpy(weights['bn1.weight']),
-      torch.from_numpy(weights['bn1.bias']),
-      eps=1e-5,
-    ).numpy()
-
-  expected, got = stem(reference, state_dict), stem(ours, folded)
+  expected, got = _stem(reference, reference_resnet18), _stem(ours, folded)
   interior = (slice(None), slice(None), slice(2, -2), slice(2, -2))  # windows clear of padding
   np.testing.assert_allclose(got[interior], expected[interior], atol=1e-4)
   assert np.abs(got - expected).max() > 1e-3  # the border sees the padding: not exact there
+
+
+def test_fixtures_are_what_the_command_writes_now(torch, tmp_path):
+  """tools/make_torch_fixtures.py rewrites the committed fixtures unchanged: the same arrays,
+  the weights and images exactly, torch's outputs to float32 rounding."""
+  del torch  # only needed installed: the command runs it
+  result = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(REPO, 'tools', 'make_torch_fixtures.py'),
+      f'--out={tmp_path}',
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  stems = sorted(name.removesuffix('.npz') for name in os.listdir(FIXTURES))
+  assert sorted(os.listdir(tmp_path)) == sorted(os.listdir(FIXTURES))
+  assert stems == sorted([*REFERENCE_MODELS, 'outputs'])
+  hint = 'stale fixture: rerun python tools/make_torch_fixtures.py and commit'
+  for stem in stems:
+    committed = _fixture(stem)
+    with np.load(tmp_path / f'{stem}.npz') as arrays:
+      written = {name: arrays[name] for name in arrays.files}
+    assert list(written) == list(committed), f'{stem}: {hint}'
+    for name, value in written.items():
+      assert value.dtype == committed[name].dtype, f'{stem} {name}: {hint}'
+      if name.endswith(('.heatmaps', '.depth_map')):
+        scale = np.abs(value).max()
+        np.testing.assert_allclose(
+          committed[name], value, rtol=0, atol=1e-5 * scale, err_msg=f'{name}: {hint}'
+        )
+      else:
+        np.testing.assert_array_equal(committed[name], value, err_msg=f'{stem} {name}: {hint}')
+
+
+def test_pth_files_read_as_their_arrays(
+  torch, imagenet_resnet18, imagenet_state_dict, fresh_resnet18, tmp_path
+):
+  """A state_dict saved by torch, bare or under 'state_dict' or 'model' as training scripts save
+  it, reads as the same arrays; model.init and hpe-import-weights take it as they take the .npz."""
+
+  def tensors(state_dict, prefix=''):
+    return {prefix + key: torch.from_numpy(value) for key, value in state_dict.items()}
+
+  def assert_same(got, expected):
+    assert list(got) == list(expected)
+    for key, value in expected.items():
+      np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+  pth = str(tmp_path / 'resnet18.pth')
+  torch.save(tensors(imagenet_state_dict), pth)
+  assert_same(torch_import.read_state_dict(pth), imagenet_state_dict)
+  (from_pth, unused_pth), (from_npz, unused_npz) = (
+    torch_import.init_backbone(fresh_resnet18, path) for path in (pth, imagenet_resnet18)
+  )
+  assert unused_pth == unused_npz == []
+  assert_same(_flat(from_pth), _flat(from_npz))
+  torch_import.convert_imagenet(pth, str(tmp_path / 'from_pth.npz'))
+  torch_import.convert_imagenet(imagenet_resnet18, str(tmp_path / 'from_npz.npz'))
+  with np.load(tmp_path / 'from_pth.npz') as got, np.load(tmp_path / 'from_npz.npz') as expected:
+    assert_same(dict(got), dict(expected))
+
+  reference = _fixture('reference_resnet18')  # 'module.' names
+  npz_read = torch_import.load_state_dict(os.path.join(FIXTURES, 'reference_resnet18.npz'))
+  for wrapper in ('state_dict', 'model'):
+    wrapped = str(tmp_path / f'{wrapper}.pth')
+    torch.save({'epoch': 140, wrapper: tensors(reference)}, wrapped)
+    state_dict, arch = torch_import.load_state_dict(wrapped)
+    assert arch == npz_read[1] == 'resnet18'
+    assert_same(state_dict, npz_read[0])
 
 
 def test_model_init_scratch_trains_from_random_weights_and_says_so(data_dir, tmp_path, capsys):
@@ -401,13 +419,19 @@ def test_model_init_scratch_trains_from_random_weights_and_says_so(data_dir, tmp
 
 
 def test_training_with_model_init_starts_from_the_imported_backbone(
-  imagenet_resnet18, data_dir, tmp_path
+  imagenet_resnet18, imagenet_state_dict, data_dir, tmp_path
 ):
   # lr 1e-30 (0 is refused): one Adam step moves each parameter by about 1e-30, leaving it as it
   # started to far below float32 precision (batch statistics still move).
   config = tiny_config(
     data_dir,
-    **{'model.init': imagenet_resnet18, 'train.num_steps': 1, 'train.lr': 1e-30, 'data.eval': ''},
+    **{
+      'model.init': imagenet_resnet18,
+      'model.width': 2,
+      'train.num_steps': 1,
+      'train.lr': 1e-30,
+      'data.eval': '',
+    },
   )
   train.train_and_evaluate(config, str(tmp_path))
   mngr = checkpoint.manager(os.path.join(tmp_path, 'checkpoints'), read_only=True)
@@ -416,7 +440,6 @@ def test_training_with_model_init_starts_from_the_imported_backbone(
       1, args=checkpoint.ocp.args.Composite(state=checkpoint.ocp.args.StandardRestore())
     ).state['model']
   )
-  source = {key: value.numpy() for key, value in torch.load(imagenet_resnet18).items()}
   backbone_params = [
     key
     for key in trained
@@ -424,7 +447,7 @@ def test_training_with_model_init_starts_from_the_imported_backbone(
   ]
   assert len(backbone_params) == 3 * 20  # resnet18: 20 convs and their BatchNorms
   for key in backbone_params:
-    expected = source[torch_import.torch_key(key)]
+    expected = imagenet_state_dict[torch_import.torch_key(key)]
     if expected.ndim == 4:
       expected = expected.transpose(2, 3, 1, 0)
     np.testing.assert_allclose(trained[key], expected, rtol=1e-6, atol=1e-20, err_msg=key)

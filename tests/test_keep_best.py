@@ -94,3 +94,34 @@ def test_parse_step():
   assert default_config.parse_step('120') == 120 and default_config.parse_step('best') == 'best'
   with pytest.raises(ValueError, match="'-3' is not a step"):
     default_config.parse_step('-3')
+
+
+def test_a_run_keeps_its_best_evaluated_checkpoint_besides_the_newest(data_dir, tmp_path):
+  import json
+
+  from hpe_jax.training import train
+
+  workdir = str(tmp_path / 'run')
+  config = tiny_config(data_dir)
+  config.train.eval_every = 2
+  config.train.keep_checkpoints = 1
+  config.train.keep_best = 'pck:max'
+  train.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    evaluated = {r['step']: r['pck'] for r in map(json.loads, f) if 'pck' in r}
+  assert sorted(evaluated) == [2, 4, 6]
+  best = max(evaluated, key=lambda step: (evaluated[step], step))
+  directory = os.path.join(workdir, 'checkpoints')
+  assert checkpoint.saved_steps(directory) == sorted({best, 6})
+  assert checkpoint.find_checkpoint(workdir, 'best', best=('pck', 'max'))[1] == best
+  # init_step=best starts from it: the rule is the other run's.
+  config.init_from, config.init_step = workdir, 'best'
+  assert train._init_step(config) == ('best', ('pck', 'max'))
+
+
+def test_a_run_evaluated_at_its_end_saves_that_checkpoint_with_its_metrics(tiny_depth_run):
+  from hpe_jax import inference
+
+  directory = os.path.join(tiny_depth_run, 'checkpoints')
+  assert checkpoint.best_step(directory, ('mpjpe', 'min')) == 6
+  assert inference.load(tiny_depth_run, step='best').step == 6

@@ -1,4 +1,5 @@
-"""The study runner on a tiny study: run, report, skip, re-evaluate, commands, config errors.
+"""The study runner on a tiny study: run, report, skip, re-evaluate, commands, config errors,
+Slurm jobs (submitit), plots.
 
 python -m pytest -q tests/test_study.py
 """
@@ -8,20 +9,28 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
+import time
 import types
 
 from conftest import TINY_DATASET
 from matplotlib import image as mpimg
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 import ml_collections
 import pytest
+import submitit
 
 from hpe_jax import default_config
 from hpe_jax import study
 from hpe_jax.evaluation import trained_run
 from hpe_jax.study import plan as plan_lib
+from hpe_jax.study import plots
+from hpe_jax.study import runner
+from hpe_jax.study import slurm
+from hpe_jax.study import slurm_options
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OWN_EVAL = f'{TINY_DATASET}:test'
@@ -370,3 +379,414 @@ def test_bad_study_configs_name_the_field(field, value, message):
 def test_a_valid_config_gives_its_axes():
   axes = study.check_config(_valid_config())
   assert axes.overrides == (('model.width', '8'),) and axes.eval_datasets == ()
+
+
+# Studies as Slurm jobs (hpe_jax/study/slurm.py): submitit's local executor runs the jobs here,
+# and stand-ins for sbatch, squeue and scancel check what reaches Slurm.
+
+# A job's command in place of training or evaluating: it leaves what a finished process leaves
+# (a checkpoint of the run's last step, the evaluation's result files) and appends its start and
+# end times to <study_dir>/times.jsonl; a run holding a FAIL file fails instead.
+FAKE_PROCESS = r"""
+import json, os, sys, time
+study_dir, workdir, stage, *targets = sys.argv[1:]
+start = time.time()
+if os.path.exists(os.path.join(workdir, 'FAIL')):
+  sys.exit(3)
+time.sleep(0.3)
+for target in targets:
+  if stage == 'train':
+    os.makedirs(os.path.join(workdir, 'checkpoints', target))
+  else:
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target, 'w') as f:
+      f.write('{}')
+with open(os.path.join(study_dir, 'times.jsonl'), 'a') as f:
+  f.write(json.dumps([os.path.basename(workdir), stage, start, time.time()]) + '\n')
+"""
+FAKE_SBATCH = """#!/bin/sh
+# sbatch: keeps the job script and answers with the next job id (or refuses, as told)
+if [ -f "$FAKE_SLURM/refuse" ]; then cat "$FAKE_SLURM/refuse" >&2; exit 1; fi
+id=$(( $(cat "$FAKE_SLURM/last_id" 2>/dev/null || echo 100) + 1 ))
+echo $id > "$FAKE_SLURM/last_id"
+cp "$1" "$FAKE_SLURM/job_$id.sh"
+echo "Submitted batch job $id"
+"""
+FAKE_SQUEUE = """#!/bin/sh
+if [ -f "$FAKE_SLURM/squeue_fails" ]; then echo 'slurm_load_jobs error: timeout' >&2; exit 1; fi
+cat "$FAKE_SLURM/queue" 2>/dev/null; exit 0
+"""
+FAKE_SCANCEL = """#!/bin/sh
+echo "$@" >> "$FAKE_SLURM/cancelled"
+"""
+
+
+def fake_command(process) -> list[str]:
+  """The FAKE_PROCESS command in place of a process's own."""
+  study_dir = process.run.workdir.rsplit(os.sep, 2)[0]
+  if process.stage == 'train':
+    targets = [str(process.run.num_steps)]
+  else:
+    targets = [trained_run.result_path(process.run.workdir, name) for name in process.datasets]
+  return [
+    sys.executable,
+    '-c',
+    FAKE_PROCESS,
+    study_dir,
+    process.run.workdir,
+    process.stage,
+    *targets,
+  ]
+
+
+def wait_for(jobs, timeout_s: float = 120) -> None:
+  deadline = time.monotonic() + timeout_s
+  for job in jobs:
+    while not job.done():
+      assert time.monotonic() < deadline, f'job {job.job_id} still running'
+      time.sleep(0.1)
+
+
+def read_times(study_dir: str) -> dict[tuple[str, str], tuple[float, float]]:
+  """(run workdir name, stage) -> (start, end) of the fake processes that ran."""
+  path = os.path.join(study_dir, 'times.jsonl')
+  if not os.path.isfile(path):
+    return {}
+  with open(path) as f:
+    return {(name, stage): (start, end) for name, stage, start, end in map(json.loads, f)}
+
+
+@pytest.fixture
+def fresh_plan(data_dir, tmp_path):
+  """The tiny study's plan in a new study dir (nothing run)."""
+  flag = tmp_path / 'tiny_study.py'
+  flag.write_text(study_source(data_dir))
+  return study.plan_study(str(flag), str(tmp_path / 'run'))
+
+
+def test_slurm_jobs_start_after_the_ones_they_need_and_a_rerun_resubmits_failures(fresh_plan):
+  plan = fresh_plan
+  finetune, scratch = plan.cells
+  os.makedirs(scratch.run.workdir)
+  open(os.path.join(scratch.run.workdir, 'FAIL'), 'w').close()
+  executor = submitit.LocalExecutor(os.path.join(plan.study_dir, 'slurm'))
+  lines = []
+  launched = slurm.launch(plan, executor, command=fake_command, log=lines.append)
+  wait_for(launched.jobs)
+  ids = [str(job.job_id) for job in launched.jobs]
+  assert [line.split(': job ')[1] for line in lines[:-1]] == [
+    ids[0],
+    f'{ids[1]} after job {ids[0]}',  # fine-tune after its pre-training
+    f'{ids[2]} after job {ids[1]}',  # evaluation after its training
+    ids[3],
+    f'{ids[4]} after job {ids[3]}',
+  ]
+  assert '5 job(s) submitted, 0 left queued, 0 of 5' in lines[-1]
+  times = read_times(plan.study_dir)
+  pretrain, cell_1, cell_2 = (
+    os.path.basename(r.workdir) for r in (plan.pretrains[0], finetune.run, scratch.run)
+  )
+  assert times[cell_1, 'train'][0] >= times[pretrain, 'train'][1]
+  assert times[cell_1, 'eval'][0] >= times[cell_1, 'train'][1]
+  assert set(times) == {(pretrain, 'train'), (cell_1, 'train'), (cell_1, 'eval')}
+  # The failed training's job failed, and its evaluation's never ran its command.
+  assert [job.state for job in launched.jobs] == ['FINISHED'] * 5
+  failed = {str(job.job_id): job.exception() for job in launched.jobs if job.exception()}
+  assert list(failed) == ids[3:]
+  assert 'failed (exit 3)' in str(failed[ids[3]]) and 'depends on failed' in str(failed[ids[4]])
+  with open(os.path.join(finetune.run.workdir, study.LOG_FILE)) as f:
+    assert f.read().startswith(f'$ {shlex.join(fake_command(runner.all_processes(plan)[1]))}\n')
+  record = study.read_time(finetune.run.workdir)
+  assert record['processes'] == 2 and record['identity'] == finetune.run.identity()
+
+  os.remove(os.path.join(scratch.run.workdir, 'FAIL'))
+  lines = []
+  relaunched = slurm.launch(plan, executor, command=fake_command, log=lines.append)
+  wait_for(relaunched.jobs)
+  new_ids = [str(job.job_id) for job in relaunched.jobs]
+  assert [line.split(': job ')[1].split(';')[0] for line in lines[:-1]] == [
+    new_ids[0],
+    f'{new_ids[1]} after job {new_ids[0]}',
+  ]
+  assert all(line.startswith('[cell 2/2]') and 'ended unfinished' in line for line in lines[:-1])
+  assert '3 of 5 processes finished before' in lines[-1]
+  times_after = read_times(plan.study_dir)
+  assert set(times_after) - set(times) == {(cell_2, 'train'), (cell_2, 'eval')}
+  assert times_after[cell_2, 'eval'][0] >= times_after[cell_2, 'train'][1]
+  with open(os.path.join(plan.study_dir, slurm.JOBS_FILE)) as f:
+    assert sorted(record['job_id'] for record in json.load(f).values()) == sorted(ids[:3] + new_ids)
+  lines = []
+  assert slurm.launch(plan, executor, command=fake_command, log=lines.append).complete
+  assert lines == ['Every process of study tiny_study has finished (5).']
+
+
+def test_a_slurm_job_runs_the_local_runners_command(tiny_study, tmp_path):
+  scratch = next(cell for cell in tiny_study.plan.cells if cell.pretraining == 'none')
+  os.remove(trained_run.result_path(scratch.run.workdir, OTHER_EVAL))
+  before = study.read_time(scratch.run.workdir)
+  launched = slurm.launch(
+    tiny_study.plan, submitit.LocalExecutor(str(tmp_path)), log=lambda line: None
+  )
+  assert len(launched.jobs) == 1
+  wait_for(launched.jobs)
+  assert launched.jobs[0].exception() is None
+  assert os.path.isfile(trained_run.result_path(scratch.run.workdir, OTHER_EVAL))
+  with open(os.path.join(scratch.run.workdir, study.LOG_FILE)) as f:
+    commands = [line for line in f if line.startswith('$ ')]
+  assert commands[-1] == f'$ {shlex.join(scratch.eval_command([OTHER_EVAL], sys.executable))}\n'
+  after = study.read_time(scratch.run.workdir)
+  assert after['processes'] == before['processes'] + 1 and after['eval_s'] > before['eval_s']
+  assert after['device_kind'] == 'cpu' and after['train_s'] == before['train_s']
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+  """sbatch, squeue, scancel and srun stand-ins on PATH -> their state dir: job_<id>.sh (the
+  scripts sbatch got), queue (what squeue lists: 'id|STATE|reason' lines), cancelled."""
+  bin_dir, state = tmp_path / 'bin', tmp_path / 'fake_slurm'
+  bin_dir.mkdir()
+  state.mkdir()
+  scripts = {'sbatch': FAKE_SBATCH, 'squeue': FAKE_SQUEUE, 'scancel': FAKE_SCANCEL}
+  for name, text in {**scripts, 'srun': '#!/bin/sh\n'}.items():
+    (bin_dir / name).write_text(text)
+    (bin_dir / name).chmod(0o755)
+  monkeypatch.setenv('PATH', f'{bin_dir}{os.pathsep}{os.environ["PATH"]}')
+  monkeypatch.setenv('FAKE_SLURM', str(state))
+  return state
+
+
+def sbatch_options(state, job_id: int) -> dict[str, str]:
+  """The #SBATCH options of the script of job `job_id` ({'partition': 'gpu', ...})."""
+  options = {}
+  for line in (state / f'job_{job_id}.sh').read_text().splitlines():
+    if line.startswith('#SBATCH --'):
+      key, _, value = line[len('#SBATCH --') :].partition('=')
+      options[key] = value
+  return options
+
+
+def test_slurm_jobs_carry_the_options_and_dependencies(fake_slurm, fresh_plan, tmp_path):
+  options = slurm_options.Options(
+    partition='gpu',
+    cpus_per_task=4,
+    time_min=30,
+    mem_gb=16,
+    extra=('account=abc', 'exclusive'),
+    logs=str(tmp_path / 'logs'),
+  )
+  lines = []
+  study.run(
+    fresh_plan.flag,
+    fresh_plan.study_dir,
+    print_commands=True,
+    launcher=slurm.Launcher(options),
+    log=lines.append,
+  )
+  assert len(lines) == 6 and not os.listdir(fake_slurm)  # the commands; nothing submitted
+  assert not os.path.exists(fresh_plan.study_dir)
+  lines = []
+  study.run(
+    fresh_plan.flag, fresh_plan.study_dir, launcher=slurm.Launcher(options), log=lines.append
+  )
+  assert [line.split(': job ')[1] for line in lines[:-1]] == [
+    '101',
+    '102 after job 101',
+    '103 after job 102',
+    '104',
+    '105 after job 104',
+  ]
+  assert not os.path.exists(fresh_plan.report_dir)  # the report waits for the jobs
+  for job_id in range(101, 106):
+    script = sbatch_options(fake_slurm, job_id)
+    assert {key: script[key] for key in ('partition', 'cpus-per-task', 'time', 'mem')} == {
+      'partition': 'gpu',
+      'cpus-per-task': '4',
+      'time': '30',
+      'mem': '16384M',
+    }
+    assert script['gpus-per-node'] == '1' and script['account'] == 'abc'
+    assert script['exclusive'] == '' and script['output'].startswith(str(tmp_path / 'logs'))
+  assert 'dependency' not in sbatch_options(fake_slurm, 101)
+  assert sbatch_options(fake_slurm, 102)['dependency'] == 'afterok:101'
+  assert sbatch_options(fake_slurm, 102)['kill-on-invalid-dep'] == 'yes'
+  assert sbatch_options(fake_slurm, 105)['job-name'] == 'tiny_study-cell2-eval'
+
+  # Queued jobs stay; a job squeue no longer lists (or lists as ended) whose process did not
+  # finish is submitted again, and so is the one after it.
+  (fake_slurm / 'queue').write_text(
+    '101|RUNNING|None\n102|PENDING|Dependency\n103|PENDING|Dependency\n104|FAILED|None\n'
+  )
+  lines = []
+  launched = slurm.launch(
+    fresh_plan, slurm_options.make_executor(str(tmp_path / 'logs'), options), log=lines.append
+  )
+  assert [line.split(': job ')[1].split(';')[0] for line in lines[:-1]] == [
+    '101 is RUNNING',
+    '102 is PENDING (Dependency)',
+    '103 is PENDING (Dependency)',
+    '106',
+    '107 after job 106',
+  ]
+  assert len(launched.jobs) == 2 and launched.queued == 3 and not launched.complete
+  # A job left waiting for one that is submitted again would never start: it is cancelled and
+  # submitted again after the new one.
+  (fake_slurm / 'queue').write_text('102|PENDING|Dependency\n103|PENDING|Dependency\n')
+  lines = []
+  slurm.launch(
+    fresh_plan, slurm_options.make_executor(str(tmp_path / 'logs'), options), log=lines.append
+  )
+  assert [line.split(': job ')[1].split(';')[0] for line in lines[:3]] == [
+    '108',
+    '109 after job 108',
+    '110 after job 109',
+  ]
+  assert (fake_slurm / 'cancelled').read_text().split() == ['102', '103']
+  assert sbatch_options(fake_slurm, 109)['dependency'] == 'afterok:108'
+
+
+def test_slurm_failures_are_one_line(fake_slurm, fresh_plan, tmp_path):
+  executor = slurm_options.make_executor(str(tmp_path / 'logs'), slurm_options.Options())
+  (fake_slurm / 'refuse').write_text(
+    'sbatch: error: Batch job submission failed: Requested time limit is invalid\n'
+  )
+  with pytest.raises(slurm_options.SlurmError) as refused:
+    slurm.launch(fresh_plan, executor, log=lambda line: None)
+  assert '\n' not in str(refused.value)
+  assert str(refused.value).startswith('sbatch refused the job of [pretrain 1/1]')
+  assert str(refused.value).endswith('Requested time limit is invalid; fix the --slurm_* flags')
+  (fake_slurm / 'refuse').unlink()
+  slurm.launch(fresh_plan, executor, log=lambda line: None)
+  (fake_slurm / 'squeue_fails').write_text('')
+  with pytest.raises(slurm_options.SlurmError, match=r'^squeue failed \(slurm_load_jobs error'):
+    slurm.launch(fresh_plan, executor, log=lambda line: None)
+  assert not (fake_slurm / 'job_106.sh').exists()  # unknown states: nothing submitted
+
+
+def test_slurm_extra_options():
+  assert slurm_options.parse_extra(['account=abc', 'qos=high', 'exclusive', 'mail_type=END']) == {
+    'account': 'abc',
+    'qos': 'high',
+    'exclusive': True,
+    'mail-type': 'END',
+  }
+  for values, message in [
+    (['account'], None),
+    (['acc ount=x'], 'is not key=value'),
+    (['=x'], 'is not key=value'),
+    (['qos='], 'is not key=value'),
+    (['time=10'], 'use --slurm_time'),
+    (['dependency=afterok:1'], 'the launcher sets it'),
+    (['nodes=2'], 'one process on one node'),
+    (['qos=a', 'qos=b'], 'sets --qos twice'),
+  ]:
+    if message is None:
+      slurm_options.parse_extra(values)
+      continue
+    with pytest.raises(slurm_options.SlurmError, match=message):
+      slurm_options.parse_extra(values)
+
+
+def test_slurm_needs_its_commands(tmp_path, monkeypatch):
+  monkeypatch.setenv('PATH', str(tmp_path))  # no srun
+  with pytest.raises(slurm_options.SlurmError, match="needs Slurm's srun, sbatch and squeue"):
+    slurm_options.make_executor(str(tmp_path / 'logs'), slurm_options.Options())
+
+
+@pytest.mark.parametrize(
+  'args, message',
+  [
+    (['--launcher=pbs'], 'flag --launcher=pbs: value should be one of <local|slurm>'),
+    (['--launcher=slurm', '--slurm_extra=acc ount=x'], "--slurm_extra='acc ount=x' is not"),
+    (['--launcher=slurm', '--slurm_extra=partition=gpu'], 'use --slurm_partition'),
+    (['--slurm_partition=gpu'], '--slurm_partition apply to --launcher=slurm only'),
+  ],
+)
+def test_launcher_flag_errors_are_one_line(args, message, tmp_path):
+  result = subprocess.run(
+    [sys.executable, 'tools/study.py', f'--study={tmp_path / "any.py"}', *args],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+  )
+  assert result.returncode == 2 and result.stdout == ''
+  assert result.stderr.startswith('error: ') and result.stderr.count('\n') == 1
+  assert message in result.stderr
+
+
+def compute_rows(totals: dict[str, list[int]]) -> list[dict]:
+  """Results rows of one X with the given training-image totals per pretraining mode."""
+  return [
+    {
+      'dataset_3d': 'X',
+      'pretraining': mode,
+      'backbone': 'resnet18',
+      'dataset_2d': 'A' if mode == '2d' else '',
+      'seed': 0,
+      'steps': i,
+      'images_total': total,
+      'params': total,
+      'mpjpe': 100.0 + i,
+      'mpjpe_mean_pose': 150.0,
+    }
+    for mode, values in totals.items()
+    for i, total in enumerate(values)
+  ]
+
+
+def visible_x_tick_labels(figure):
+  """The drawn x tick labels of every panel -> [(text, window extent)] per panel."""
+  canvas = FigureCanvasAgg(figure)
+  canvas.draw()
+  renderer = canvas.get_renderer()
+  panels = []
+  for ax in figure.axes:
+    low, high = ax.get_xlim()
+    labels = [
+      (label.get_text(), label.get_window_extent(renderer))
+      for label in ax.xaxis.get_ticklabels(which='both')
+      if label.get_visible() and label.get_text() and low <= label.get_position()[0] <= high
+    ]
+    panels.append(sorted(labels, key=lambda item: item[1].x0))
+  return panels
+
+
+@pytest.mark.parametrize(
+  'totals',
+  [
+    {'none': [16], '2d': [32]},  # the tiny study
+    {'none': [3200, 12800], '2d': [35200, 44800]},  # configs/study_small.py
+    {'none': [6400, 64000, 640000, 6400000], '2d': [3.2e6, 3.3e6, 3.8e6, 9.6e6]},
+    {'none': [100, 1e4, 1e6], '2d': [1e8, 1e9]},
+  ],
+)
+def test_plot_tick_labels_do_not_overlap(totals, tmp_path):
+  rows = compute_rows(totals)
+  for plot in (plots.plot_compute, plots.plot_backbone):
+    (panel,) = visible_x_tick_labels(plot(rows, ['X'], str(tmp_path / 'plot.png')))
+    assert len(panel) >= 2, panel
+    for (text, extent), (next_text, next_extent) in zip(panel, panel[1:]):
+      assert extent.x1 <= next_extent.x0, f'{text!r} overlaps {next_text!r}'
+
+
+def test_a_report_before_any_cell_finished_shows_no_plots(fresh_plan):
+  os.makedirs(fresh_plan.report_dir)
+  stale = os.path.join(fresh_plan.report_dir, 'compute.png')
+  open(stale, 'wb').close()
+  study.run(fresh_plan.flag, fresh_plan.study_dir, report_only=True, log=lambda line: None)
+  assert sorted(os.listdir(fresh_plan.report_dir)) == [
+    'generalisation.csv',
+    'generalisation.md',
+    'results.csv',
+    'results.md',
+  ]
+  with open(os.path.join(fresh_plan.report_dir, 'results.md')) as f:
+    markdown = f.read()
+  assert '0 of 2 cells finished' in markdown and 'No cell has finished yet' in markdown
+  assert '.png' not in markdown and 'No plots yet' in markdown
+
+
+def test_the_report_links_the_plots_it_wrote(tiny_study):
+  with open(os.path.join(tiny_study.study_dir, 'report', 'results.md')) as f:
+    links = re.findall(r'!\[\w+\]\((\w+\.png)\)', f.read())
+  assert links == ['compute.png', 'backbone.png', 'generalisation.png']
+  assert all(os.path.isfile(os.path.join(tiny_study.study_dir, 'report', n)) for n in links)

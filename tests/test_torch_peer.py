@@ -16,7 +16,9 @@ from hpe_jax import default_config
 from hpe_jax import models
 from hpe_jax.training import step as step_lib
 
-torch = pytest.importorskip('torch')
+torch = pytest.importorskip(
+  'torch', reason='torch is not installed: pip install -e ".[torch]" to check the PyTorch peer'
+)
 
 from hpe_jax.perf import benchmark  # noqa: E402  (after the skip: compare needs torch)
 from hpe_jax.perf import compare  # noqa: E402

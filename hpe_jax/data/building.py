@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
 from typing import Callable
 
 import tensorflow_datasets as tfds
 
+from hpe_jax import progress
 from hpe_jax.data import builders
 from hpe_jax.data import datasets
 from hpe_jax.data.builders import base
 
 REPORT_FILE = 'build_report.json'
+# Off a terminal (no progress bars), a split being written logs its count this often.
+PROGRESS_SECONDS = 60.0
 
 
 def format_report(report: dict[str, dict]) -> str:
@@ -39,6 +44,47 @@ def _builder_class(name: str) -> type[tfds.core.DatasetBuilder]:
       f'unknown dataset {name!r}; hpe_jax builds {", ".join(builders.NAMES)}'
     )
   return tfds.builder_cls(name)
+
+
+def _logged_split(split: str, examples, log: Callable[[str], None], periodic: bool):
+  """Yields the (key, example) pairs of a split generator; logs '<split>: N examples in T' when it
+  ends and, with `periodic`, the count so far every PROGRESS_SECONDS."""
+  start = last = time.perf_counter()
+  count = 0
+  for count, example in enumerate(examples, 1):
+    yield example
+    now = time.perf_counter()
+    if periodic and now - last >= PROGRESS_SECONDS:
+      log(f'{split}: {count} examples so far ({count / (now - start):.1f}/s)')
+      last = now
+  log(f'{split}: {count} examples in {progress.duration(time.perf_counter() - start)}')
+
+
+def _log_progress(builder: tfds.core.GeneratorBasedBuilder, log: Callable[[str], None]) -> None:
+  """Makes `builder` log its listing of the examples (reading the annotations), then each split's
+  count and time as it is written (TFDS writes the splits one after the other, each as its
+  generator yields). Off a terminal (stdout or stderr redirected), TFDS's progress bars, a line of
+  carriage returns per update in a log file, are turned off, and each split logs its count every
+  PROGRESS_SECONDS instead."""
+  on_terminal = sys.stdout.isatty() and sys.stderr.isatty()
+  if not on_terminal:
+    tfds.disable_progress_bar()
+  split_generators = builder._split_generators  # pylint: disable=protected-access
+
+  def logged(dl_manager):
+    log(f'{builder.name}: listing the examples of each split...')
+    start = time.perf_counter()
+    generators = split_generators(dl_manager)
+    log(
+      f'{builder.name}: listed {", ".join(generators)} in '
+      f'{progress.duration(time.perf_counter() - start)}; writing them.'
+    )
+    return {
+      split: _logged_split(split, examples, log, periodic=not on_terminal)
+      for split, examples in generators.items()
+    }
+
+  builder._split_generators = logged  # pylint: disable=protected-access
 
 
 def download_instructions(name: str) -> str:
@@ -87,6 +133,7 @@ def build(
       f'--manual_dir={manual_dir!r} {problem}; {name} is built from downloaded files: '
       f'`hpe-build-dataset {name} --help_download` says which and how to lay them out'
     )
+  _log_progress(builder, log)
   try:
     datasets.prepare(
       builder, download_config=tfds.download.DownloadConfig(manual_dir=expanded or None)

@@ -40,34 +40,44 @@ class MeanPose:
   pose_3d: np.ndarray | None  # (17, 3)
 
 
-def _labels(ref: datasets.DatasetRef, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+def _labels(ref: datasets.DatasetRef, keys: tuple[str, ...], log) -> dict[str, np.ndarray]:
   source = datasets.data_source(ref)
-  indices = np.linspace(0, len(source) - 1, min(len(source), _MAX_LABELS_FOR_MEAN)).astype(int)
+  count = min(len(source), _MAX_LABELS_FOR_MEAN)
+  if log:
+    log(f'Mean-pose baseline: reading {count} of the {len(source)} labels of {ref}...')
+  indices = np.linspace(0, len(source) - 1, count).astype(int)
   records = [source[int(i)] for i in indices]
   return {k: np.stack([np.asarray(r[k]) for r in records]) for k in keys}
 
 
-def mean_pose(ref_2d: datasets.DatasetRef | None, ref_3d: datasets.DatasetRef | None) -> MeanPose:
-  """Averages the annotated joints of (up to 20,000 evenly spread) training labels."""
+def mean_pose(
+  ref_2d: datasets.DatasetRef | None, ref_3d: datasets.DatasetRef | None, log=None
+) -> MeanPose:
+  """Averages the annotated joints of (up to 20,000 evenly spread) training labels; `log(line)`
+  gets a line before reading each split's labels and one with the seconds it all took."""
+  start = time.perf_counter()
   box_xy = pose_3d = None
   if ref_2d is not None:
-    labels = _labels(ref_2d, ('joints_2d', 'joints_mask', 'box_center', 'box_side'))
+    labels = _labels(ref_2d, ('joints_2d', 'joints_mask', 'box_center', 'box_side'), log)
     xy = (labels['joints_2d'] - labels['box_center'][:, None]) / labels['box_side'][:, None, None]
     box_xy = _masked_mean(xy, labels['joints_mask'])
   if ref_3d is not None:
-    labels = _labels(ref_3d, ('eval_joints_3d', 'eval_mask'))
+    labels = _labels(ref_3d, ('eval_joints_3d', 'eval_mask'), log)
     pose = labels['eval_joints_3d'] - labels['eval_joints_3d'][:, joints.H36M_PELVIS :][:, :1]
     pose_3d = _masked_mean(pose, labels['eval_mask'])
+  if log:
+    log(f'Mean-pose baseline ready in {time.perf_counter() - start:.1f} s.')
   return MeanPose(box_xy, pose_3d)
 
 
-def training_mean_pose(config) -> MeanPose:
-  """`mean_pose` of the first 2D and first 3D training source of a run's config."""
+def training_mean_pose(config, log=None) -> MeanPose:
+  """`mean_pose` of the first 2D and first 3D training source of a run's config (`log` as
+  there)."""
   refs = []
   for role in ('2d', '3d'):
     names = default_config.parse_list(config.data[f'train_{role}'])
     refs.append(datasets.resolve(names[0], role, config.data.data_dir) if names else None)
-  return mean_pose(*refs)
+  return mean_pose(*refs, log=log)
 
 
 def _masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -76,20 +86,25 @@ def _masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _collect(
-  predict, model_state, ref, config, sharding, batch_size: int, log=None
+  predict, model_state, ref, config, sharding, batch_size: int, log=None, first_batch=None
 ) -> tuple[dict[str, np.ndarray], float]:
   """Runs the model over a split in global batches of `batch_size`; -> every batch field and
   prediction, valid samples only, and 'images_per_s' (after the first batch, which includes
   compilation; NaN with one batch). `log(line)` gets a progress line about every 10% of the
-  batches."""
+  batches; `first_batch` as `evaluate` says."""
   parts = []
   total = -(-pipeline.eval_size(ref, config.data.eval_limit) // batch_size)
   start = None
   for number, batch in enumerate(
     pipeline.eval_batches(ref, config, batch_size=batch_size, limit=config.data.eval_limit), 1
   ):
-    images = pipeline.to_global({'image': batch.pop('image')}, sharding)['image']
+    local_images = batch.pop('image')
+    images = pipeline.to_global({'image': local_images}, sharding)['image']
     prediction = jax.tree.map(np.asarray, predict(model_state, images))
+    if first_batch and number == 1 and jax.process_index() == 0:
+      # Process 0's images are the first rows of the global batch.
+      valid = batch['valid']
+      first_batch(local_images[valid], {k: v[: len(valid)][valid] for k, v in prediction.items()})
     batch = multihost_utils.process_allgather(batch, tiled=True)
     parts.append({**batch, **prediction})
     if start is None:
@@ -117,6 +132,7 @@ def evaluate(
   *,
   batch_size: int,
   log=None,
+  first_batch=None,
 ) -> dict:
   """Runs the model over a split and scores it (`score`); adds 'images_per_s', the prediction
   rate with the input pipeline.
@@ -130,8 +146,13 @@ def evaluate(
     baseline: the training set's mean pose, or None.
     batch_size: images per global batch, a multiple of the devices `sharding` spans.
     log: log(line) gets progress lines.
+    first_batch: on process 0, first_batch(images, prediction) gets the valid examples of the
+      first batch (no second pass for pictures): the model inputs (N, S, S, 3) uint8 and
+      `predict`'s outputs for them (e.g. 'pred_xy' (N, 16, 2) input pixels, 'pred_peak' (N, 16)).
   """
-  collected, images_per_s = _collect(predict, model_state, ref, config, sharding, batch_size, log)
+  collected, images_per_s = _collect(
+    predict, model_state, ref, config, sharding, batch_size, log, first_batch
+  )
   results = score(collected, ref, config.data.image_size, baseline)
   return {**results, 'images_per_s': float(images_per_s)}
 

@@ -85,7 +85,7 @@ def evaluate_run(
   config.data.eval_limit = limit
   config.data.data_dir = data_dir
   try:
-    baseline = scoring.training_mean_pose(config)
+    baseline = scoring.training_mean_pose(config, log=log)
   except datasets.DatasetError as e:  # e.g. imported weights: their training data is not here
     baseline = None
     log(f'No mean-pose baseline (its training data is unavailable: {e}).')

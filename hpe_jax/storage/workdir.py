@@ -4,6 +4,7 @@
     lock               the PID of the run using it (an advisory lock the OS drops when it dies)
     config.json        the config of the latest start; the earlier ones as config.<n>.json
     metrics.jsonl      one strict-JSON record per logged step and per evaluation, each step once
+    tensorboard/       the same numbers as TensorBoard event files (training/summaries.py)
     checkpoints/<step> Orbax checkpoints (storage/checkpoint.py)
 
 A resumed run may change how long it trains, how often it logs, checkpoints and evaluates, its
@@ -17,6 +18,7 @@ import contextlib
 import json
 import math
 import os
+import time
 
 import ml_collections
 
@@ -189,17 +191,21 @@ def strict_json(value):
 
 
 class MetricsLog:
-  """workdir/metrics.jsonl: one strict-JSON record per line, each with its 'step'; evaluation
-  records also carry 'split'. Written by process 0 only."""
+  """workdir/metrics.jsonl: one strict-JSON record per line, each with its 'step' and 'time'
+  (when it was written, Unix seconds); evaluation records also carry 'split'. Written by process
+  0 only."""
 
   def __init__(self, workdir: str, enabled: bool = True):
     self.path = os.path.join(workdir, METRICS_FILE)
     self.enabled = enabled
 
-  def write(self, record: dict) -> None:
+  def write(self, record: dict) -> dict:
+    """Appends `record` with its 'time' (now) -> the record as written (before strict_json)."""
+    record = {**record, 'time': time.time()}
     if self.enabled:
       with open(self.path, 'a') as f:
         f.write(json.dumps(strict_json(record), allow_nan=False) + '\n')
+    return record
 
   def resume_at(self, step: int, *, replace_eval: bool = False) -> str:
     """Makes the file hold what a run that stopped right after `step` wrote: records of later

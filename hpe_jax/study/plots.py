@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 
+from matplotlib import ticker
 from matplotlib.figure import Figure
 import numpy as np
 
@@ -15,6 +16,31 @@ MODE_LINES = {'2d': '-', 'none': '--'}
 MODE_COLORS = {'2d': 'C0', 'none': 'C3'}
 MARKERS = 'o^sDvP*X'  # one per backbone
 ACCURACY_LABEL = 'MPJPE on its own X (mm), lower is better'
+
+
+def _count_label(value: float, _=None) -> str:
+  """A count as a short tick label: 20, 1.5k, 40k, 3.2M, 1G."""
+  for unit, scale in (('G', 1e9), ('M', 1e6), ('k', 1e3)):
+    if value >= scale:
+      return f'{value / scale:.3g}{unit}'
+  return f'{value:.3g}'
+
+
+def _log_count_axis(axis) -> None:
+  """Plain count labels on a log axis at 1-2-5 steps of each decade (more where it spans less
+  than one, only the decades where it spans several), no labels at minor ticks.
+
+  Matplotlib's log formatter labels minor ticks too ('3x10^3', '4x10^3') on an axis spanning
+  about a decade, where they overlap.
+  """
+  low, high = axis.get_view_interval()
+  decades = np.log10(high / low) if 0 < low < high else 1.0
+  subs = (
+    (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if decades < 1 else (1.0, 2.0, 5.0) if decades < 3 else (1.0,)
+  )
+  axis.set_major_locator(ticker.LogLocator(subs=subs))
+  axis.set_major_formatter(ticker.FuncFormatter(_count_label))
+  axis.set_minor_formatter(ticker.NullFormatter())
 
 
 def _subplots(count: int, width: float = 5.5, height: float = 4.2):
@@ -39,9 +65,9 @@ def _series_label(row: dict, several_2d: bool) -> str:
   return label + (f' ({row["dataset_2d"]})' if several_2d and row['dataset_2d'] else '')
 
 
-def plot_compute(rows: list[dict], datasets_3d, path: str) -> None:
+def plot_compute(rows: list[dict], datasets_3d, path: str) -> Figure:
   """MPJPE on own X against total training images (log x), one panel per X; a line joins the
-  budgets of one backbone, 2D dataset and seed."""
+  budgets of one backbone, 2D dataset and seed. Saves it to `path` -> the figure."""
   figure, axes = _subplots(len(datasets_3d))
   markers = _markers(rows)
   several_2d = len({row['dataset_2d'] for row in rows} - {''}) > 1
@@ -64,18 +90,20 @@ def plot_compute(rows: list[dict], datasets_3d, path: str) -> None:
       labelled.add(label)
     _mean_pose_line(ax, [row for row in rows if row['dataset_3d'] == dataset])
     ax.set_xscale('log')
+    _log_count_axis(ax.xaxis)
     ax.set_xlabel('training images seen, 2D pre-training included (log scale)')
     ax.set_ylabel(ACCURACY_LABEL)
     ax.set_title(f'X = {dataset}')
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize='small')
   figure.savefig(path, dpi=110)
+  return figure
 
 
-def plot_backbone(rows: list[dict], datasets_3d, path: str) -> None:
+def plot_backbone(rows: list[dict], datasets_3d, path: str) -> Figure:
   """MPJPE on own X against parameters (mean over seeds), one panel per X, one series per
   pretraining mode (and 2D dataset). `rows`: those of one 3D budget (the report gives its
-  largest, results.largest_budget_rows)."""
+  largest, results.largest_budget_rows). Saves it to `path` -> the figure."""
   figure, axes = _subplots(len(datasets_3d))
   several_2d = len({row['dataset_2d'] for row in rows} - {''}) > 1
   for ax, dataset in zip(axes, datasets_3d):
@@ -105,6 +133,7 @@ def plot_backbone(rows: list[dict], datasets_3d, path: str) -> None:
         )
     _mean_pose_line(ax, [row for row in rows if row['dataset_3d'] == dataset])
     ax.set_xscale('log')
+    _log_count_axis(ax.xaxis)
     ax.set_xlabel('backbone size (parameters, log scale)')
     ax.set_ylabel(ACCURACY_LABEL)
     steps = rows[0]['steps'] if rows else 0
@@ -112,6 +141,7 @@ def plot_backbone(rows: list[dict], datasets_3d, path: str) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize='small')
   figure.savefig(path, dpi=110)
+  return figure
 
 
 def plot_generalisation(labels: list[str], columns, matrix: list[list], path: str) -> None:

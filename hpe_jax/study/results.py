@@ -20,10 +20,18 @@ from hpe_jax import progress
 from hpe_jax.evaluation import trained_run
 from hpe_jax.study import plan as plan_lib
 from hpe_jax.study import plots
+from hpe_jax.study import processes
 from hpe_jax.study import status
 
 # What the report shows of each evaluation (keys of hpe_jax.evaluate's json files).
 METRICS = ('mpjpe', 'pa_mpjpe', 'pck')
+# The report's plots and what each shows.
+PLOTS = {
+  'compute.png': 'MPJPE on own X against training images seen (2D pre-training included), one '
+  'line per backbone, 2D data and seed through its 3D budgets.',
+  'backbone.png': 'MPJPE on own X against parameters at the largest 3D budget.',
+  'generalisation.png': 'the matrix of generalisation.md.',
+}
 
 
 def count_params(workdir: str, cache: dict) -> int:
@@ -47,7 +55,7 @@ def _run_config(workdir: str) -> dict:
 
 
 def _seconds(workdir: str) -> float:
-  record = status.read_time(workdir)
+  record = processes.read_time(workdir)
   return record.get('train_s', 0.0) + record.get('eval_s', 0.0)
 
 
@@ -83,7 +91,7 @@ def collect(plan: plan_lib.Plan) -> list[dict]:
       'images_total': cell.steps * batch_size + pretrain_images,
       'wall_s': _seconds(workdir),
       'wall_total_s': _seconds(workdir) + pretrain_seconds,
-      'device_kind': status.read_time(workdir).get('device_kind', 'cpu'),
+      'device_kind': processes.read_time(workdir).get('device_kind', 'cpu'),
     }
     results = {}
     for dataset in cell.evals:
@@ -197,11 +205,13 @@ def _comparison(rows: list[dict]) -> list[list[str]]:
 
 
 def write_report(plan: plan_lib.Plan) -> list[str]:
-  """Writes <study_dir>/report/: results.{md,csv}, generalisation.{md,csv}, compute.png,
-  backbone.png, generalisation.png -> their paths."""
+  """Writes <study_dir>/report/: results.{md,csv}, generalisation.{md,csv}, and the PLOTS once a
+  cell has been evaluated on its own X (a plot of an earlier report that is not drawn again is
+  removed) -> the paths written."""
   os.makedirs(plan.report_dir, exist_ok=True)
   rows = collect(plan)
   path = lambda name: os.path.join(plan.report_dir, name)
+  plotted = list(PLOTS) if any(row['mpjpe'] is not None for row in rows) else []
   _write_csv(path('results.csv'), csv_columns(plan), rows)
   matrix_rows = largest_budget_rows(rows)
   matrix = [[row[metric_column('mpjpe', d)] for d in plan.columns] for row in matrix_rows]
@@ -214,20 +224,22 @@ def write_report(plan: plan_lib.Plan) -> list[str]:
     )
   with open(path('generalisation.md'), 'w') as f:
     f.write(_generalisation_markdown(plan, matrix_rows, matrix))
-  with open(path('results.md'), 'w') as f:
-    f.write(_results_markdown(plan, rows))
-  names = ['results.md', 'results.csv', 'generalisation.md', 'generalisation.csv']
-  if rows:
+  if plotted:
     plots.plot_compute(rows, plan.axes.datasets_3d, path('compute.png'))
     plots.plot_backbone(matrix_rows, plan.axes.datasets_3d, path('backbone.png'))
     plots.plot_generalisation(labels, plan.columns, matrix, path('generalisation.png'))
-    names += ['compute.png', 'backbone.png', 'generalisation.png']
+  for name in set(PLOTS) - set(plotted):
+    if os.path.isfile(path(name)):
+      os.remove(path(name))  # a stale picture beside a report that no longer shows it
+  with open(path('results.md'), 'w') as f:
+    f.write(_results_markdown(plan, rows, plotted))
+  names = ['results.md', 'results.csv', 'generalisation.md', 'generalisation.csv', *plotted]
   return [path(name) for name in names]
 
 
 def _time_summary(plan: plan_lib.Plan) -> str:
   """How long the study took, from the time records."""
-  read = status.read_time
+  read = processes.read_time
   study = read(plan.study_dir)
   parts = {
     'pre-training': sum(read(r.workdir).get('train_s', 0.0) for r in plan.pretrains),
@@ -238,16 +250,24 @@ def _time_summary(plan: plan_lib.Plan) -> str:
     {read(r.workdir).get('device_kind') for r in (*plan.pretrains, *(c.run for c in plan.cells))}
     - {None}
   )
-  return (
+  if not study and not any(parts.values()):
+    return 'nothing has run yet.'
+  ran_here = (
     f'{progress.duration(study.get("seconds", 0.0))} of wall time over '
     f'{study.get("invocations", 0)} invocation(s) of tools/study.py that ran something '
     "(dataset builds, compilation, training and evaluation). Of that, the runs' processes: "
+  )
+  # Cluster jobs (slurm.py) add to their runs' records only.
+  as_jobs = "the runs' processes, run as cluster jobs: "
+  return (
+    (ran_here if study else as_jobs)
     + ', '.join(f'{name} {progress.duration(s)}' for name, s in parts.items())
     + f'. Device: {", ".join(kinds) or "none recorded"}.'
   )
 
 
-def _results_markdown(plan: plan_lib.Plan, rows: list[dict]) -> str:
+def _results_markdown(plan: plan_lib.Plan, rows: list[dict], plotted: list[str]) -> str:
+  """results.md; `plotted`: the names of the PLOTS drawn, which it shows."""
   pending = [
     c.run.description for c in plan.cells if not status.is_trained(c.run) or status.missing_evals(c)
   ]
@@ -262,6 +282,12 @@ def _results_markdown(plan: plan_lib.Plan, rows: list[dict]) -> str:
     f'Time: {_time_summary(plan)}',
     '',
   ]
+  if len(pending) == len(plan.cells):
+    lines += [
+      'No cell has finished yet (trained and evaluated): run the study, or wait for its jobs, '
+      'then write this report again (`--report_only`).',
+      '',
+    ]
   if pending:
     lines += ['Not finished: ' + '; '.join(pending) + '.', '']
   lines += [
@@ -334,17 +360,10 @@ def _results_markdown(plan: plan_lib.Plan, rows: list[dict]) -> str:
     _markdown_table(header, table),
     '## Plots',
     '',
-    '- compute.png: MPJPE on own X against training images seen (2D pre-training '
-    'included), one line per backbone, 2D data and seed through its 3D budgets.',
-    '- backbone.png: MPJPE on own X against parameters at the largest 3D budget.',
-    '- generalisation.png: the matrix of generalisation.md.',
+    *(f'- {name}: {PLOTS[name]}' for name in plotted),
+    *(['No plots yet: they are drawn once a cell has been evaluated.'] if not plotted else []),
     '',
-    '![compute](compute.png)',
-    '',
-    '![backbone](backbone.png)',
-    '',
-    '![generalisation](generalisation.png)',
-    '',
+    *(line for name in plotted for line in (f'![{name[: -len(".png")]}]({name})', '')),
     '## Study config',
     '',
     '```python',

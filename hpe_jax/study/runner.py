@@ -1,34 +1,90 @@
 """Running a study: its pending processes in dependency order, with progress lines, an ETA, time
-records, and SIGTERM passed on to the run in progress; or only their commands."""
+records, and SIGTERM passed on to the run in progress; or only their commands; or (launcher)
+submitting them as cluster jobs (slurm.py)."""
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import shlex
-import signal
-import subprocess
 import sys
-import threading
 import time
+from typing import Callable
 
 import numpy as np
 
 from hpe_jax import progress
 from hpe_jax.study import plan as plan_lib
+from hpe_jax.study import processes
 from hpe_jax.study import results
-from hpe_jax.study import spec
 from hpe_jax.study import status
 
-CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
+CACHE_ENV = processes.CACHE_ENV
 
 
-def subprocess_env(study_dir: str) -> dict[str, str]:
-  """The runs' environment: unbuffered output (streamed live), and a persistent compilation cache
-  in the study dir unless one is set (runs of the same shapes then skip most compilation)."""
-  env = dict(os.environ, PYTHONUNBUFFERED='1')
-  env.setdefault(CACHE_ENV, os.path.abspath(os.path.join(study_dir, 'jax_cache')))
-  return env
+@dataclasses.dataclass(frozen=True)
+class Process:
+  """One process of a study: a run's training, or a cell's evaluation on `datasets`."""
+
+  tag: str  # '[pretrain 1/2]', '[cell 3/16]'
+  run: plan_lib.Run
+  cell: plan_lib.Cell | None  # None: a pre-training run
+  stage: str  # 'train' or 'eval'
+  datasets: tuple[str, ...] = ()  # an evaluation's
+
+  @property
+  def key(self) -> tuple[str, str]:
+    return self.run.workdir, self.stage
+
+  @property
+  def needs(self) -> tuple[str, str] | None:
+    """The key of the process that must finish before this one starts: an evaluation's
+    training, a fine-tune's pre-training."""
+    if self.stage == 'eval':
+      return self.run.workdir, 'train'
+    return (self.cell.pretrain.workdir, 'train') if self.cell and self.cell.pretrain else None
+
+  @property
+  def label(self) -> str:
+    """'[cell 1/2] resnet18 3d-only on X, seed 0, 200 steps: evaluating on A, B', for progress
+    lines."""
+    what = 'training' if self.stage == 'train' else 'evaluating on ' + ', '.join(self.datasets)
+    return f'{self.tag} {self.run.description}: {what}'
+
+  def command(self, python: str = 'python') -> list[str]:
+    if self.stage == 'train':
+      return self.run.train_command(python)
+    return self.cell.eval_command(list(self.datasets), python)
+
+
+def _processes(plan: plan_lib.Plan, *, pending_only: bool) -> list[Process]:
+  """The study's processes in dependency order (pre-training first); with `pending_only`, those
+  not finished, an evaluation on the datasets whose results are missing. Reads the study dir."""
+  result = []
+  count = len(plan.pretrains)
+  for i, run in enumerate(plan.pretrains, 1):
+    if not (pending_only and status.is_trained(run)):
+      result.append(Process(f'[pretrain {i}/{count}]', run, None, 'train'))
+  count = len(plan.cells)
+  for i, cell in enumerate(plan.cells, 1):
+    tag = f'[cell {i}/{count}]'
+    if not (pending_only and status.is_trained(cell.run)):
+      result.append(Process(tag, cell.run, cell, 'train'))
+    datasets = status.missing_evals(cell) if pending_only else list(cell.evals)
+    if datasets:
+      result.append(Process(tag, cell.run, cell, 'eval', tuple(datasets)))
+  return result
+
+
+def all_processes(plan: plan_lib.Plan) -> list[Process]:
+  """Every process of the study, in dependency order."""
+  return _processes(plan, pending_only=False)
+
+
+def pending_processes(plan: plan_lib.Plan) -> list[Process]:
+  """The processes not finished, in dependency order."""
+  return _processes(plan, pending_only=True)
 
 
 class Runner:
@@ -37,8 +93,8 @@ class Runner:
   def __init__(self, plan: plan_lib.Plan, *, start: float, echo: bool, log):
     """`start`: time.perf_counter() at the start of the study's invocation."""
     self.plan, self.start, self.echo, self.log = plan, start, echo, log
-    self.env = subprocess_env(plan.study_dir)
-    self.processes = 0
+    self.env = processes.subprocess_env(plan.study_dir)
+    self.processes_run = 0
     self._device_kind = None
     # Seconds of finished runs by _key: the ETA's estimates.
     self.durations = collections.defaultdict(list)
@@ -58,7 +114,7 @@ class Runner:
     return run.num_steps, run.backbone, run.config_file
 
   def _add_duration(self, run: plan_lib.Run) -> None:
-    record = status.read_time(run.workdir)
+    record = processes.read_time(run.workdir)
     if record:
       self.durations[self._key(run)].append(record['train_s'] + record['eval_s'])
 
@@ -84,18 +140,9 @@ class Runner:
     return progress.duration(total)
 
   def device_kind(self) -> str:
-    """jax.devices()[0].device_kind of the runs, asked of a child process (this one stays off
-    the accelerator, see status.latest_step)."""
+    """The runs' device kind, asked once (processes.probe_device_kind)."""
     if self._device_kind is None:
-      probe = subprocess.run(
-        [sys.executable, '-c', 'import jax; print(jax.devices()[0].device_kind)'],
-        capture_output=True,
-        text=True,
-        env=self.env,
-        check=False,
-      )
-      lines = probe.stdout.strip().splitlines()
-      self._device_kind = lines[-1] if probe.returncode == 0 and lines else 'unknown'
+      self._device_kind = processes.probe_device_kind(self.env)
     return self._device_kind
 
   def progress(self, tag: str, message: str) -> None:
@@ -105,64 +152,29 @@ class Runner:
     )
 
   def process(self, run: plan_lib.Run, stage: str, command: list[str], tag: str) -> None:
-    """Runs one process of a run (stage 'train' or 'eval'), streaming its output to
-    <workdir>/study.log (and, with echo, to the log), and adds its wall time to the run's time
-    record, also when interrupted."""
-    os.makedirs(run.workdir, exist_ok=True)
-    device_kind = self.device_kind()
-    tail = collections.deque(maxlen=12)
-    start = time.perf_counter()
-    with open(os.path.join(run.workdir, status.LOG_FILE), 'a') as log_file:
-      log_file.write(f'$ {shlex.join(command)}\n')
-      log_file.flush()
-      child = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env
+    """Runs one process of a run (stage 'train' or 'eval'): processes.run_process."""
+    try:
+      processes.run_process(
+        run.workdir,
+        stage,
+        command,
+        tag,
+        run.identity(),
+        env=self.env,
+        device_kind=self.device_kind(),
+        echo=self.echo,
+        log=self.log,
       )
-      # SIGTERM (a scheduler's pre-emption) goes on to the run, which saves a checkpoint; Ctrl-C
-      # reaches it directly (same process group).
-      previous = None
-      if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, lambda signum, _: child.send_signal(signum))
-      try:
-        for line in child.stdout:
-          log_file.write(line)
-          tail.append(line.rstrip('\n'))
-          if self.echo:
-            self.log('    ' + line.rstrip('\n'))
-      finally:
-        child.wait()
-        if previous is not None:
-          signal.signal(signal.SIGTERM, previous)
-        self.processes += 1
-        record = status.read_time(run.workdir) or {'train_s': 0.0, 'eval_s': 0.0, 'processes': 0}
-        record[f'{stage}_s'] += time.perf_counter() - start
-        record['processes'] += 1
-        record['device_kind'] = device_kind
-        record['identity'] = run.identity()
-        status.write_json(os.path.join(run.workdir, status.TIME_FILE), record)
-    if child.returncode:
-      why = (
-        'was interrupted; run the study again to resume it'
-        if child.returncode == 130
-        else f'failed (exit {child.returncode})'
-      )
-      raise spec.StudyError(
-        f'{tag} {shlex.join(command)}\n{why}. Its output is in '
-        f'{os.path.join(run.workdir, status.LOG_FILE)}; the last lines:\n' + '\n'.join(tail)
-      )
+    finally:
+      self.processes_run += 1
 
   def train(self, run: plan_lib.Run, tag: str) -> None:
-    step = status.latest_step(run.workdir)
+    step = processes.latest_step(run.workdir)
     self.progress(
       tag, f'{run.description}: ' + (f'resuming training at step {step}' if step else 'training')
     )
     self.process(run, 'train', run.train_command(sys.executable), tag)
-    if not status.is_trained(run):
-      log_path = os.path.join(run.workdir, status.LOG_FILE)
-      raise spec.StudyError(
-        f'{tag} {run.workdir} ended at step {status.latest_step(run.workdir)} '
-        f'of {run.num_steps}; see {log_path}'
-      )
+    processes.check_trained(run.workdir, run.num_steps, tag)
 
   def run(self) -> None:
     status.check_identities(self.plan)
@@ -190,12 +202,7 @@ class Runner:
         self.log(f'{tag} {cell.run.description}: trained')
       self.progress(tag, f'evaluating on {", ".join(missing)}')
       self.process(cell.run, 'eval', cell.eval_command(missing, sys.executable), tag)
-      still_missing = status.missing_evals(cell)
-      if still_missing:
-        raise spec.StudyError(
-          f'{tag} hpe_jax.evaluate wrote no results for {still_missing} in '
-          f'{os.path.join(cell.run.workdir, "eval")}'
-        )
+      processes.check_evaluated(status.result_files(cell, missing), tag)
       self._add_duration(cell.run)
       self.log(f'{tag} done in {progress.duration(time.perf_counter() - started)}')
 
@@ -204,17 +211,10 @@ def pending_commands(plan: plan_lib.Plan) -> list[str]:
   """The shell commands of every pending step, in dependency order (pre-training first), after
   the export of the compilation cache the study uses. Reads the study dir, writes nothing."""
   status.check_identities(plan)
-  lines = [f'export {CACHE_ENV}={shlex.quote(subprocess_env(plan.study_dir)[CACHE_ENV])}']
-  for run in plan.pretrains:
-    if not status.is_trained(run):
-      lines.append(shlex.join(run.train_command()))
-  for cell in plan.cells:
-    if not status.is_trained(cell.run):
-      lines.append(shlex.join(cell.run.train_command()))
-    missing = status.missing_evals(cell)
-    if missing:
-      lines.append(shlex.join(cell.eval_command(missing)))
-  return lines
+  cache = processes.subprocess_env(plan.study_dir)[CACHE_ENV]
+  return [f'export {CACHE_ENV}={shlex.quote(cache)}'] + [
+    shlex.join(process.command()) for process in pending_processes(plan)
+  ]
 
 
 def run(
@@ -226,17 +226,23 @@ def run(
   report_only: bool = False,
   echo: bool = True,
   log=print,
+  launcher: Callable[[plan_lib.Plan, Callable], bool] | None = None,
 ) -> plan_lib.Plan:
   """Plans a study (config 'path[:arg]'), then prints its pending commands (building and writing
   nothing), or runs them and writes the report, or (report_only) writes the report from what is
-  finished. `data_dir`: see plan.plan_study."""
+  finished. `data_dir`: see plan.plan_study. `launcher` (plan, log) -> finished: submits the
+  pending processes elsewhere instead of running them (slurm.Launcher); the report is written
+  when it says the study has finished."""
   start = time.perf_counter()
   plan = plan_lib.plan_study(flag, study_dir, data_dir=data_dir, plan_only=print_commands)
   if print_commands:
     for line in pending_commands(plan):
       log(line)
     return plan
-  if not report_only:
+  if launcher is not None and not report_only:
+    if not launcher(plan, log):
+      return plan
+  elif not report_only:
     log(
       f'Study {plan.name} in {plan.study_dir}: {len(plan.cells)} cells, '
       f'{len(plan.pretrains)} pre-training runs.'
@@ -245,11 +251,11 @@ def run(
     try:
       runner.run()
     finally:
-      if runner.processes:  # invocations that only skip or report add nothing
-        record = status.read_time(plan.study_dir) or {'seconds': 0.0, 'invocations': 0}
+      if runner.processes_run:  # invocations that only skip or report add nothing
+        record = processes.read_time(plan.study_dir) or {'seconds': 0.0, 'invocations': 0}
         record['seconds'] += time.perf_counter() - start
         record['invocations'] += 1
-        status.write_json(os.path.join(plan.study_dir, status.TIME_FILE), record)
+        processes.write_json(os.path.join(plan.study_dir, processes.TIME_FILE), record)
     log(f'Study {plan.name} finished in {progress.duration(time.perf_counter() - start)}.')
   paths = results.write_report(plan)
   log('Report: ' + ', '.join(paths))

@@ -17,6 +17,7 @@ With --min_frames_per_s (the whole-frame video line) or --min_ratio_eager it pri
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
@@ -52,6 +53,8 @@ def main(args: list[str]) -> None:
     raise app.UsageError('--boxes goes with --video (the synthetic clip has its own)')
   if _MIN_RATIO.value and not _PEER.value:
     raise app.UsageError('--min_ratio_eager needs --peer')
+  if _PEER.value and importlib.util.find_spec('torch') is None:
+    raise app.UsageError('--peer needs torch: pip install -e ".[torch]", or give --nopeer')
   # Before jax starts a GPU backend: leave GPU memory to the torch peer, in this process.
   os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
   from hpe_jax.perf import video_benchmark  # pylint: disable=g-import-not-at-top  (fast --help)

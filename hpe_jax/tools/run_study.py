@@ -4,12 +4,21 @@
   hpe-study --study=configs/study_small.py --print_commands   # the commands, for a cluster
   hpe-study --study=configs/study_small.py --report_only
   hpe-study --study=configs/study_small.py --data_dir=/data/tfds
+  hpe-study --study=configs/study_small.py --launcher=slurm   # Slurm jobs (submitit), e.g.
+      with --slurm_partition=gpu --slurm_time=120 --slurm_extra=account=abc
 
 (`python tools/study.py` and `python -m hpe_jax.tools.run_study` are the same.) Re-running
 resumes: finished runs and evaluations are skipped, interrupted ones resume from their latest
 checkpoint. --print_commands builds no dataset and writes nothing. See hpe_jax/study/spec.py for
-the study config's fields. Exit codes: 0 done, 2 a problem with the study (one line on stderr says
-which and what to do), 130 interrupted (run the same command to resume).
+the study config's fields.
+
+--launcher=slurm submits every pending process as a Slurm job instead, each started after the
+one it needs (a fine-tune after its pre-training, an evaluation after its training), and returns;
+running the same command again skips what finished, leaves queued jobs alone and resubmits the
+failed ones; --report_only writes the report of what has finished (hpe_jax/study/slurm.py).
+
+Exit codes: 0 done, 2 a problem with the study (one line on stderr says which and what to do),
+130 interrupted (run the same command to resume).
 """
 
 from __future__ import annotations
@@ -44,10 +53,82 @@ _REPORT_ONLY = flags.DEFINE_bool(
 _QUIET = flags.DEFINE_bool(
   'quiet', False, "Hide the runs' own output (it is always appended to <run workdir>/study.log)."
 )
+_LAUNCHER = flags.DEFINE_enum(
+  'launcher',
+  'local',
+  ['local', 'slurm'],
+  'local: run the pending processes here, one after the other; slurm: submit each as a Slurm '
+  'job (submitit), dependent ones after the job they need.',
+)
+_SLURM_PARTITION = flags.DEFINE_string(
+  'slurm_partition', None, "Slurm partition of the jobs (default: the cluster's)."
+)
+_SLURM_GPUS_PER_NODE = flags.DEFINE_integer(
+  'slurm_gpus_per_node', 1, 'GPUs of each job (0: none).', lower_bound=0
+)
+_SLURM_CPUS_PER_TASK = flags.DEFINE_integer(
+  'slurm_cpus_per_task', None, "CPUs of each job (default: the cluster's).", lower_bound=1
+)
+_SLURM_TIME = flags.DEFINE_integer(
+  'slurm_time',
+  1440,
+  "Time limit of each job in minutes (at most the partition's; a training cut short resumes "
+  'from its latest checkpoint when the command is run again).',
+  lower_bound=1,
+)
+_SLURM_MEM_GB = flags.DEFINE_float(
+  'slurm_mem_gb', None, "Memory of each job in GB (default: the cluster's)."
+)
+_SLURM_EXTRA = flags.DEFINE_multi_string(
+  'slurm_extra',
+  [],
+  'More sbatch options as key=value (or key alone), repeatable: --slurm_extra=account=abc '
+  '--slurm_extra=qos=high.',
+)
+_SLURM_LOGS = flags.DEFINE_string(
+  'slurm_logs', None, "Where the jobs' scripts and logs go (default <study_dir>/slurm/)."
+)
+SLURM_FLAGS = (
+  _SLURM_PARTITION,
+  _SLURM_GPUS_PER_NODE,
+  _SLURM_CPUS_PER_TASK,
+  _SLURM_TIME,
+  _SLURM_MEM_GB,
+  _SLURM_EXTRA,
+  _SLURM_LOGS,
+)
+
+
+def _launcher():
+  """The slurm.Launcher of the --slurm_* flags (None for --launcher=local); raises SlurmError
+  naming a bad flag."""
+  from hpe_jax.study import slurm_options  # pylint: disable=g-import-not-at-top
+
+  if _LAUNCHER.value == 'local':
+    given = [f'--{holder.name}' for holder in SLURM_FLAGS if flags.FLAGS[holder.name].present]
+    if given:
+      raise slurm_options.SlurmError(
+        f'{", ".join(given)} apply to --launcher=slurm only: add --launcher=slurm, or drop them'
+      )
+    return None
+  options = slurm_options.Options(
+    partition=_SLURM_PARTITION.value,
+    gpus_per_node=_SLURM_GPUS_PER_NODE.value,
+    cpus_per_task=_SLURM_CPUS_PER_TASK.value,
+    time_min=_SLURM_TIME.value,
+    mem_gb=_SLURM_MEM_GB.value,
+    extra=tuple(_SLURM_EXTRA.value),
+    logs=_SLURM_LOGS.value,
+  )
+  options.check()
+  from hpe_jax.study import slurm  # pylint: disable=g-import-not-at-top
+
+  return slurm.Launcher(options)
 
 
 def main(args: list[str]) -> None:
   del args
+  launcher = _launcher()  # a bad --slurm_* flag is reported before the study's modules load
   from hpe_jax import study  # pylint: disable=g-import-not-at-top  (--help stays fast)
 
   try:
@@ -59,6 +140,7 @@ def main(args: list[str]) -> None:
       report_only=_REPORT_ONLY.value,
       echo=not _QUIET.value,
       log=lambda line: print(line, flush=True),
+      launcher=launcher,
     )
   except KeyboardInterrupt:  # the run in progress saved a checkpoint (it got the Ctrl-C too)
     print('Interrupted; run the same command to resume.', file=sys.stderr)

@@ -3,14 +3,16 @@
 Re-running the same command on the same workdir resumes from its latest readable checkpoint
 (model, optimiser, step and data position) and continues exactly as an uninterrupted run would;
 the workdir's rules (one run at a time, which config changes a resume accepts, metrics.jsonl
-exact after a crash) are in storage/workdir.py. Ctrl-C or SIGTERM (a cluster's pre-emption)
-saves a checkpoint before exiting. A non-finite loss, gradient or weight stops the run with
-TrainingDiverged before anything of that step is saved.
+exact after a crash) are in storage/workdir.py. Every logged step and evaluation also goes to
+<workdir>/tensorboard/ (training/summaries.py; train.tensorboard=False turns it off). Ctrl-C or
+SIGTERM (a cluster's pre-emption) saves a checkpoint before exiting. A non-finite loss, gradient
+or weight stops the run with TrainingDiverged before anything of that step is saved.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import time
@@ -32,6 +34,7 @@ from hpe_jax.storage import checkpoint
 from hpe_jax.storage import workdir as workdir_lib
 from hpe_jax.training import optimizer as optimizer_lib
 from hpe_jax.training import step as step_lib
+from hpe_jax.training import summaries
 
 
 class TrainingDiverged(errors.HpeError, RuntimeError):
@@ -69,6 +72,48 @@ class _StopRequest:
       signal.signal(sig, handler)
 
 
+def _logging_compilation(step_fn, name: str):
+  """`step_fn`, logging 'Compiling the <name> step...' and the seconds of its first call: jax.jit
+  compiles then (or loads the compilation cache's copy), minutes for a large model, before it
+  dispatches the step."""
+  compiled = False
+
+  def call(*args):
+    nonlocal compiled
+    if compiled:
+      return step_fn(*args)
+    _log(f'Compiling the {name} step...')
+    start = time.perf_counter()
+    result = step_fn(*args)
+    compiled = True
+    _log(f'Compiled the {name} step in {time.perf_counter() - start:.1f} s.')
+    return result
+
+  return call
+
+
+def _dataset_name(spec: str) -> str:
+  """'name[/config][:split]' -> 'name'."""
+  return spec.partition(':')[0].partition('/')[0]
+
+
+def eval_source_warning(config: ml_collections.ConfigDict) -> str:
+  """A one-line warning when the run evaluates on data.eval's default dataset and trains on none
+  of it (e.g. trains on mpii and evaluates on synthetic_humans), else ''. A data.eval set on
+  purpose to its default cannot be told apart, so that warns too."""
+  default = default_config.base_config().data.eval
+  sources = default_config.parse_list(config.data.train_3d) + default_config.parse_list(
+    config.data.train_2d
+  )
+  if config.data.eval != default or _dataset_name(default) in map(_dataset_name, sources):
+    return ''
+  return (
+    f'Warning: training on {", ".join(sources)} but evaluating on {default} (the default '
+    f'data.eval): set --config.data.eval={_dataset_name(sources[0])} to evaluate on held-out '
+    'data of the training set, or --config.data.eval= for no evaluation.'
+  )
+
+
 def _pure(state: dict) -> dict:
   return {name: nnx.to_pure_dict(part) for name, part in state.items()}
 
@@ -98,6 +143,45 @@ def _check_finite(unchecked: list[dict], last_step: int, saved_step: int, config
   )
 
 
+class _RankedMetrics:
+  """An evaluation's results -> the metrics saved with its checkpoint ({name: float}, what
+  train.keep_best ranks), or None without a rule or results. Warns once if the evaluation
+  reports no finite value of the rule's metric."""
+
+  def __init__(self, best: tuple[str, str] | None):
+    self.best, self.warned = best, False
+
+  def __call__(self, results: dict | None) -> dict | None:
+    if self.best is None or not results:
+      return None
+    metrics = {
+      key: float(value)
+      for key, value in results.items()
+      if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    }
+    metric, mode = self.best
+    if metric in metrics:
+      return metrics
+    if not self.warned:
+      self.warned = True
+      _log(
+        f'warning: train.keep_best={metric}:{mode}: the evaluation reports no finite {metric!r} '
+        f'(it reports {", ".join(sorted(metrics))}); no best checkpoint is kept: set '
+        '--config.train.keep_best to one of those'
+      )
+    return None
+
+
+def _init_step(config: ml_collections.ConfigDict) -> tuple:
+  """config.init_step as `checkpoint.graft` takes it: (step, the init_from run's keep_best rule
+  for 'best')."""
+  step = default_config.parse_step(config.init_step)
+  if step != default_config.BEST:
+    return step, None
+  source = workdir_lib.read_config(config.init_from)
+  return step, default_config.keep_best_rule(source) if source is not None else None
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains as `config` says in `workdir`; returns the final evaluation metrics.
 
@@ -116,11 +200,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       f'--workdir={workdir} cannot be created ({e.strerror}); choose another one'
     ) from e
   lead = jax.process_index() == 0
-  with workdir_lib.exclusive(workdir) if lead else contextlib.nullcontext():
-    return _train_and_evaluate(config, workdir, lead)
+  # Closed on every way out (an error, Ctrl-C, SIGTERM): what was logged is on disk.
+  board = summaries.TensorBoardLog(workdir, enabled=lead and config.train.get('tensorboard', True))
+  with (
+    workdir_lib.exclusive(workdir) if lead else contextlib.nullcontext(),
+    contextlib.closing(board),
+  ):
+    return _train_and_evaluate(config, workdir, lead, board)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, lead: bool) -> dict:
+def _train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, lead: bool, board: summaries.TensorBoardLog
+) -> dict:
+  warning = eval_source_warning(config)
+  if warning:
+    _log(warning)
   checkpoint_dir = os.path.join(workdir, 'checkpoints')
   if checkpoint.saved_steps(checkpoint_dir):
     changes = workdir_lib.check_resume(workdir, config)
@@ -146,7 +240,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, lead: b
   eval_ref = (
     datasets.resolve(config.data.eval, 'eval', config.data.data_dir) if config.data.eval else None
   )
-  baseline = scoring.training_mean_pose(config) if eval_ref is not None else None
+  baseline = scoring.training_mean_pose(config, log=_log) if eval_ref is not None else None
 
   defs, state = step_lib.init_state(config)
 
@@ -156,9 +250,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, lead: b
       nnx.replace_by_pure_dict(part, restored[name])
     _log(f'Resumed {workdir} at step {start}.')
   elif config.init_from:
-    grafted, fresh = checkpoint.graft(config.init_from, nnx.to_pure_dict(state['model']))
+    grafted, fresh = checkpoint.graft(
+      config.init_from, nnx.to_pure_dict(state['model']), *_init_step(config)
+    )
     nnx.replace_by_pure_dict(state['model'], grafted)
-    _log(f'Initialised from {config.init_from}; newly initialised: {fresh or "nothing"}.')
+    at = f' (step {config.init_step})' if config.init_step else ''
+    _log(f'Initialised from {config.init_from}{at}; newly initialised: {fresh or "nothing"}.')
   elif config.model.init not in ('', default_config.SCRATCH):
     imported, unused = torch_import.init_backbone(
       nnx.to_pure_dict(state['model']), config.model.init
@@ -168,16 +265,21 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, lead: b
   else:
     _log(f'Random initial weights (model.init={config.model.init!r}).')
   state = jax.device_put(state, replicated)
-  mngr = checkpoint.manager(checkpoint_dir, keep=config.train.keep_checkpoints)
+  best = default_config.keep_best_rule(config)
+  mngr = checkpoint.manager(checkpoint_dir, keep=config.train.keep_checkpoints, best=best)
 
   train_step, predict = step_lib.jit_steps(defs, state, mesh, config)
+  train_step = _logging_compilation(train_step, 'train')
+  predict = _logging_compilation(predict, 'eval')
   log = workdir_lib.MetricsLog(workdir, enabled=lead)
   num_steps = config.train.num_steps
   dropped = log.resume_at(start, replace_eval=start >= num_steps)
   if dropped:
     _log(dropped)
+  board.resume_at(start)
 
   def run_eval(step):
+    overlays = []
     results = scoring.evaluate(
       predict,
       state['model'],
@@ -186,8 +288,16 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, lead: b
       batch_sharding,
       baseline,
       batch_size=config.train.batch_size,
+      log=_log,
+      first_batch=(
+        (lambda images, prediction: overlays.append(summaries.draw_predictions(images, prediction)))
+        if board.enabled
+        else None
+      ),
     )
-    log.write({'step': step, 'split': str(eval_ref), **results})
+    record = log.write({'step': step, 'split': str(eval_ref), **results})
+    board.write_eval(record, overlays[0] if overlays else None)
+    board.flush()
     _log(
       f'eval {eval_ref} @ {step}: '
       + ', '.join(f'{k} {v:.4g}' for k, v in results.items() if not isinstance(v, dict))
@@ -203,6 +313,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, lead: b
   )
   stop = _StopRequest()
   step, saved_step, window, unchecked, timer = start, start, [], [], None
+  ranked = _RankedMetrics(best)
+
+  def save(step, results=None):
+    nonlocal saved_step, unchecked
+    _check_finite(unchecked, step, saved_step, config, log)
+    unchecked = []
+    checkpoint.save(mngr, step, _pure(state), train_iter, metrics=ranked(results))
+    saved_step = step
+
   try:
     for step in range(start + 1, num_steps + 1):
       batch = pipeline.to_global(next(train_iter), batch_sharding)
@@ -232,35 +351,41 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, lead: b
             f' | {images_per_s:.1f} img/s | ETA '
             f'{progress.duration((num_steps - step) / len(window) * (now - timer))}'
           )
-        log.write(record)
+        board.write_train(log.write(record))
+        board.flush()
         losses = ' '.join(
           f'{k.removesuffix("_loss")} {means[k]:.3e}' for k in sorted(means) if k.endswith('_loss')
         )
         _log(f'step {step}/{num_steps} | loss {means["loss"]:.4e} ({losses}){rate}')
         window, timer = [], time.perf_counter()
-      if step % config.train.checkpoint_every == 0:
+      # An evaluation comes before the checkpoint of its step, which keeps its metrics (what
+      # train.keep_best ranks); the last step's comes after the loop.
+      results = None
+      evaluating = config.train.eval_every and step % config.train.eval_every == 0
+      if evaluating and step < num_steps and eval_ref and not stop.requested:
         _check_finite(unchecked, step, saved_step, config, log)
         unchecked = []
-        checkpoint.save(mngr, step, _pure(state), train_iter)
-        saved_step = step
+        results = run_eval(step)
+      last_evaluated = step == num_steps and eval_ref
+      if step % config.train.checkpoint_every == 0 and not last_evaluated or ranked(results):
+        save(step, results)
       if stop.requested:
         break
-      if (
-        config.train.eval_every
-        and step % config.train.eval_every == 0
-        and step < num_steps
-        and eval_ref
-      ):
-        _check_finite(unchecked, step, saved_step, config, log)
-        unchecked = []
-        run_eval(step)
-    _check_finite(unchecked, step, saved_step, config, log)
-    if saved_step != step:
-      checkpoint.save(mngr, step, _pure(state), train_iter)
+    if stop.requested or not eval_ref:
+      if saved_step != step:
+        save(step)
+      results = {}
+    else:
+      results = None
+      try:
+        results = run_eval(step)
+      finally:  # saved also when the evaluation fails: the training is not lost
+        if saved_step != step:
+          save(step, results)
   finally:
     stop.restore()
     checkpoint.wait(mngr)  # also when stopping on an error: the saves under way complete
   if stop.requested:
     _log(f'Stopped after step {step}; checkpoint saved. Run the same command to resume.')
     raise SystemExit(130)
-  return run_eval(num_steps) if eval_ref else {}
+  return results

@@ -1,0 +1,213 @@
+"""One process of a study as it runs (a run's training or a cell's evaluation): its environment,
+its log, its time record, the check of what it left, and the cluster job that runs it.
+
+This module imports the standard library only: a cluster job unpickles its StudyJob here and
+starts its command within a second, without loading JAX.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import pickle
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from hpe_jax import errors
+
+CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
+TIME_FILE = 'study_time.json'  # in each run's workdir and in the study dir
+LOG_FILE = 'study.log'  # each run's processes' output, appended
+DEPENDENCY_POLL_S = 0.2
+
+
+class ProcessError(errors.HpeError):
+  """A process of a study failed or left less than it should; the message names its command and
+  log, and says what to do."""
+
+
+def latest_step(workdir: str) -> int:
+  """The latest committed checkpoint step of a run (0: none).
+
+  Orbax names a committed checkpoint by its step (an unfinished save carries a tmp suffix).
+  Listing the directory rather than asking Orbax keeps this process off the accelerator: Orbax
+  initialises JAX's backend, which on a GPU would take memory the runs need.
+  """
+  directory = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(directory):
+    return 0
+  return max((int(name) for name in os.listdir(directory) if name.isdigit()), default=0)
+
+
+def read_time(directory: str) -> dict:
+  """The time record of a run's workdir or of a study dir ({} if none)."""
+  path = os.path.join(directory, TIME_FILE)
+  if not os.path.isfile(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_json(path: str, record: dict) -> None:
+  """Writes through a temporary file, so that an interruption never leaves half a record."""
+  with open(path + '.tmp', 'w') as f:
+    json.dump(record, f, indent=2)
+  os.replace(path + '.tmp', path)
+
+
+def subprocess_env(study_dir: str) -> dict[str, str]:
+  """The runs' environment: unbuffered output (streamed live), and a persistent compilation cache
+  in the study dir unless one is set (runs of the same shapes then skip most compilation)."""
+  env = dict(os.environ, PYTHONUNBUFFERED='1')
+  env.setdefault(CACHE_ENV, os.path.abspath(os.path.join(study_dir, 'jax_cache')))
+  return env
+
+
+def probe_device_kind(env: dict[str, str]) -> str:
+  """jax.devices()[0].device_kind of the runs, asked of a child process (this one stays off the
+  accelerator, see latest_step); 'unknown' if the child fails."""
+  probe = subprocess.run(
+    [sys.executable, '-c', 'import jax; print(jax.devices()[0].device_kind)'],
+    capture_output=True,
+    text=True,
+    env=env,
+    check=False,
+  )
+  lines = probe.stdout.strip().splitlines()
+  return lines[-1] if probe.returncode == 0 and lines else 'unknown'
+
+
+def run_process(
+  workdir: str,
+  stage: str,
+  command: list[str],
+  tag: str,
+  identity: dict,
+  *,
+  env: dict[str, str],
+  device_kind: str,
+  echo: bool,
+  log,
+) -> None:
+  """Runs one process of a run (stage 'train' or 'eval'), streaming its output to
+  <workdir>/study.log (and, with echo, to `log`), and adds its wall time to the run's time record
+  (with `identity`, the run's flags), also when interrupted. Raises ProcessError if it fails."""
+  os.makedirs(workdir, exist_ok=True)
+  tail = collections.deque(maxlen=12)
+  start = time.perf_counter()
+  log_path = os.path.join(workdir, LOG_FILE)
+  with open(log_path, 'a') as log_file:
+    log_file.write(f'$ {shlex.join(command)}\n')
+    log_file.flush()
+    child = subprocess.Popen(
+      command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    # SIGTERM (a scheduler's pre-emption or time limit) goes on to the run, which saves a
+    # checkpoint; Ctrl-C reaches it directly (same process group).
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+      previous = signal.signal(signal.SIGTERM, lambda signum, _: child.send_signal(signum))
+    try:
+      for line in child.stdout:
+        log_file.write(line)
+        tail.append(line.rstrip('\n'))
+        if echo:
+          log('    ' + line.rstrip('\n'))
+    finally:
+      child.wait()
+      if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+      record = read_time(workdir) or {'train_s': 0.0, 'eval_s': 0.0, 'processes': 0}
+      record[f'{stage}_s'] += time.perf_counter() - start
+      record['processes'] += 1
+      record['device_kind'] = device_kind
+      record['identity'] = identity
+      write_json(os.path.join(workdir, TIME_FILE), record)
+  if child.returncode:
+    why = (
+      'was interrupted; run the study again to resume it'
+      if child.returncode == 130
+      else f'failed (exit {child.returncode})'
+    )
+    raise ProcessError(
+      f'{tag} {shlex.join(command)}\n{why}. Its output is in {log_path}; the last lines:\n'
+      + '\n'.join(tail)
+    )
+
+
+def check_trained(workdir: str, num_steps: int, tag: str) -> None:
+  """Raises ProcessError unless a training left its checkpoint of step `num_steps`."""
+  step = latest_step(workdir)
+  if step < num_steps:
+    raise ProcessError(
+      f'{tag} {workdir} ended at step {step} of {num_steps}; see {os.path.join(workdir, LOG_FILE)}'
+    )
+
+
+def check_evaluated(results: dict[str, str], tag: str) -> None:
+  """Raises ProcessError unless an evaluation wrote every result file ({dataset: path})."""
+  missing = [name for name, path in results.items() if not os.path.isfile(path)]
+  if missing:
+    directory = os.path.dirname(next(iter(results.values())))
+    raise ProcessError(f'{tag} hpe_jax.evaluate wrote no results for {missing} in {directory}')
+
+
+def wait_for_jobs(result_files: tuple[str, ...]) -> None:
+  """Waits until every job whose submitit result file is given has ended; raises ProcessError
+  if one failed (as Slurm's afterok then cancels the jobs that depend on it)."""
+  for path in result_files:
+    while not os.path.isfile(path):
+      time.sleep(DEPENDENCY_POLL_S)
+    with open(path, 'rb') as f:
+      outcome, _ = pickle.load(f)
+    if outcome != 'success':
+      log_path = path[: -len('result.pkl')] + 'log.err'
+      raise ProcessError(f'the job this one depends on failed; see {log_path}')
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyJob:
+  """A cluster job's work: one process of a study, as the local runner runs it (same command,
+  environment, log and time record), then the check of what it left.
+
+  Plain data only: submitit pickles it, and the job unpickles it without importing the plan.
+  """
+
+  tag: str  # '[cell 3/16]', for messages
+  workdir: str  # the run's
+  stage: str  # 'train' or 'eval'
+  command: tuple[str, ...]
+  identity: dict  # the run's (plan.Run.identity), for its time record
+  study_dir: str  # where the compilation cache is
+  cwd: str  # where the study was launched: the plan's relative paths start there
+  num_steps: int = 0  # a training's: the checkpoint step it must reach
+  results: tuple[tuple[str, str], ...] = ()  # an evaluation's (dataset, result file) pairs
+  # The result files of the jobs this one must wait for, where the scheduler does not (submitit's
+  # local executor); Slurm starts it after them itself (afterok).
+  after: tuple[str, ...] = ()
+
+  def __call__(self) -> None:
+    os.chdir(self.cwd)
+    wait_for_jobs(self.after)
+    env = subprocess_env(self.study_dir)
+    run_process(
+      self.workdir,
+      self.stage,
+      list(self.command),
+      self.tag,
+      self.identity,
+      env=env,
+      device_kind=probe_device_kind(env),
+      echo=True,
+      log=lambda line: print(line, flush=True),
+    )
+    if self.stage == 'train':
+      check_trained(self.workdir, self.num_steps, self.tag)
+    else:
+      check_evaluated(dict(self.results), self.tag)
