@@ -78,3 +78,32 @@ def test_load_mat_names_the_file_and_variable(tmp_path):
     assert str(path) in str(e)
   else:
     raise AssertionError('a truncated .mat must raise AnnotationError')
+
+
+class _Builder:
+  """What datasets.prepare uses of a TFDS builder; records whether TFDS's bars were on."""
+
+  name = 'fake'
+
+  def __init__(self, data_dir):
+    self.data_dir = str(data_dir / 'fake' / '1.0.0')
+    self.bars = None
+
+  def is_prepared(self):
+    return False
+
+  def download_and_prepare(self):
+    from tensorflow_datasets.core.utils import tqdm_utils
+
+    self.bars = tqdm_utils._active  # pylint: disable=protected-access
+
+
+def test_tfds_bars_are_off_when_the_output_is_not_a_terminal(tmp_path, monkeypatch):
+  from hpe_jax.data import datasets
+
+  tfds.enable_progress_bar()
+  builder = _Builder(tmp_path)
+  monkeypatch.setattr('sys.stdout.isatty', lambda: False)
+  datasets.prepare(builder)
+  assert builder.bars is False
+  tfds.enable_progress_bar()

@@ -63,12 +63,9 @@ def _logged_split(split: str, examples, log: Callable[[str], None], periodic: bo
 def _log_progress(builder: tfds.core.GeneratorBasedBuilder, log: Callable[[str], None]) -> None:
   """Makes `builder` log its listing of the examples (reading the annotations), then each split's
   count and time as it is written (TFDS writes the splits one after the other, each as its
-  generator yields). Off a terminal (stdout or stderr redirected), TFDS's progress bars, a line of
-  carriage returns per update in a log file, are turned off, and each split logs its count every
-  PROGRESS_SECONDS instead."""
+  generator yields). Off a terminal (stdout or stderr redirected), where `datasets.prepare` turns
+  TFDS's progress bars off, each split logs its count every PROGRESS_SECONDS instead."""
   on_terminal = sys.stdout.isatty() and sys.stderr.isatty()
-  if not on_terminal:
-    tfds.disable_progress_bar()
   split_generators = builder._split_generators  # pylint: disable=protected-access
 
   def logged(dl_manager):

@@ -11,6 +11,7 @@ import dataclasses
 import glob
 import os
 import shutil
+import sys
 
 import tensorflow_datasets as tfds
 
@@ -103,7 +104,8 @@ BUILD_LOCK = 'build.lock'
 def prepare(builder: tfds.core.DatasetBuilder, **download_and_prepare_kwargs) -> None:
   """builder.download_and_prepare(), one build at a time per dataset directory: a build that
   finds another under way waits for it (and does nothing if that one built the dataset). The
-  `incomplete.*` folders of an interrupted build (killed, SIGTERM'd) are removed first."""
+  `incomplete.*` folders of an interrupted build (killed, SIGTERM'd) are removed first; TFDS's
+  progress bars are off when stdout or stderr is not a terminal."""
   directory = os.path.dirname(builder.data_dir)  # data_dir/name/config: TFDS's scratch goes here
   os.makedirs(directory, exist_ok=True)
   waiting = lambda pid: print(
@@ -115,6 +117,9 @@ def prepare(builder: tfds.core.DatasetBuilder, **download_and_prepare_kwargs) ->
     for leftover in sorted(glob.glob(os.path.join(directory, 'incomplete.*'))):
       print(f'Removing {leftover}: the unfinished output of an interrupted build.', flush=True)
       shutil.rmtree(leftover)
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+      # TFDS's bars redraw with carriage returns: a log file gets a line per update.
+      tfds.disable_progress_bar()
     builder.download_and_prepare(**download_and_prepare_kwargs)
 
 
