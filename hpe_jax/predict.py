@@ -64,7 +64,6 @@ be used stops the run with an error naming it (nothing is skipped).
 
 from __future__ import annotations
 
-import os
 import sys
 
 from absl import app
@@ -174,10 +173,6 @@ def _print_video(summary: dict) -> None:
   print(f'  frames header:    {files["json"]}', flush=True)
 
 
-def _warn(message: str) -> None:
-  print(f'warning: {message}', file=sys.stderr, flush=True)
-
-
 def main(args: list[str]) -> None:
   if (_WORKDIR.value is None) == (_MODEL.value is None):
     raise app.UsageError('give exactly one of --workdir (a trained run) and --model (an export)')
@@ -197,79 +192,32 @@ def main(args: list[str]) -> None:
       raise app.UsageError(str(e)) from None
   # pylint: disable=g-import-not-at-top  (a fast --help)
   from hpe_jax.inference import boxes as boxes_lib
-  from hpe_jax.inference import image_files
-  from hpe_jax.inference import video
+  from hpe_jax.inference import predict_run
 
-  videos = [path for path in args if video.is_video(path)]
-  images = [path for path in args if not video.is_video(path)]
-  cameras = [] if _CAMERA.value is None else [_CAMERA.value]
-  inputs = [*args, *cameras]
-  given = [boxes_lib.parse_box(text) for text in _BBOX.value]
-  box_per_input = dict(zip(inputs, image_files.boxes_per_image(given, len(inputs))))
-  out_dir = _OUT_DIR.value or image_files.default_out_dir(_WORKDIR.value, _MODEL.value)
-  # Every input checked before the slow model load.
-  image_files.check_inputs(images, out_dir)
-  stems = {os.path.splitext(os.path.basename(path))[0]: path for path in images}
-  frame_boxes = {}
-  if _BOXES.value is not None and videos:
-    frame_boxes = boxes_lib.read_boxes(_BOXES.value, images, _BOX_THRESHOLD.value, videos).per_video
-  sources = []
-  try:
-    for video_input in [*videos, *cameras]:
-      source = video.open_source(video_input)
-      sources.append((video_input, source))
-      if source.stem in stems:
-        raise video.VideoError(
-          f'{stems[source.stem]} and {source.name} would both write '
-          f'{video.output_paths(out_dir, source.stem)["json"]}: rename one or predict them in '
-          'separate calls with different --out_dir'
-        )
-      stems[source.stem] = source.name
-    batch_size = _BATCH_SIZE.value or (1 if cameras else video.DEFAULT_BATCH_SIZE)
-    predictor, run = image_files.load_model(
-      _WORKDIR.value, _MODEL.value, batch_size, step=_STEP.value
-    )
-    image_files.make_out_dir(out_dir)
-    if images:
-      results = image_files.predict_files(
-        _WORKDIR.value,
-        images,
-        [box_per_input[path] for path in images] if given else None,
-        out_dir,
-        on_saved=_print_saved,
-        model=_MODEL.value,
-        boxes_file=_BOXES.value,
-        box_threshold=_BOX_THRESHOLD.value,
-        predictor=predictor,
-        run=run,
-      )
-      if _FORMAT.value == 'coco':
-        paths = image_files.write_coco(results, out_dir)
-        count = sum(len(result['record']['people']) for result in results)
-        people = f'{count} {"person" if count == 1 else "people"}'
-        print(f'COCO keypoints of {people}: {paths["results"]} (joint order: {paths["names"]})')
-    while sources:
-      video_input, source = sources.pop(0)
-      summary = video.predict_video(
-        predictor,
-        source,
-        out_dir,
-        run=run,
-        box=box_per_input[video_input],
-        frame_boxes=frame_boxes.get(video_input) if _BOXES.value is not None else None,
-        smoothing=smoothing,
-        batch_size=batch_size,
-        log=lambda line: print(line, flush=True),
-        warn=_warn,
-      )
-      _print_video(summary)
-      if summary['interrupted'] and not source.live:
-        if sources:
-          _warn(f'not predicted: {", ".join(s.name for _, s in sources)}')
-        sys.exit(130)
-  finally:
-    for _, source in sources:
-      source.capture.release()
+  result = predict_run.predict(
+    args,
+    workdir=_WORKDIR.value,
+    model=_MODEL.value,
+    step=_STEP.value,
+    camera=_CAMERA.value,
+    bbox=[boxes_lib.parse_box(text) for text in _BBOX.value],
+    boxes_file=_BOXES.value,
+    box_threshold=_BOX_THRESHOLD.value,
+    coco=_FORMAT.value == 'coco',
+    out_dir=_OUT_DIR.value,
+    batch_size=_BATCH_SIZE.value,
+    smoothing=smoothing,
+    on_image=_print_saved,
+    on_video=_print_video,
+    log=lambda line: print(line, flush=True),
+  )
+  if result['coco']:
+    count = sum(len(image['record']['people']) for image in result['images'])
+    people = f'{count} {"person" if count == 1 else "people"}'
+    paths = result['coco']
+    print(f'COCO keypoints of {people}: {paths["results"]} (joint order: {paths["names"]})')
+  if result['interrupted']:
+    sys.exit(130)
 
 
 def run() -> None:

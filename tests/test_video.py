@@ -349,3 +349,40 @@ def test_video_benchmark_times_every_stage_on_a_tiny_model(pan):
 def test_a_partial_device_call_is_padded_to_a_power_of_two_at_most_the_batch(predictor):
   assert predictor.batch_size == 4 and predictor.mesh.size == 1
   assert [predictor.padded_size(count) for count in (1, 2, 3, 4)] == [1, 2, 4, 4]
+
+
+def test_a_second_run_into_the_same_directory_replaces_the_files(whole_frame_run, predictor, pan):
+  first, _ = whole_frame_run
+  out_dir = os.path.dirname(first['files']['jsonl'])
+  summary, lines = _run(predictor, video.open_source(pan['video']), out_dir)
+  assert summary['files'] == first['files'] and len(lines) == FRAMES
+  assert len(_decoded(summary['files']['mp4'])) == FRAMES
+
+
+@pytest.mark.parametrize(
+  'command, message',
+  [
+    (
+      ['hpe_jax.tools.benchmark_video', '--config=configs/finetune.py', '--boxes=b.json'],
+      '--boxes goes with --video',
+    ),
+    (
+      [
+        'hpe_jax.tools.benchmark_video',
+        '--config=configs/finetune.py',
+        '--nopeer',
+        '--min_ratio_eager=1.2',
+      ],
+      '--min_ratio_eager needs --peer',
+    ),
+    (['hpe_jax.predict', '--workdir=w', '--step=latest', 'a.mp4'], "'latest' is not a step"),
+    (['hpe_jax.predict', '--model=m.hpe', '--step=3', 'a.mp4'], '--step picks a checkpoint'),
+  ],
+  ids=['benchmark-boxes-without-video', 'benchmark-ratio-without-peer', 'bad-step', 'step-model'],
+)
+def test_flag_errors_are_one_line(command, message):
+  process = subprocess.run(
+    [sys.executable, '-m', *command], capture_output=True, text=True, cwd=REPO
+  )
+  assert process.returncode == 2 and message in process.stderr, process.stderr
+  assert len(process.stderr.strip().splitlines()) == 1, process.stderr

@@ -1,5 +1,5 @@
-"""Inference: a trained run's model on images, apart from training (it imports no
-hpe_jax.training; training's evaluation uses its predict step).
+"""Inference: a trained run's model on images, videos and cameras, apart from training (it
+imports no hpe_jax.training; training's evaluation uses its predict step).
 
   from hpe_jax import inference
   model = inference.load('runs/finetune')
@@ -13,6 +13,9 @@ hpe_jax.training; training's evaluation uses its predict step).
   export_run.py   a run's predict step serialised with jax.export, weights included (`export`)
   exported.py     load and run such a file with jax and numpy alone (`load_exported`)
   image_files.py  predict on image files and save pictures and JSON (`predict_files`)
+  video.py        predict on a video or camera: threaded decoding and writing (`predict_video`)
+  tracking.py     people tracked across frames, One-Euro smoothing (numpy)
+  predict_run.py  images, videos and a camera in one call, what `hpe_jax.predict` runs
   visualize.py    draw the 2D skeleton over an image, plot the 3D one
 
 The names below are imported on first use, so that `load_exported` runs without Flax or the
@@ -31,6 +34,7 @@ _NAMES = {
   'person_square': 'crops',
   'ImageError': 'image_files',
   'predict_files': 'image_files',
+  'predict_video': 'video',
   'Predictor': 'predictor',
   'load': 'predictor',
   'load_run_config': 'predictor',

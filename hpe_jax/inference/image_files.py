@@ -107,6 +107,14 @@ def _save_image(path: str, image_rgb: np.ndarray) -> None:
     raise ImageError(f'cannot write {path}: check that its directory is writable and has space')
 
 
+def cannot_write(path: str, error: OSError) -> str:
+  """The message of an output file the OS refused."""
+  return (
+    f'cannot write {path} ({error.strerror or error}): check that its directory is writable and '
+    'has space'
+  )
+
+
 def low_confidence_warning(scores: np.ndarray) -> str:
   """A warning if no joint scores as confident as visualize.MIN_CONFIDENT_SCORE, else ''."""
   if np.max(scores) >= visualize.MIN_CONFIDENT_SCORE:
@@ -178,7 +186,8 @@ def joints_record(image_path: str, image_shape, people: Sequence[dict], run: dic
   return record
 
 
-def _warn(message: str) -> None:
+def warn(message: str) -> None:
+  """A warning line on stderr."""
   print(f'warning: {message}', file=sys.stderr, flush=True)
 
 
@@ -204,7 +213,7 @@ def _people_to_predict(paths, boxes, detections) -> dict[str, list]:
   if empty:
     listed = ', '.join(empty[:10]) + (f', ... ({len(empty) - 10} more)' if len(empty) > 10 else '')
     verb = 'has' if len(empty) == 1 else 'have'
-    _warn(
+    warn(
       f'{_plural(len(empty), "image")} {verb} no box scoring at least '
       f'--box_threshold={detections.threshold:g} in {detections.path}, skipped: {listed}'
     )
@@ -284,7 +293,7 @@ def predict_files(
         outside = boxes_lib.outside_fraction(box, image.shape)
         if outside >= 1 and detections is not None:
           # A detector's box off the image is one bad detection: the others still count.
-          _warn(f'{who} lies wholly outside the {image.shape[1]} x {image.shape[0]} image: skipped')
+          warn(f'{who} lies wholly outside the {image.shape[1]} x {image.shape[0]} image: skipped')
           skipped_outside += 1
           continue
         if boxes_lib.MOSTLY_OUTSIDE < outside < 1:
@@ -307,7 +316,7 @@ def predict_files(
       if warnings:
         person['warning'] = '; '.join(warnings)
         for warning in warnings:
-          _warn(f'{who}: {warning}' if box is not None else f'{path}: {warning}')
+          warn(f'{who}: {warning}' if box is not None else f'{path}: {warning}')
       persons.append(person)
       predicted.append({'prediction': prediction, 'image_id': image_id})
     files = output_paths(out_dir, path)
@@ -329,7 +338,7 @@ def predict_files(
     if on_saved:
       on_saved(results[-1])
   if skipped_outside > 1:
-    _warn(f'{skipped_outside} boxes lay wholly outside their images and were skipped')
+    warn(f'{skipped_outside} boxes lay wholly outside their images and were skipped')
   return results
 
 
@@ -416,8 +425,5 @@ def write_coco(results: Sequence[dict], out_dir: str) -> dict[str, str]:
       with open(paths[key], 'w') as f:
         json.dump(content, f, indent=None if key == 'results' else 2)
     except OSError as e:
-      raise ImageError(
-        f'cannot write {paths[key]} ({e.strerror or e}): check that its '
-        'directory is writable and has space'
-      ) from None
+      raise ImageError(cannot_write(paths[key], e)) from None
   return paths

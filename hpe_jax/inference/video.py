@@ -272,7 +272,7 @@ class FrameWriter(_Worker):
     try:
       self.jsonl = open(paths['jsonl'], 'w')
     except OSError as e:
-      raise VideoError(_cannot_write(paths['jsonl'], e)) from None
+      raise VideoError(image_files.cannot_write(paths['jsonl'], e)) from None
     fourcc = cv2.VideoWriter_fourcc(*'mp4v')
     self.video = cv2.VideoWriter(paths['mp4'], fourcc, source.fps, (source.width, source.height))
     if not self.video.isOpened():
@@ -289,7 +289,7 @@ class FrameWriter(_Worker):
       with open(self.paths['json'], 'w') as f:
         json.dump(header, f, indent=2)
     except OSError as e:
-      raise VideoError(_cannot_write(self.paths['json'], e)) from None
+      raise VideoError(image_files.cannot_write(self.paths['json'], e)) from None
 
   def work(self) -> None:
     while True:
@@ -329,7 +329,7 @@ class FrameWriter(_Worker):
     try:
       self.jsonl.write(json.dumps(line) + '\n')
     except OSError as e:
-      raise VideoError(_cannot_write(self.paths['jsonl'], e)) from None
+      raise VideoError(image_files.cannot_write(self.paths['jsonl'], e)) from None
     self.written += 1
 
   def close(self) -> None:
@@ -343,17 +343,10 @@ class FrameWriter(_Worker):
     try:
       self.jsonl.close()
     except OSError as e:
-      raise VideoError(_cannot_write(self.paths['jsonl'], e)) from None
+      raise VideoError(image_files.cannot_write(self.paths['jsonl'], e)) from None
     self._write_header(frames=self.written)
     if self.error is not None:
       raise self.error
-
-
-def _cannot_write(path: str, error: OSError) -> str:
-  return (
-    f'cannot write {path} ({error.strerror or error}): check that its directory is writable and '
-    'has space'
-  )
 
 
 def _describe_frames(frames: Sequence[int]) -> str:
