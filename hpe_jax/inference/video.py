@@ -322,7 +322,7 @@ class FrameWriter(_Worker):
     overlay = visualize.draw_people(frame.image, records)
     self.video.write(cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
     line = {'frame': frame.index, 'time_s': round(frame.time_s, 4), 'people': records}
-    for person in records:  # a tenth of the size, far below the model's precision
+    for person in records:  # shorter lines; the digits dropped are below the model's precision
       for key, digits in _DIGITS.items():
         if person[key] is not None:
           person[key] = np.round(np.asarray(person[key]), digits).tolist()
