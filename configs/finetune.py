@@ -52,6 +52,6 @@ def get_config(arg=None):
     return c
   default_config.quick_preset(c)
   c.data.train_3d = 'synthetic_humans'
-  c.train.num_steps = 2500
+  c.train.num_steps = 2600
   c.train.lr_drop_steps = (2000,)
   return c

@@ -27,6 +27,6 @@ def get_config(arg=None):
     c.train.eval_every = 10 * steps_per_epoch
     return c
   default_config.quick_preset(c)
-  c.train.num_steps = 2000
-  c.train.lr_drop_steps = (1600,)
+  c.train.num_steps = 600
+  c.train.lr_drop_steps = (480,)
   return c

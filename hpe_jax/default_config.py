@@ -330,7 +330,7 @@ def flatten(config) -> dict:
 def quick_preset(c: ml_collections.ConfigDict) -> None:
   """A small model and images, sized so a stage trains in minutes on a 2-core CPU."""
   c.model.name = 'resnet18'
-  c.model.width = 32
+  c.model.width = 16
   c.model.head_channels = 64
   c.data.image_size = 128
   c.train.batch_size = 16

@@ -130,6 +130,8 @@ def test_a_resumed_run_hides_the_points_past_its_checkpoint_and_logs_its_progres
   ):
     assert line in out
   assert out.count('Compiling') == 2  # once per step function
+  # A progress line at most every scoring.LOG_SECONDS: a short evaluation prints only its last.
+  assert out.count('eval synthetic_humans/tiny:test: batch') == 1
 
 
 def test_scalars_are_the_finite_numbers_of_a_record():

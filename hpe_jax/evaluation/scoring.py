@@ -85,16 +85,19 @@ def _masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
   return (values * weight).sum(0) / np.maximum(weight.sum(0), 1)
 
 
+LOG_SECONDS = 10.0  # between evaluation progress lines
+
+
 def _collect(
   predict, model_state, ref, config, sharding, batch_size: int, log=None, first_batch=None
 ) -> tuple[dict[str, np.ndarray], float]:
   """Runs the model over a split in global batches of `batch_size`; -> every batch field and
   prediction, valid samples only, and 'images_per_s' (after the first batch, which includes
-  compilation; NaN with one batch). `log(line)` gets a progress line about every 10% of the
-  batches; `first_batch` as `evaluate` says."""
+  compilation; NaN with one batch). `log(line)` gets a progress line at most every
+  LOG_SECONDS and one after the last batch; `first_batch` as `evaluate` says."""
   parts = []
   total = -(-pipeline.eval_size(ref, config.data.eval_limit) // batch_size)
-  start = None
+  start = last_log = None
   for number, batch in enumerate(
     pipeline.eval_batches(ref, config, batch_size=batch_size, limit=config.data.eval_limit), 1
   ):
@@ -107,10 +110,12 @@ def _collect(
       first_batch(local_images[valid], {k: v[: len(valid)][valid] for k, v in prediction.items()})
     batch = multihost_utils.process_allgather(batch, tiled=True)
     parts.append({**batch, **prediction})
+    now = time.perf_counter()
     if start is None:
-      start = time.perf_counter()
-    elif log and (number == total or number % max(total // 10, 1) == 0):
-      rate = (number - 1) * batch_size / (time.perf_counter() - start)
+      start = last_log = now
+    elif log and (number == total or now - last_log >= LOG_SECONDS):
+      last_log = now
+      rate = (number - 1) * batch_size / (now - start)
       log(
         f'eval {ref}: batch {number}/{total} | {rate:.1f} img/s | ETA '
         f'{(total - number) * batch_size / rate:.0f} s'
