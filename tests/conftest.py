@@ -130,3 +130,13 @@ def oracle_predictions(ref, *, projected_2d: bool, image_size: int = 64) -> dict
       ]
     )
   return r
+
+
+def assert_same_example(ours: dict, theirs: dict) -> None:
+  """Two parsed examples hold the same keys, types, dtypes, shapes and values."""
+  assert ours.keys() == theirs.keys()
+  for key, value in theirs.items():
+    assert type(ours[key]) is type(value), key
+    if isinstance(value, np.ndarray):
+      assert (ours[key].dtype, ours[key].shape) == (value.dtype, value.shape), key
+    np.testing.assert_array_equal(ours[key], value, err_msg=key)

@@ -107,3 +107,17 @@ def test_tfds_bars_are_off_when_the_output_is_not_a_terminal(tmp_path, monkeypat
   datasets.prepare(builder)
   assert builder.bars is False
   tfds.enable_progress_bar()
+
+
+def test_decoded_images_are_contiguous_rgb_with_or_without_opencvs_rgb_flag(monkeypatch):
+  # Distinct channels: a swap of R and B would show. PNG is lossless, so equality is exact.
+  image = np.zeros((6, 5, 3), np.uint8)
+  image[..., 0], image[..., 1], image[..., 2] = 200, np.arange(5, dtype=np.uint8) * 10, 30
+  png = cv2.imencode('.png', image[..., ::-1])[1].tobytes()  # OpenCV writes BGR
+  decoded = [features.decode_image(png)]
+  monkeypatch.setattr(features, '_IMREAD_RGB', None)  # an OpenCV older than 4.10
+  decoded.append(features.decode_image(png))
+  for rgb in decoded:
+    np.testing.assert_array_equal(rgb, image)
+    assert rgb.flags['C_CONTIGUOUS']
+  assert features.decode_image(b'not an image') is None

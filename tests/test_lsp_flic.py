@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from conftest import assert_same_example
 from conftest import realdata_dir
 import cv2
 import numpy as np
@@ -13,6 +14,7 @@ import scipy.io
 import tensorflow_datasets as tfds
 
 from hpe_jax import joints
+from hpe_jax.data import datasets
 from hpe_jax.data import features
 from hpe_jax.data.builders import base
 from hpe_jax.data.builders import flic
@@ -351,3 +353,12 @@ def test_missing_images_without_allow_missing(tmp_path):
     r"\['images/im00003\.jpg', 'images/im00004\.jpg'",
   ):
     _build(lsp.LspExtended, manual_dir, str(tmp_path / 'tfds'))
+
+
+def test_example_source_parses_every_real_record_as_tfds_does(lspet_build):
+  builder, records = lspet_build
+  ref = datasets.DatasetRef('lsp_extended/small', 'train', str(builder.data_dir_root))
+  source = datasets.data_source(ref)
+  assert len(source) == len(records)
+  for index, record in enumerate(records):
+    assert_same_example(source[index], record)

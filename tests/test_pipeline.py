@@ -1,16 +1,20 @@
 """The input pipeline: exact 2D:3D batches, determinism, resumable state, augmentation geometry."""
 
 from conftest import TINY_DATASET
+from conftest import assert_same_example
 from conftest import tiny_config
+import cv2
 import jax
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from hpe_jax import default_config
 from hpe_jax import geometry
 from hpe_jax import joints
 from hpe_jax.data import augment
 from hpe_jax.data import datasets
+from hpe_jax.data import features
 from hpe_jax.data import pipeline
 
 
@@ -199,3 +203,43 @@ def test_mixing_weights_set_the_share_of_each_source(data_dir):
     _batches(
       tiny_config(data_dir, **{'data.train_2d': ','.join(sources), 'data.weights_2d': '3'}), 1
     )
+
+
+def test_example_source_parses_as_tfds_and_falls_back_to_it_for_other_features(data_dir):
+  source = datasets.data_source(datasets.resolve(TINY_DATASET, '3d', data_dir))
+  reference = source._tfds  # what TFDS itself parses
+  for index in range(len(source)):
+    assert_same_example(source[index], reference[index])
+  # A feature the fast parser does not read (a class label, a compressed tensor) hands parsing
+  # to TFDS.
+  for other in (
+    tfds.features.ClassLabel(num_classes=2),
+    tfds.features.Tensor(shape=(2,), dtype=np.float32, encoding='zlib'),
+  ):
+    assert datasets._parse_spec(tfds.features.FeaturesDict({'x': other})) is None
+  source._spec = None
+  assert_same_example(source[3], reference[3])
+
+
+def _tfds_parsing_and_bgr_views(monkeypatch):
+  """The pipeline's earlier reading path: TFDS's own parsing, and images decoded BGR and handed on
+  as channel-reversed views."""
+  monkeypatch.setattr(datasets, 'ExampleSource', lambda tfds_source: tfds_source)
+
+  def decode_bgr_view(data):
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+
+  monkeypatch.setattr(features, 'decode_image', decode_bgr_view)
+
+
+def test_faster_reading_leaves_every_sample_as_it_was(data_dir, monkeypatch):
+  """Same seed, same mixed 2D/3D batches (crops, augmentation, flips, labels) with the fast
+  parser and contiguous RGB decoding as with the path they replaced."""
+  config = tiny_config(data_dir, depth=True)
+  fast, _ = _batches(config, 3)
+  _tfds_parsing_and_bgr_views(monkeypatch)
+  before, _ = _batches(config, 3)
+  for new, old in zip(fast, before):
+    assert new.keys() == old.keys()
+    for key in old:
+      np.testing.assert_array_equal(new[key], old[key], err_msg=key)

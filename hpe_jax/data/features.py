@@ -88,9 +88,24 @@ def encode_jpeg(image: np.ndarray) -> bytes:
   return buffer.tobytes()
 
 
+# OpenCV >= 4.10 decodes straight to RGB; an older one decodes BGR, converted into a new array.
+_IMREAD_RGB = getattr(cv2, 'IMREAD_COLOR_RGB', None)
+
+
+def decode_image(data) -> np.ndarray | None:
+  """Encoded image bytes (JPEG, PNG, ...) -> (H, W, 3) uint8 RGB, C-contiguous; None if OpenCV
+  cannot decode them. Contiguous because OpenCV copies a channel-reversed view into a new array
+  before warping it, which cost more than the warp (BENCHMARKS.md, "Feeding the device")."""
+  buffer = np.frombuffer(data, np.uint8)
+  if _IMREAD_RGB is not None:
+    return cv2.imdecode(buffer, _IMREAD_RGB)
+  image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+  return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
 def decode_jpeg(data: bytes) -> np.ndarray:
-  """JPEG bytes -> (H, W, 3) uint8 RGB. Raises ValueError on undecodable bytes."""
-  image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+  """JPEG bytes -> (H, W, 3) uint8 RGB (`decode_image`). Raises ValueError on undecodable bytes."""
+  image = decode_image(data)
   if image is None:
     raise ValueError('undecodable JPEG')
-  return image[..., ::-1]
+  return image

@@ -137,7 +137,7 @@ class _SequentialVideo:
     if not ok:
       return None
     self._next += 1
-    return image[..., ::-1]
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 _JPEG_START, _JPEG_END = b'\xff\xd8', b'\xff\xd9'
@@ -231,8 +231,7 @@ class PoseDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
       return None
     if truncated(data.tobytes()):  # OpenCV would decode the rest as grey and only warn
       return None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    return None if image is None else image[..., ::-1]
+    return features.decode_image(data)
 
   @abc.abstractmethod
   def read_annotations(self, manual_dir: str) -> dict[str, list[Person]]:
