@@ -174,7 +174,7 @@ def test_unknown_and_unbuilt_datasets_say_what_to_do(data_dir):
   with pytest.raises(datasets.DatasetError, match="unknown dataset 'nonexistent'"):
     datasets.resolve('nonexistent', '2d', data_dir)
   with pytest.raises(
-    datasets.DatasetError, match="no config 'huge'; it has default, overhead, tiny"
+    datasets.DatasetError, match="no config 'huge'; it has default, large, overhead, tiny"
   ):
     datasets.resolve('synthetic_humans/huge', '2d', data_dir)
   with pytest.raises(datasets.DatasetError, match='no split'):

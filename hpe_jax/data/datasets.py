@@ -159,7 +159,19 @@ class ExampleSource:
   def __getitem__(self, index) -> dict:
     if self._spec is None:
       return self._tfds[index]
-    return _parse_example(self._tfds.data_source[index], self._spec)
+    return self.parse(self.record(index))
+
+  def record(self, index) -> bytes:
+    """The stored bytes of example `index`."""
+    return self._tfds.data_source[index]
+
+  def parse(self, record: bytes) -> dict:
+    """Stored bytes -> the example, as `source[index]` gives it."""
+    if self._spec is None:
+      return self._tfds.dataset_info.features.deserialize_example_np(
+        record, decoders=self._tfds.decoders
+      )
+    return _parse_example(record, self._spec)
 
   def __repr__(self) -> str:
     return f'ExampleSource({self._tfds!r})'

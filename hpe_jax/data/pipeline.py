@@ -38,10 +38,10 @@ def _process_batches(dataset: grain.MapDataset, global_size: int) -> grain.MapDa
   ]
 
 
-def _role_dataset(specs: list[str], role: str, data_config, seed: int) -> grain.MapDataset:
-  """An endless, shuffled, augmented stream of samples from the sources of one role."""
+def train_transform(data_config, role: str) -> augment.PoseTransform:
+  """The augmented transform of the training samples of one role ('2d' or '3d')."""
   aug = data_config.augment
-  transform = augment.PoseTransform(
+  return augment.PoseTransform(
     image_size=data_config.image_size,
     use_3d=role == '3d',
     augmentation=augment.Augmentation(
@@ -54,6 +54,11 @@ def _role_dataset(specs: list[str], role: str, data_config, seed: int) -> grain.
     ),
     rotate=role == '2d' or aug.rotate_3d,
   )
+
+
+def _role_dataset(specs: list[str], role: str, data_config, seed: int) -> grain.MapDataset:
+  """An endless, shuffled, augmented stream of samples from the sources of one role."""
+  transform = train_transform(data_config, role)
   streams, sizes = [], []
   for index, spec in enumerate(specs):
     ref = datasets.resolve(spec, role, data_config.data_dir)

@@ -5,7 +5,8 @@ against the same step fed from memory.
   data.workers worker processes (0: threads in this process), images/s and per CPU core used;
 - `loop_gap`: the jitted train step fed by the pipeline (as training runs it) and fed one batch
   kept in device memory; `gap` = 1 - pipeline-fed / memory-fed images/s (under 5% means the
-  pipeline keeps up with the device).
+  pipeline keeps up with the device);
+- `part_times`: where one core's time per image goes.
 Rates are medians over repeats after one warm-up batch (which also compiles the step).
 """
 
@@ -17,10 +18,14 @@ from typing import Any
 from typing import Callable
 from typing import Iterator
 
+import cv2
 import jax
 import ml_collections
 import numpy as np
 
+from hpe_jax import default_config
+from hpe_jax.data import datasets
+from hpe_jax.data import features
 from hpe_jax.data import pipeline
 from hpe_jax.perf import benchmark
 from hpe_jax.training import step as step_lib
@@ -115,3 +120,67 @@ def loop_gap(config: ml_collections.ConfigDict, *, batches: int, repeats: int) -
     'memory_fed_images_per_s': round(from_memory, 1),
     'gap': round(1 - from_pipeline / from_memory, 3),
   }
+
+
+def part_times(config: ml_collections.ConfigDict, *, images: int) -> dict:
+  """Milliseconds per image of each part of the pipeline on one core (OpenCV at one thread), over
+  `images` examples of the first training source (2D if any), each part timed alone: reading the
+  record, parsing it, decoding the JPEG, warping it with the labels (the augmented transform
+  less the decode), batching (np.stack of each field, batches of train.batch_size); and the whole
+  pipeline with grain at 0 threads (`whole`), whose excess over the parts is grain's and the
+  rest's (`rest`). One JSON-able line."""
+  role = '2d' if default_config.parse_list(config.data.train_2d) else '3d'
+  spec = default_config.parse_list(config.data[f'train_{role}'])[0]
+  source = datasets.data_source(datasets.resolve(spec, role, config.data.data_dir))
+  indices = np.random.default_rng(0).integers(0, len(source), images)
+  transform = pipeline.train_transform(config.data, role)
+  threads = cv2.getNumThreads()
+  cv2.setNumThreads(1)
+  try:
+    records = [source.record(int(i)) for i in indices]
+    examples = [source.parse(r) for r in records]
+    rng = np.random.default_rng(0)
+    samples = [transform(e, rng) for e in examples]
+    size = config.train.batch_size
+    groups = [samples[k : k + size] for k in range(0, len(samples), size)]
+    times = {
+      'read': _ms_per_item(lambda i: source.record(int(i)), indices),
+      'parse': _ms_per_item(source.parse, records),
+      'decode': _ms_per_item(lambda e: features.decode_image(e['image']), examples),
+      'transform': _ms_per_item(lambda e: transform(e, rng), examples),
+      'batch': _ms_per_item(lambda g: {k: np.stack([s[k] for s in g]) for k in g[0]}, groups)
+      / size,
+    }
+    single = ml_collections.ConfigDict(config.to_dict())
+    single.data.threads, single.data.workers = 0, 0
+    iterator = iter(pipeline.train_dataset(single))
+    batches = max(images // size, 1)
+    rate = median_rate(
+      lambda n: [next(iterator) for _ in range(n)], size, batches=batches, repeats=1
+    )
+  finally:
+    cv2.setNumThreads(threads)
+  parts = {
+    'read': times['read'],
+    'parse': times['parse'],
+    'decode': times['decode'],
+    'warp_and_labels': times['transform'] - times['decode'],
+    'batch': times['batch'],
+  }
+  whole = 1e3 / rate
+  return {
+    'measure': 'parts',
+    **_common_fields(config),
+    'source': spec,
+    'ms_per_image': {k: round(v, 3) for k, v in parts.items()}
+    | {'rest': round(whole - sum(parts.values()), 3), 'whole': round(whole, 3)},
+  }
+
+
+def _ms_per_item(function, items) -> float:
+  """Milliseconds per call of function(item) over `items`, results dropped as they come (kept,
+  they would grow the heap and time its page faults)."""
+  start = time.perf_counter()
+  for item in items:
+    function(item)
+  return (time.perf_counter() - start) / len(items) * 1e3

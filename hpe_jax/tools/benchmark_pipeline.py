@@ -11,7 +11,8 @@ same.) Prints one JSON line per measurement:
   data.workers worker processes (0: threads in this process), images/s and per CPU core used;
 - `loop`: the jitted train step fed by the pipeline (as hpe-train runs it) and fed one batch
   kept in device memory; `gap` = 1 - pipeline-fed / memory-fed images/s (under 5% means the
-  pipeline keeps up with the device).
+  pipeline keeps up with the device);
+- `parts` (with --parts=N): milliseconds per image of each part on one core.
 Rates are medians over repeats after one warm-up batch (which also compiles the step).
 """
 
@@ -42,6 +43,13 @@ _REPEATS = flags.DEFINE_integer(
   'repeats', 3, 'Timed repeats; the median is reported.', lower_bound=1
 )
 _LOOP = flags.DEFINE_bool('loop', True, 'Also measure the train loop (pipeline vs memory).')
+_PARTS = flags.DEFINE_integer(
+  'parts',
+  0,
+  'Also time each part of the pipeline on one core over this many examples (a `parts` line: '
+  'read, parse, decode, warp and labels, batch, the rest and the whole, ms per image); 0: no.',
+  lower_bound=0,
+)
 
 
 def main(args: list[str]) -> None:
@@ -53,6 +61,8 @@ def main(args: list[str]) -> None:
     config, [int(w) for w in _WORKERS.value], batches=_BATCHES.value, repeats=_REPEATS.value
   ):
     print(json.dumps(line), flush=True)
+  if _PARTS.value:
+    print(json.dumps(pipeline_benchmark.part_times(config, images=_PARTS.value)), flush=True)
   if _LOOP.value:
     print(
       json.dumps(

@@ -25,7 +25,8 @@ _DATA_DIR = flags.DEFINE_string(
 _CONFIG = flags.DEFINE_string(
   'config',
   'default',
-  'Builder config: default (384 px crops) or small (192 px crops, for inputs up to 128 px).',
+  'Builder config: default (384 px crops; 192 for synthetic_humans) or small (192 px crops, '
+  'for inputs up to 128 px); synthetic_humans has tiny, overhead and large (384 px crops).',
 )
 _ALLOW_MISSING = flags.DEFINE_bool(
   'allow_missing',

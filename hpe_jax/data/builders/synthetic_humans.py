@@ -102,6 +102,11 @@ class SyntheticHumans(tfds.core.GeneratorBasedBuilder):
       crop_size=96,
       description='for tests',
     ),
+    # The crops of the real datasets' default builds: paper-resolution (256 px) inputs on the
+    # embedded data, e.g. to measure the input pipeline where no dataset can be downloaded.
+    SyntheticHumansConfig(
+      name='large', crop_size=384, description='3000 / 3000 / 500 people, 384 px crops'
+    ),
     # Another camera setup, for cross-dataset generalisation studies on CPU: the cameras look
     # down on the people, as ceiling-mounted ones do.
     SyntheticHumansConfig(

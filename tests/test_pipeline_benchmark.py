@@ -1,0 +1,64 @@
+"""tools/benchmark_pipeline.py's measurements on the tiny set: rates and the per-part times."""
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+from conftest import tiny_config
+import cv2
+import numpy as np
+
+from hpe_jax.perf import pipeline_benchmark
+
+
+def test_pipeline_rates_count_images_per_core(data_dir):
+  config = tiny_config(data_dir, depth=True)
+  lines = list(pipeline_benchmark.pipeline_rates(config, [0], batches=2, repeats=1))
+  assert [line['workers'] for line in lines] == [0]
+  line = lines[0]
+  assert line['measure'] == 'pipeline' and line['train_3d'] == line['train_2d']
+  # 0 workers: data.threads (1) threads on as many cores
+  assert line['images_per_s_per_core'] == line['images_per_s'] > 0
+
+
+def test_part_times_cover_the_whole_and_restore_opencvs_threads(data_dir):
+  config = tiny_config(data_dir, depth=True)
+  threads = cv2.getNumThreads()
+  line = pipeline_benchmark.part_times(config, images=32)
+  assert cv2.getNumThreads() == threads
+  times = line['ms_per_image']
+  parts = ('read', 'parse', 'decode', 'warp_and_labels', 'batch')
+  assert set(times) == {*parts, 'rest', 'whole'}
+  assert all(times[k] > 0 for k in parts) and times['whole'] > 0
+  assert np.isclose(sum(times[k] for k in (*parts, 'rest')), times['whole'], atol=0.005)
+  assert line['source'] == config.data.train_2d  # the first 2D source
+
+
+def test_command_prints_one_json_line_per_measurement(data_dir):
+  result = subprocess.run(
+    [
+      sys.executable,
+      'tools/benchmark_pipeline.py',
+      f'--config={REPO}/configs/finetune.py',
+      f'--config.data.data_dir={data_dir}',
+      '--config.data.train_2d=synthetic_humans/tiny',
+      '--config.data.train_3d=synthetic_humans/tiny',
+      '--config.data.image_size=64',
+      '--config.data.eval=',
+      '--config.init_from=',
+      '--workers=0',
+      '--batches=2',
+      '--repeats=1',
+      '--noloop',
+      '--parts=16',
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert result.returncode == 0, result.stderr
+  lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{')]
+  assert [line['measure'] for line in lines] == ['pipeline', 'parts']
+  assert lines[0]['images_per_s_per_core'] > 0 and lines[1]['ms_per_image']['whole'] > 0
