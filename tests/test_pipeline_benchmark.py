@@ -1,6 +1,7 @@
 """tools/benchmark_pipeline.py's measurements on the tiny set: rates and the per-part times."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -62,3 +63,21 @@ def test_command_prints_one_json_line_per_measurement(data_dir):
   lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{')]
   assert [line['measure'] for line in lines] == ['pipeline', 'parts']
   assert lines[0]['images_per_s_per_core'] > 0 and lines[1]['ms_per_image']['whole'] > 0
+
+
+def test_gpu_script_time_boxes_every_command_and_needs_an_output_dir(tmp_path):
+  script = os.path.join(REPO, 'tools', 'gpu_benchmarks.sh')
+  env = {**os.environ, 'HPE_GPU_LIMIT_S': '0.2'}  # every command is cut off
+  result = subprocess.run(
+    ['bash', script, str(tmp_path / 'out')], cwd=REPO, env=env, capture_output=True, text=True
+  )
+  assert result.returncode == 0, result.stderr  # one command's failure does not stop the rest
+  log = (tmp_path / 'out' / 'log.txt').read_text()
+  assert log.count('exit code 124') == 5  # 2 steps, 2 builds, the pipeline
+  assert sorted(p.name for p in (tmp_path / 'out').glob('*.jsonl')) == [
+    'pipeline_bf16.jsonl',
+    'step_bf16.jsonl',
+    'step_fp32.jsonl',
+  ]
+  result = subprocess.run(['bash', script], cwd=REPO, capture_output=True, text=True)
+  assert result.returncode != 0 and 'usage: bash tools/gpu_benchmarks.sh OUT_DIR' in result.stderr
