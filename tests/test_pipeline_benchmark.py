@@ -67,7 +67,9 @@ def test_command_prints_one_json_line_per_measurement(data_dir):
 
 def test_gpu_script_time_boxes_every_command_and_needs_an_output_dir(tmp_path):
   script = os.path.join(REPO, 'tools', 'gpu_benchmarks.sh')
-  env = {**os.environ, 'HPE_GPU_LIMIT_S': '0.2'}  # every command is cut off
+  (tmp_path / 'realdata' / 'lspet').mkdir(parents=True)
+  # Every command is cut off, the builds before they read anything.
+  env = {**os.environ, 'HPE_GPU_LIMIT_S': '0.2', 'HPE_REALDATA': str(tmp_path / 'realdata')}
   result = subprocess.run(
     ['bash', script, str(tmp_path / 'out')], cwd=REPO, env=env, capture_output=True, text=True
   )
@@ -81,3 +83,20 @@ def test_gpu_script_time_boxes_every_command_and_needs_an_output_dir(tmp_path):
   ]
   result = subprocess.run(['bash', script], cwd=REPO, capture_output=True, text=True)
   assert result.returncode != 0 and 'usage: bash tools/gpu_benchmarks.sh OUT_DIR' in result.stderr
+
+
+def test_gpu_script_stops_at_once_without_the_real_images(tmp_path):
+  env = {**os.environ, 'HPE_REALDATA': str(tmp_path / 'nowhere')}
+  result = subprocess.run(
+    ['bash', os.path.join(REPO, 'tools', 'gpu_benchmarks.sh'), str(tmp_path / 'out')],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+  )
+  assert result.returncode == 2
+  assert (
+    result.stderr.startswith(f'no {tmp_path}/nowhere/lspet: ')
+    and 'set HPE_REALDATA' in result.stderr
+  )
+  assert not (tmp_path / 'out').exists()  # nothing measured, nothing written

@@ -16,6 +16,11 @@ out=${1:?usage: bash tools/gpu_benchmarks.sh OUT_DIR}
 limit=${HPE_GPU_LIMIT_S:-240}
 realdata=${HPE_REALDATA:-../shared/realdata}
 read -r -a extra <<< "${HPE_GPU_EXTRA:-}"
+if [ ! -d "$realdata/lspet" ]; then
+  echo "no $realdata/lspet: the pipeline reads real LSP-Extended crops; set HPE_REALDATA to the" \
+    "folder that holds lspet/ (../shared/realdata in this project)" >&2
+  exit 2
+fi
 mkdir -p "$out"
 data=$(mktemp -d)
 log="$out/log.txt"

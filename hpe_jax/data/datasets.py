@@ -157,8 +157,6 @@ class ExampleSource:
     return len(self._tfds)
 
   def __getitem__(self, index) -> dict:
-    if self._spec is None:
-      return self._tfds[index]
     return self.parse(self.record(index))
 
   def record(self, index) -> bytes:
