@@ -33,22 +33,19 @@ def get_config(arg=None):
     # drop after epoch 45 (step 62,595); stage 3: 10 epochs = 13,910 steps. Each epoch sees new
     # Human3.6M frames: the 3D stream runs through one shuffled pass of the whole set before the
     # next pass starts with a new order.
-    steps_per_epoch = default_config.reference_epoch_steps(
-      default_config.MPII_TRAIN_PEOPLE, default_config.H36M_TRAIN_FRAMES
-    )
-    epochs, drops = (10, ()) if args.stage == '3' else (60, (45,))
-    # Used where nothing is grafted (configs/scratch3d.py:paper); a fine-tune starts from
-    # init_from.
-    c.model.init = default_config.IMAGENET
     c.data.train_2d = 'mpii'
     c.data.train_3d = 'human36m'
     c.data.eval = 'human36m'
     c.data.augment.rotate_3d = False
-    c.train.num_steps = epochs * steps_per_epoch
-    c.train.lr_drop_steps = tuple(e * steps_per_epoch for e in drops)
+    c.train.update(
+      default_config.reference_schedule(
+        '3' if args.stage == '3' else '2',
+        default_config.MPII_TRAIN_PEOPLE,
+        default_config.H36M_TRAIN_FRAMES,
+      )
+    )
     c.train.log_every = 100
     c.train.checkpoint_every = 2000
-    c.train.eval_every = 5 * steps_per_epoch
     return c
   default_config.quick_preset(c)
   c.data.train_3d = 'synthetic_humans'

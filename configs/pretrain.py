@@ -16,15 +16,12 @@ def get_config(arg=None):
   c = default_config.base_config()
   if args.paper:
     # An epoch is MPII's 22,246 training people: ceil(22,246 / 32) = 696 steps.
-    steps_per_epoch = default_config.reference_epoch_steps(default_config.MPII_TRAIN_PEOPLE)
     c.model.init = default_config.IMAGENET
     c.data.train_2d = 'mpii'
     c.data.eval = 'mpii'
-    c.train.num_steps = 140 * steps_per_epoch
-    c.train.lr_drop_steps = (90 * steps_per_epoch, 120 * steps_per_epoch)
+    c.train.update(default_config.reference_schedule('pretrain', default_config.MPII_TRAIN_PEOPLE))
     c.train.log_every = 100
     c.train.checkpoint_every = 2000
-    c.train.eval_every = 10 * steps_per_epoch
     return c
   default_config.quick_preset(c)
   c.train.num_steps = 600

@@ -15,6 +15,7 @@ import ml_collections
 from hpe_jax import models
 from hpe_jax import trees
 from hpe_jax.errors import ConfigError
+from hpe_jax.models import torch_import
 
 _BOOLEANS = {'true': True, '1': True, 'false': False, '0': False}
 
@@ -129,22 +130,33 @@ def base_config() -> ml_collections.ConfigDict:
 
 IMAGENET = 'imagenet'  # model.init of a recipe that starts from ImageNet weights (the reference's)
 SCRATCH = 'scratch'  # model.init: random weights, chosen explicitly
-# torchvision's ImageNet ResNets: the IMAGENET1K_V1 files, the weights the reference loads (older
-# torchvision named them resnet18-5c106cde.pth, resnet50-19c8e357.pth, ...).
-IMAGENET_FILES = {
-  'resnet18': 'resnet18-f37072fd.pth',
-  'resnet34': 'resnet34-b627a593.pth',
-  'resnet50': 'resnet50-0676ba61.pth',
-  'resnet101': 'resnet101-63fe2227.pth',
-  'resnet152': 'resnet152-394f9c45.pth',
-}
 
-
-# Training set sizes the reference counts its epochs on: MPII's training people (its train.json,
-# the split without Tompson's 2958 validation people) and Human3.6M's training frames (S1, S5-S8,
-# every 5th frame of the 4 cameras; only ever compared with the MPII size, which it far exceeds).
+# Training set sizes as the reference and the study's fork (ECE740F21T01/pytorch-pose-hg-3d) count
+# their epochs: an epoch is one pass over the training set (`len(dataset)`, src/main.py).
+# MPII: the people of its train.json (datasets/mpii.py; Xiao et al.'s split: all but Tompson's 2958
+# validation people).
 MPII_TRAIN_PEOPLE = 22246
-H36M_TRAIN_FRAMES = 312188
+# LSP-Extended as the fork trains it (datasets/lsp_extended.py): all 10,000 LSPET people plus the
+# first 1,000 LSP people (LSP's train half; its other 1,000 are the validation set).
+LSP_EXTENDED_TRAIN_PEOPLE = 11000
+# FLIC-Full: the fork trains on the examples flagged istrain (datasets/flic_full.py). An estimate,
+# not a count: the release's 20,928 examples less FLIC's 1,016 test people; correct it with the
+# count of the flic_full build report's train split.
+FLIC_FULL_TRAIN_PEOPLE = 19912
+# Human3.6M: every sample of the ECCV 2018 challenge's Train split, which datasets/h36m.py reads
+# whole from the HM36_eccv_challenge_Train pkl (one entry per image of Train/IMG; its POSE files
+# are numbered 1 to 35,832).
+H36M_TRAIN_FRAMES = 35832
+# The reference's stages: (epochs, epochs after which the lr drops x0.1, epochs between
+# evaluations). Pre-training: 140 epochs, drops after 90 and 120 (opts.py defaults); stage 2 of
+# the fusion and of the 3D-only ("3D exclusive") training: 60 epochs, drop after 45; stage 3 of
+# each: 10 epochs at lr 1e-4. The fork evaluates every 5 epochs (val_intervals); pre-training is
+# evaluated every 10 here.
+REFERENCE_STAGES = {
+  'pretrain': (140, (90, 120), 10),
+  '2': (60, (45,), 5),
+  '3': (10, (), 5),
+}
 
 
 def reference_epoch_steps(
@@ -152,12 +164,26 @@ def reference_epoch_steps(
 ) -> int:
   """Optimiser steps in one epoch as the reference counts it.
 
-  With 2D data only, an epoch is the 2D set. Its Fusion3D epoch (2D + 3D) is all 2D samples plus
+  With 2D data only, an epoch is the 2D set; with 3D data only (the fork's 3D-only training,
+  `--dataset H36M`), the 3D set. Its Fusion3D epoch (2D + 3D) is all 2D samples plus
   min(num_3d, num_2d * ratio_3d) 3D samples: a 3D set larger than that share contributes only a
   share per epoch. Its DataLoader keeps the last, partial batch, hence the ceiling.
   """
-  samples = num_2d + min(num_3d, int(num_2d * ratio_3d))
+  samples = num_3d if not num_2d else num_2d + min(num_3d, int(num_2d * ratio_3d))
   return -(-samples // batch_size)
+
+
+def reference_schedule(stage: str, num_2d: int, num_3d: int = 0) -> dict:
+  """The reference's schedule of `stage` ('pretrain', '2' or '3': REFERENCE_STAGES) on training
+  sets of these sizes (`reference_epoch_steps`, batches of 32) -> {'num_steps', 'lr_drop_steps',
+  'eval_every'}, the train fields it sets."""
+  epochs, drops, eval_epochs = REFERENCE_STAGES[stage]
+  steps = reference_epoch_steps(num_2d, num_3d)
+  return {
+    'num_steps': epochs * steps,
+    'lr_drop_steps': tuple(epoch * steps for epoch in drops),
+    'eval_every': eval_epochs * steps,
+  }
 
 
 def parse_list(spec: str) -> list[str]:
@@ -297,7 +323,8 @@ def _check_model_init(c: ml_collections.ConfigDict) -> None:
   init, name = c.model.init, c.model.name
   if c.init_from or init in ('', SCRATCH):
     return
-  if init == IMAGENET and name not in IMAGENET_FILES:
+  files = torch_import.TORCHVISION_IMAGENET_FILES
+  if init == IMAGENET and name not in files:
     raise ConfigError(
       f"model.init='imagenet': there are no ImageNet weights for model.name="
       f'{name!r}; add --config.model.init=scratch to train it from random weights'
@@ -306,8 +333,9 @@ def _check_model_init(c: ml_collections.ConfigDict) -> None:
     npz = f'runs/imagenet/{name}.npz'
     raise ConfigError(
       f'this recipe starts {name} from ImageNet weights, as the reference does: make them once '
-      f'with `python tools/import_weights.py imagenet {IMAGENET_FILES[name]} {npz}` '
-      "(torchvision's file; the tool needs pip install -e '.[torch]') and add "
+      f'with `python tools/import_weights.py imagenet {files[name][1]} {npz}` '
+      f"(torchvision's file, {torch_import.TORCHVISION_URL}{files[name][1]}; the older "
+      f"{files[name][0]} holds the same tensors; the tool needs pip install -e '.[torch]') and add "
       f'--config.model.init={npz}, or add --config.model.init=scratch to train from random '
       'weights'
     )

@@ -37,6 +37,22 @@ def crop_affine(
   return np.concatenate([linear, offset[:, None]], axis=1)
 
 
+def clamp_crop_side(side: float, image_size) -> float:
+  """The reference's crop clamp: a crop side is at most the image's longer side.
+
+  xingyizhou/pytorch-pose-hg-3d and the study's fork set `s = min(s, max(img.shape[0],
+  img.shape[1]))` after the scale augmentation, in training and in evaluation (`mpii.py`,
+  `h36m.py`, `mpii3d.py`), and divide the depth target by that clamped `s`: a person box
+  larger than its image (a close-up) is cropped at the image's size.
+
+  Args:
+    side: the crop side in original pixels (person box x augmentation scale).
+    image_size: (width, height) of the original image; zeros if unknown (no clamp).
+  """
+  longer = float(np.max(image_size))
+  return float(side) if longer <= 0 else min(float(side), longer)
+
+
 def invert_affine(affine: np.ndarray) -> np.ndarray:
   """(2, 3) -> (2, 3): the inverse affine."""
   linear_inv = np.linalg.inv(affine[:, :2])

@@ -343,6 +343,23 @@ H36M_FROM_OCCLUSION_PERSON = _by_name(
   },
 )
 
+# The study's fork scores Occlusion Person against its own ground truth (datasets/
+# occlusion_person.py): the 15 joints mapped into MPII-16 with thorax = mid-shoulders and head top
+# = a copy of the neck, then into Human3.6M-17 by the reference's mpii_to_h36m list, which puts
+# MPII's thorax into H36M's spine and its upper neck into H36M's thorax, and the head top into both
+# the nose and the head: here spine = mid-shoulders, thorax = nose = head = neck.
+FORK_H36M_FROM_OCCLUSION_PERSON = _by_name(
+  OCCLUSION_PERSON15,
+  H36M17,
+  {
+    'pelvis': ('hip',),
+    'spine': ('l_shoulder', 'r_shoulder'),
+    'thorax': ('neck',),
+    'nose': ('neck',),
+    'head': ('neck',),
+  },
+)
+
 # MPI-INF-3DHP's 28 training joints, in annot2 / annot3 order.
 MPI_INF_3DHP28 = (
   'spine3',
@@ -395,5 +412,18 @@ H36M_FROM_3DHP = _by_name(
     'thorax': ('neck',),
     'head': ('head_top',),
     'nose': (),
+  },
+)
+# The study's fork scores MPI-INF-3DHP against annot3 (lib/data_utils/mpii3d_utils.py and
+# datasets/mpii3d.py): the test joints mapped into MPII-16 with thorax = 3DHP's spine and upper
+# neck = its neck, then into Human3.6M-17 by mpii_to_h36m: spine = spine, thorax = neck, nose =
+# head = head top (3DHP's 'head', the head's centre, is left out).
+FORK_H36M_FROM_3DHP = _by_name(
+  MPI_INF_3DHP28,
+  H36M17,
+  {
+    'thorax': ('neck',),
+    'nose': ('head_top',),
+    'head': ('head_top',),
   },
 )

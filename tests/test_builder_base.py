@@ -67,6 +67,7 @@ def test_masks_and_skips_are_counted_and_crops_reproject(tmp_path):
     stored = cv2.getRectSubPix(crop, (1, 1), (float(cx), float(cy)))[0, 0]
     np.testing.assert_allclose(stored, original, atol=12)
   assert first['torso_size'] > 0 and first['head_size'] == 0
+  np.testing.assert_array_equal(first['image_size'], [120, 100])  # width, height
 
 
 def test_load_mat_names_the_file_and_variable(tmp_path):

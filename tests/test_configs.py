@@ -37,8 +37,33 @@ def test_paper_recipes_count_epochs_as_the_reference():
   assert stage2.train.num_steps == 83460 and stage2.train.lr_drop_steps == (62595,)
   assert stage3.train.num_steps == 13910 and stage3.train.lr_drop_steps == ()
   assert stage2.train.eval_every == 5 * 1391
-  scratch = _load('scratch3d.py', 'paper')
-  assert scratch.train.num_steps == 83460 and not scratch.data.train_2d and not scratch.init_from
+
+
+def test_3d_only_baseline_is_the_forks_3d_exclusive_training():
+  """readme "3D Exclusive Training": stage 2 `--dataset H36M --ratio_3d 0 --weight_3d 1.0
+  --num_epoch 60 --lr_step 45` from ImageNet; stage 3 `--weight_3d 0.1 --load_model
+  exclusive_3d_s2/model_best.pth --num_epoch 10 --lr 1e-4`. An epoch is the 35,832 frames of
+  the challenge's Train split: 1,120 steps of 32."""
+  stage2, stage3 = _load('scratch3d.py', 'paper,stage=2'), _load('scratch3d.py', 'paper,stage=3')
+  for c in (stage2, stage3):
+    assert (c.data.train_2d, c.data.train_3d, c.data.eval) == ('', 'human36m', 'human36m')
+    assert c.train.batch_size == 32 and c.train.geometric_weight == 0.0
+    assert c.model.depth and c.model.name == 'resnet50' and c.train.eval_every == 5 * 1120
+  assert (stage2.train.num_steps, stage2.train.lr_drop_steps) == (60 * 1120, (45 * 1120,))
+  assert (stage2.train.depth_weight, stage2.train.lr) == (1.0, 1e-3)
+  assert stage2.init_from == '' and stage2.model.init == default_config.IMAGENET
+  assert (stage3.train.num_steps, stage3.train.lr_drop_steps) == (10 * 1120, ())
+  assert (stage3.train.depth_weight, stage3.train.lr) == (0.1, 1e-4)
+  # Stage 3 starts from stage 2's best checkpoint, kept by 2D accuracy as the fork keeps its own.
+  assert stage3.init_from == default_config.default_workdir('configs/scratch3d.py:paper,stage=2')
+  assert stage3.init_step == default_config.BEST and stage2.train.keep_best == 'pck:max'
+  # :paper alone is stage 2; the quick preset chains the same way.
+  assert _load('scratch3d.py', 'paper').to_dict() == stage2.to_dict()
+  quick3 = _load('scratch3d.py', 'stage=3')
+  assert quick3.init_from == default_config.default_workdir('configs/scratch3d.py:stage=2')
+  assert _load('scratch3d.py', 'stage=2').train.depth_weight == 1.0
+  with pytest.raises(default_config.ConfigError, match="scratch3d stage='4'"):
+    _load('scratch3d.py', 'stage=4')
 
 
 def test_reference_epoch_counts_the_fusion_share():
@@ -47,6 +72,7 @@ def test_reference_epoch_counts_the_fusion_share():
   assert steps(22246, 312188) == 1391  # the 3D set contributes as many samples as the 2D set
   assert steps(22246, 10000) == 1008  # a smaller 3D set contributes all of it
   assert steps(100, 1000, batch_size=10, ratio_3d=0.5) == 15
+  assert steps(0, 35832) == 1120  # 3D only: the 3D set
 
 
 def _quick(**fields):

@@ -8,6 +8,7 @@ tests taking the `torch` fixture, skipped without torch, check that the fixtures
 command writes now and that .pth files read as the same arrays.
 """
 
+import hashlib
 import json
 import os
 import subprocess
@@ -186,6 +187,32 @@ def test_imagenet_weights_fill_the_backbone_and_leave_the_head(
       np.testing.assert_array_equal(loaded[key], expected, err_msg=key)
     for key in set(loaded) - set(backbone):  # the head keeps its fresh initialisation
       np.testing.assert_array_equal(loaded[key], flat_fresh[key], err_msg=key)
+
+
+def test_the_importer_says_which_weights_it_read(imagenet_resnet18, tmp_path):
+  """torchvision names each ImageNet file by its SHA-256's first 8 hex digits; the importer and
+  model.init name the file they read by that hash, through a converted .npz too."""
+  for arch, (old, new) in torch_import.TORCHVISION_IMAGENET_FILES.items():
+    for name, other in ((old, new), (new, old)):
+      prefix = name.removesuffix('.pth').rsplit('-', 1)[1]
+      assert name.startswith(arch + '-') and len(prefix) == 8
+      described = torch_import.describe_sha256(prefix + '0' * 56)
+      assert f"torchvision's ImageNet {arch} ({name}, the same tensors as {other})" in described
+  lines = []
+  out = str(tmp_path / 'converted.npz')
+  torch_import.convert_imagenet(imagenet_resnet18, out, log=lines.append)
+  sha256 = hashlib.sha256(open(imagenet_resnet18, 'rb').read()).hexdigest()
+  unknown = f"SHA-256 {sha256[:8]}...: not one of torchvision's ImageNet ResNet files"
+  assert lines[0] == f'Read {imagenet_resnet18}: {unknown}.'
+  assert torch_import.weights_origin(out) == f'converted from a file of {unknown}'
+  assert torch_import.weights_origin(imagenet_resnet18) == 'an .npz that records no source file'
+  pth = tmp_path / 'resnet.pth'  # a .pth is described by its own hash (no torch needed)
+  pth.write_bytes(b'not really weights')
+  assert torch_import.weights_origin(str(pth)).startswith(
+    f'SHA-256 {hashlib.sha256(b"not really weights").hexdigest()[:8]}...: not one of'
+  )
+  with np.load(out) as arrays:  # the record is no weight: model.init reads the arrays alone
+    assert set(torch_import.read_state_dict(out)) == set(arrays.files) - {'__source_sha256__'}
 
 
 def test_unused_source_keys_other_than_fc_are_reported(

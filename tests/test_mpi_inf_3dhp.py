@@ -378,3 +378,59 @@ def test_real_test_frames_oracle_reproduces_the_scored_labels(real_test_build, p
     assert error.mean() < 1.0 and error.max() < 5.0, error
   # Without the rescaling every joint carries the subject-height mismatch.
   assert metrics.mpjpe(pred / UNIV_SCALE, gt, mask=counted) > 10
+
+
+# The study's fork (ECE740F21T01/pytorch-pose-hg-3d), restated in numpy from its code:
+# lib/data_utils/mpii3d_utils.py read_test_data, datasets/mpii3d.py, utils/eval.py.
+_FORK_TEST_TO_MPII = [10, 9, 8, 11, 12, 13, 14, 15, 1, 0, 4, 3, 2, 5, 6, 7]
+_FORK_MPII_TO_H36M = [6, 2, 1, 0, 3, 4, 5, 7, 8, 9, 9, 13, 14, 15, 12, 11, 10]
+_FORK_EDGES_3D = [
+  [3, 2], [2, 1], [1, 0], [0, 4], [4, 5], [5, 6], [0, 7], [7, 8], [8, 10],
+  [16, 15], [15, 14], [14, 8], [8, 11], [11, 12], [12, 13],
+]  # fmt: skip
+
+
+def _fork_mpjpe(preds_3d, annot2, annot3, width, height):
+  """preds_3d (N, 16, 3): get_preds_3d's x / 64, y / 64, depth; annot2 (N, 17, 2) px and annot3
+  (N, 17, 3) mm of the test frames -> (the fork's MPJPE, frames counted)."""
+  total, count = 0.0, 0
+  for pred, xy, xyz in zip(preds_3d, annot2, annot3):
+    joints_2d = xy[_FORK_TEST_TO_MPII]
+    inside = (joints_2d[:, 0] < width) & (joints_2d[:, 0] >= 0)
+    inside &= (joints_2d[:, 1] < height) & (joints_2d[:, 1] >= 0)
+    if inside.sum() < len(joints_2d):  # read_test_data leaves the frame out
+      continue
+    joints_3d = xyz[_FORK_TEST_TO_MPII]
+    gt = (joints_3d - joints_3d[6]).astype(np.float32)[_FORK_MPII_TO_H36M]
+    if gt.sum() ** 2 > 0:
+      p = (pred - pred[6])[_FORK_MPII_TO_H36M]  # convert_eval_format
+      p[7] = (p[0] + p[8]) / 2
+      p[9] = (p[8] + p[10]) / 2
+      bones = sum(((p[a] - p[b]) ** 2).sum() ** 0.5 for a, b in _FORK_EDGES_3D)
+      p = p * 4000 / bones
+      total += (((gt - p) ** 2).sum(axis=1) ** 0.5).mean()
+      count += 1
+  return total / count, count
+
+
+def test_fork_protocol_mpjpe_equals_the_forks_code_on_real_frames(real_test_build):
+  """mpjpe_fork scores annot3 in the fork's layout, on the frames its preprocessing keeps (TS2's
+  frame has a joint outside its image: left out), as the fork's numpy code does."""
+  builder, expected, data_dir = real_test_build
+  ref = datasets.DatasetRef('mpi_inf_3dhp/small', 'test', data_dir)
+  records = _records(builder, 'test')
+  r = oracle_predictions(ref, projected_2d=False)
+  rng = np.random.default_rng(0)
+  r['pred_xy'] = r['pred_xy'] + rng.normal(0, 2, r['pred_xy'].shape)
+  r['pred_depth'] = r['pred_depth'] + rng.normal(0, 0.05, r['pred_depth'].shape)
+  results = scoring.score(r, ref, 64, None)
+  sequences = [records[i]['subject'] for i in r['index']]
+  assert sorted(sequences) == ['TS1', 'TS2']
+  annot2 = np.stack([expected[s][1] for s in sequences])
+  annot3 = np.stack([expected[s][2] for s in sequences])
+  preds_3d = np.concatenate([r['pred_xy'] / 64, r['pred_depth'][..., None]], axis=-1)
+  reference, counted = _fork_mpjpe(preds_3d, annot2, annot3, 2048, 2048)
+  assert counted == results['num_examples_fork'] == 1
+  assert results['mpjpe_fork'] == pytest.approx(reference, rel=1e-5)
+  # Our figure scores other labels (univ_annot3, nose unlabelled, spine interpolated).
+  assert abs(results['mpjpe_legacy'] - results['mpjpe_fork']) > 1

@@ -142,6 +142,7 @@ def test_build_stores_consistent_2d_3d_and_occlusion(tmp_path):
   }
   assert all(builder.report[s]['counts'].get(op.OFF_PROJECTION, 0) == 0 for s in op.SPLITS)
   records = _records(builder, 'train') + _records(builder, 'validation')
+  entries = [e for split in op.SPLITS for e in _entries()[split]]
   crop_size = builder.builder_config.crop_size
   for n, ((_, occluded, unannotated), r) in enumerate(zip(ENTRIES, records)):
     mask = r['joints_mask'] > 0
@@ -163,6 +164,22 @@ def test_build_stores_consistent_2d_3d_and_occlusion(tmp_path):
     np.testing.assert_allclose(
       r['eval_joints_3d'][H36M('thorax')], r['joints_3d'][MPII('upper_neck')], atol=1e-3
     )
+    # The study fork's labels (datasets/occlusion_person.py convert_kps_unrealcv_mpii, then
+    # mpii_to_h36m), every joint annotated or not: in numpy from its code.
+    source = entries[n]['joints_3d']
+    names = list(joints.OCCLUSION_PERSON15)
+    mpii = np.stack(
+      [
+        source[names.index(name)]
+        if name in names
+        else (source[names.index('l_shoulder')] + source[names.index('r_shoulder')]) / 2
+        if name == 'thorax'
+        else source[names.index('neck')]  # head top <- neck; upper neck <- neck
+        for name in [{'pelvis': 'hip', 'upper_neck': 'neck'}.get(j, j) for j in joints.MPII16]
+      ]
+    )
+    fork = mpii[[6, 2, 1, 0, 3, 4, 5, 7, 8, 9, 9, 13, 14, 15, 12, 11, 10]]
+    np.testing.assert_allclose(r['fork_joints_3d'], fork, atol=1e-3)
     # MPII: no head top; thorax (mid-shoulders) only where both shoulders are annotated.
     assert r['joints_mask'][MPII('head_top')] == 0
     assert r['joints_mask'][MPII('thorax')] == (not unannotated)

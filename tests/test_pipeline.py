@@ -155,6 +155,31 @@ def test_depth_target_is_weak_perspective_at_the_pelvis(data_dir):
   )
 
 
+def test_a_box_larger_than_its_image_is_cropped_at_the_image_size(data_dir):
+  """The reference's clamp, s = min(s, max(H, W)), after scale augmentation: the crop and the
+  depth target's divisor both use the clamped side, in training and in evaluation."""
+  example = dict(_example(data_dir))
+  longer = float(example['box_side']) * 0.8  # an image whose longer side the box exceeds
+  example['image_size'] = np.array([longer, longer / 2], np.float32)
+  aug = augment.Augmentation(flip=False, rotation_prob=0.0)
+  # normal 1.0: scale 1.25, so the crop would be 1.25 x box_side without the clamp.
+  sample = augment.PoseTransform(64, True, aug)(example, _FixedRng(1.0, 0.9))
+  affine = geometry.crop_affine(example['box_center'], longer, 0.0, 64)
+  np.testing.assert_allclose(
+    sample['joints'], geometry.transform_points(affine, example['joints_2d']), atol=1e-3
+  )
+  z = example['joints_3d'][:, 2]
+  expected = (z - z[joints.PELVIS]) * example['intrinsics'][0] / z[joints.PELVIS] / longer
+  np.testing.assert_allclose(sample['depth'], expected, rtol=1e-5, atol=1e-6)
+  evaluation = augment.PoseTransform(64, True)(example)
+  assert evaluation['box_side'] == np.float32(longer)
+  np.testing.assert_allclose(evaluation['depth'], expected, rtol=1e-5, atol=1e-6)
+  # A box within its image is not clamped; an unknown image size (zeros) clamps nothing.
+  assert geometry.clamp_crop_side(100.0, (640, 480)) == 100.0
+  assert geometry.clamp_crop_side(900.0, (640, 480)) == 640.0
+  assert geometry.clamp_crop_side(900.0, (0, 0)) == 900.0
+
+
 def test_2d_sources_ignore_3d_labels(data_dir):
   sample = augment.PoseTransform(64, use_3d=False)(_example(data_dir))
   assert not sample['has_3d'] and np.all(sample['depth'] == 0)

@@ -28,6 +28,7 @@ LABELS = (
   'box_center',
   'box_side',
   'crop_to_image',
+  'image_size',
   'torso_size',
   'head_size',
 )

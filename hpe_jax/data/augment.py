@@ -54,9 +54,10 @@ class PoseTransform:
     image (S, S, 3) uint8; joints (16, 2) input pixels; joints_mask (16,) annotated;
     depth (16,) root-relative depth in crop units (0 without 3D); has_3d () bool.
   Evaluation samples (`evaluation=True`, no augmentation) also carry what metrics need:
-    input_to_image (2, 3); joints_2d (16, 2) original pixels; torso_size; head_size; box_side;
+    input_to_image (2, 3); joints_2d (16, 2) original pixels; torso_size; head_size; box_side
+    (the crop side, `geometry.clamp_crop_side` of the person box);
     intrinsics (4,); distortion (5,); joints_3d (16, 3) camera mm; eval_joints_3d (17, 3);
-    eval_mask (17,); eval_visible (17,).
+    eval_mask (17,); eval_visible (17,); fork_joints_3d (17, 3).
   """
 
   image_size: int
@@ -68,8 +69,9 @@ class PoseTransform:
     scale, rotation, flip = 1.0, 0.0, False
     if self.augmentation is not None:
       scale, rotation, flip = self.augmentation.sample(rng, self.rotate)
+    side = geometry.clamp_crop_side(example['box_side'] * scale, example['image_size'])
     image_to_input = geometry.crop_affine(
-      example['box_center'], example['box_side'] * scale, rotation, self.image_size, flip
+      example['box_center'], side, rotation, self.image_size, flip
     )
     crop_to_input = geometry.compose_affine(image_to_input, example['crop_to_image'])
     image = cv2.warpAffine(
@@ -88,7 +90,7 @@ class PoseTransform:
       depth_px = geometry.root_relative_depth_px(
         example['joints_3d'], example['intrinsics'][0], joints.PELVIS
       )
-      depth = depth_px / (example['box_side'] * scale)
+      depth = depth_px / side
     if flip:  # the mirrored image shows the person's right side where the left was
       joints_input, mask, depth = (a[joints.MPII_FLIP] for a in (joints_input, mask, depth))
     sample = {
@@ -104,12 +106,13 @@ class PoseTransform:
         joints_2d=example['joints_2d'],
         torso_size=example['torso_size'],
         head_size=example['head_size'],
-        box_side=np.float32(example['box_side']),
+        box_side=np.float32(side),
         intrinsics=example['intrinsics'],
         distortion=example['distortion'],
         joints_3d=example['joints_3d'],
         eval_joints_3d=example['eval_joints_3d'],
         eval_mask=example['eval_mask'],
         eval_visible=example['eval_visible'],
+        fork_joints_3d=example['fork_joints_3d'],
       )
     return sample

@@ -33,6 +33,7 @@ def pose_features() -> tfds.features.FeaturesDict:
       'image_name': tfds.features.Text(),  # the original image, relative to its dataset's root
       'person_index': np.int32,  # which person of that image
       'crop_to_image': tfds.features.Tensor(shape=(2, 3), dtype=f32),  # crop px -> original px
+      'image_size': tfds.features.Tensor(shape=(2,), dtype=f32),  # original (width, height) px
       'box_center': tfds.features.Tensor(shape=(2,), dtype=f32),
       'box_side': f32,
       'joints_2d': tfds.features.Tensor(shape=(joints.NUM_JOINTS, 2), dtype=f32),
@@ -43,6 +44,10 @@ def pose_features() -> tfds.features.FeaturesDict:
       'eval_joints_3d': tfds.features.Tensor(shape=(len(joints.H36M17), 3), dtype=f32),
       'eval_mask': tfds.features.Tensor(shape=(len(joints.H36M17),), dtype=f32),
       'eval_visible': tfds.features.Tensor(shape=(len(joints.H36M17),), dtype=f32),  # unoccluded
+      # The study's fork's ground truth where it scores a 3D set otherwise than we do (camera
+      # mm, its Human3.6M-17 layout: joints.FORK_H36M_FROM_*): zeros elsewhere, and for frames
+      # it leaves out. metrics.mpjpe_legacy against it is `mpjpe_fork`.
+      'fork_joints_3d': tfds.features.Tensor(shape=(len(joints.H36M17), 3), dtype=f32),
       'intrinsics': tfds.features.Tensor(shape=(4,), dtype=f32),  # fx, fy, cx, cy; 0 if unknown
       # Lens distortion k1, k2, p1, p2, k3 (geometry.distort); zeros: pinhole or unknown.
       'distortion': tfds.features.Tensor(shape=(5,), dtype=f32),

@@ -15,6 +15,7 @@ METRICS = {
   'mpjpe_15j': 'MPJPE, 15 predicted joints, mm',
   'pa_mpjpe_15j': 'PA-MPJPE, 15 predicted joints, mm',
   'mpjpe_legacy': "MPJPE, the reference's legacy figure, mm",
+  'mpjpe_fork': "MPJPE, the study fork's figure (its labels and frames), mm",
   'pck3d_150': '3DPCK@150 mm',
   'auc_3d': 'AUC 0-150 mm',
   'mpjpe_visible': 'MPJPE of visible joints, mm',

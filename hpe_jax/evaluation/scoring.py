@@ -170,14 +170,15 @@ def score(
   Args:
     r: per example, the evaluation fields of `augment.PoseTransform`, 'index' (position in the
       split), and the predictions 'pred_xy' (N, 16, 2) in input pixels and, for models with
-      depth, 'pred_depth' (N, 16) in crop units.
+      depth, 'pred_depth' (N, 16) in crop units; 'legacy_xy' and 'legacy_depth' likewise where
+      the reference's readout was run (`readout.predict_step`), for 'mpjpe_legacy'.
     ref: the split (its per-example action labels).
     image_size: the input side in pixels.
     baseline: the training set's mean pose (the `*_mean_pose` figures), or None.
   Returns:
     'num_examples'; 'pck' (PCK@0.2 torso) and 'pck_mean_pose' where torso sizes are known;
     'pckh' (PCKh@0.5) where head sizes are; and, for a model with depth on a 3D split, those of
-    `_score_3d`.
+    `_score_3d` and `_score_fork`.
   """
   xy = geometry.transform_points(r['input_to_image'], r['pred_xy'])
   has_torso = r['torso_size'] > 0
@@ -204,6 +205,8 @@ def score(
     results.update(
       _score_3d({k: v[has_3d] for k, v in r.items()}, xy[has_3d], ref, image_size, baseline)
     )
+  if 'pred_depth' in r:
+    results.update(_score_fork(r, image_size))
   return {k: v if isinstance(v, (dict, int)) else float(v) for k, v in results.items()}
 
 
@@ -259,8 +262,7 @@ def _score_3d(
   pred = lift(r, xy)
   gt = r['eval_joints_3d'] - r['eval_joints_3d'][:, joints.H36M_PELVIS :][:, :1]
   mask, visible = r['eval_mask'], r['eval_visible']
-  # The reference's orthographic prediction: heatmap x, y and depth, all in crop-side units.
-  ortho = np.concatenate([r['pred_xy'] / image_size, r['pred_depth'][..., None]], axis=-1)
+  ortho = _orthographic(r, image_size)
   results = _metrics_3d(pred, gt, mask, ortho)
   results['mpjpe_15j'] = metrics.mpjpe(pred, gt, mask=mask * _DIRECT)
   results['pa_mpjpe_15j'] = metrics.pa_mpjpe(pred, gt, mask=mask * _DIRECT)
@@ -285,6 +287,35 @@ def _score_3d(
       for action in sorted(set(actions))
     }
   return results
+
+
+def _orthographic(r: dict[str, np.ndarray], image_size: int) -> np.ndarray:
+  """The reference's orthographic prediction (N, 16, 3): heatmap x, y and depth, all in crop-side
+  units, from its own readout (integer argmax with the flip test) where the predict step gave it
+  ('legacy_xy', 'legacy_depth'), else from 'pred_xy' and 'pred_depth'."""
+  legacy = 'legacy_xy' in r
+  return np.concatenate(
+    [
+      r['legacy_xy' if legacy else 'pred_xy'] / image_size,
+      r['legacy_depth' if legacy else 'pred_depth'][..., None],
+    ],
+    axis=-1,
+  )
+
+
+def _score_fork(r: dict[str, np.ndarray], image_size: int) -> dict:
+  """The study's fork's figure where the split stores its labels ('fork_joints_3d', nonzero on
+  the frames it scores, invalid ones included): 'mpjpe_fork', the legacy MPJPE against them, and
+  'num_examples_fork'; {} for other splits."""
+  fork = r['fork_joints_3d'] - r['fork_joints_3d'][:, joints.H36M_PELVIS :][:, :1]
+  scored = np.any(fork != 0, axis=(1, 2))
+  if not scored.any():
+    return {}
+  ortho = _orthographic({k: v[scored] for k, v in r.items()}, image_size)
+  return {
+    'mpjpe_fork': metrics.mpjpe_legacy(ortho, fork[scored]),
+    'num_examples_fork': int(scored.sum()),
+  }
 
 
 def _metrics_3d(

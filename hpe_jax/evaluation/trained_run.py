@@ -82,6 +82,12 @@ def evaluate_run(
     workdir, step=step, flip_test=flip_test, subpixel=subpixel, batch_size=batch_size
   )
   config = predictor.config
+  # mpjpe_legacy from the reference's readout, whatever the configured one (the ablation's
+  # rows keep their own).
+  predictor = predictor.with_readout(
+    flip_test=config.eval.flip_test, subpixel=config.eval.subpixel, reference_readout=True
+  )
+  config = predictor.config
   config.data.eval_limit = limit
   config.data.data_dir = data_dir
   try:

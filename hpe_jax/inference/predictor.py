@@ -57,6 +57,8 @@ class Predictor:
   model_state: nnx.State  # replicated over `mesh`
   mesh: jax.sharding.Mesh
   batch_size: int  # images per device call, a multiple of the device count
+  # Also the reference's readout for the legacy MPJPE (`readout.predict_step`): for scoring.
+  reference_readout: bool = False
 
   def __post_init__(self):
     self.predict_fn = readout.jit_predict(
@@ -65,14 +67,17 @@ class Predictor:
       self.config.model.dtype,
       flip_test=self.config.eval.flip_test,
       subpixel=self.config.eval.subpixel,
+      reference_readout=self.reference_readout,
     )
     self.sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec('data'))
 
-  def with_readout(self, *, flip_test: bool, subpixel: bool) -> Predictor:
+  def with_readout(
+    self, *, flip_test: bool, subpixel: bool, reference_readout: bool = False
+  ) -> Predictor:
     """The same weights with another readout (compiled on first use)."""
     config = ml_collections.ConfigDict(self.config.to_dict())
     config.eval.flip_test, config.eval.subpixel = flip_test, subpixel
-    return dataclasses.replace(self, config=config)
+    return dataclasses.replace(self, config=config, reference_readout=reference_readout)
 
   @property
   def image_size(self) -> int:

@@ -35,6 +35,7 @@ def predict_step(
   dtype,
   flip_test: bool = False,
   subpixel: bool = True,
+  reference_readout: bool = False,
 ) -> dict:
   """Inference: heatmap peaks as input-image pixels `pred_xy` (B, J, 2), their heatmap values
   `pred_peak` (B, J), and `pred_depth` (B, J) in crop units read at those peaks (models with
@@ -43,21 +44,38 @@ def predict_step(
   flip_test: also run the mirrored images and average both predictions (`unmirror_outputs`).
   subpixel: refine each peak by a quarter pixel towards its higher neighbour
   (targets.heatmap_peaks); False: the plain argmax.
+  reference_readout: for models with depth, also `legacy_xy` (B, J, 2) and `legacy_depth`
+  (B, J) as the reference reads them for its MPJPE (xingyizhou/pytorch-pose-hg-3d
+  `train_3d.py` and `utils/eval.py` `get_preds_3d`): heatmaps and depth maps averaged with the
+  mirrored image's (the flip test, always) and the integer argmax of each heatmap, the depth read
+  at that pixel. `metrics.mpjpe_legacy` is scored from these whatever flip_test and subpixel say.
   """
   model = nnx.merge(model_def, model_state)
   outputs = model(interface.normalize_images(images, dtype))
   outputs = {k: v for k, v in outputs.items() if k in ('heatmaps', 'depth_map', 'depth')}
   outputs['heatmaps'] = outputs['heatmaps'][-1]
-  if flip_test:
+  reference_readout = reference_readout and len(outputs) > 1
+  flipped = None
+  if flip_test or reference_readout:
     mirrored = model(interface.normalize_images(images[:, :, ::-1], dtype))
     mirrored = unmirror_outputs(
       {k: mirrored[k][-1] if k == 'heatmaps' else mirrored[k] for k in outputs}
     )
-    outputs = jax.tree.map(lambda a, b: (a + b) / 2, outputs, mirrored)
+    flipped = jax.tree.map(lambda a, b: (a + b) / 2, outputs, mirrored)
+  prediction = _read_joints(flipped if flip_test else outputs, images.shape[1], subpixel)
+  if reference_readout:
+    legacy = _read_joints(flipped, images.shape[1], subpixel=False)
+    prediction['legacy_xy'], prediction['legacy_depth'] = legacy['pred_xy'], legacy['pred_depth']
+  return prediction
+
+
+def _read_joints(outputs: dict, image_size: int, subpixel: bool) -> dict:
+  """Outputs (heatmaps (B, h, w, J), a depth map or vector) -> pred_xy (B, J, 2) input pixels,
+  pred_peak (B, J) and, with depth, pred_depth (B, J) read at the peaks."""
   heatmaps = outputs['heatmaps']
   xy_hm, peak = targets.heatmap_peaks(heatmaps, subpixel=subpixel)
   prediction = {
-    'pred_xy': targets.heatmap_to_input(xy_hm, images.shape[1] / heatmaps.shape[1]),
+    'pred_xy': targets.heatmap_to_input(xy_hm, image_size / heatmaps.shape[1]),
     'pred_peak': peak,
   }
   depth = interface.predicted_depth(outputs, xy_hm)
@@ -68,7 +86,7 @@ def predict_step(
 
 def jit_predict(eval_model_def: nnx.GraphDef, mesh, dtype, **options):
   """predict_step compiled for `mesh` (images split along 'data', prediction replicated);
-  `options`: predict_step's flip_test and subpixel."""
+  `options`: predict_step's flip_test, subpixel and reference_readout."""
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   return jax.jit(
     functools.partial(predict_step, eval_model_def, dtype=jnp.dtype(dtype), **options),

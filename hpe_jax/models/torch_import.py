@@ -24,6 +24,7 @@ released models into runs.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Callable
 from typing import NamedTuple
@@ -59,6 +60,58 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])
 
 
+# torchvision's ImageNet ResNet files, named <arch>-<first 8 hex digits of the file's SHA-256>.pth
+# and downloaded from TORCHVISION_URL + name. torchvision 0.10 re-saved them in PyTorch's zip
+# format under new names (pytorch/vision PR #3620, fixing issue #2068: "weights are unchanged,
+# but the files can now be properly unpickled"): both files of an arch hold the same tensors.
+# The first names are the files the reference loaded in its day; the second what
+# ResNet*_Weights.IMAGENET1K_V1 downloads today.
+TORCHVISION_IMAGENET_FILES = {
+  'resnet18': ('resnet18-5c106cde.pth', 'resnet18-f37072fd.pth'),
+  'resnet34': ('resnet34-333f7ec4.pth', 'resnet34-b627a593.pth'),
+  'resnet50': ('resnet50-19c8e357.pth', 'resnet50-0676ba61.pth'),
+  'resnet101': ('resnet101-5d3b4d8f.pth', 'resnet101-63fe2227.pth'),
+  'resnet152': ('resnet152-b121ed2d.pth', 'resnet152-394f9c45.pth'),
+}
+TORCHVISION_URL = 'https://download.pytorch.org/models/'
+# The .npz entry where convert_imagenet records its source file's SHA-256 (not a weight).
+_SOURCE_SHA256 = '__source_sha256__'
+
+
+def file_sha256(path: str) -> str:
+  """The hex SHA-256 of a file's bytes."""
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def describe_sha256(sha256: str) -> str:
+  """Which weights a file of this SHA-256 holds, as far as torchvision's published names say:
+  "SHA-256 0676ba61...: torchvision's ImageNet resnet50 (resnet50-0676ba61.pth, the same
+  tensors as resnet50-19c8e357.pth)", or that it is none of them."""
+  for arch, names in TORCHVISION_IMAGENET_FILES.items():
+    for index, name in enumerate(names):
+      if name.removesuffix('.pth').rsplit('-', 1)[1] == sha256[:8]:
+        return (
+          f"SHA-256 {sha256[:8]}...: torchvision's ImageNet {arch} ({name}, the same tensors "
+          f'as {names[1 - index]})'
+        )
+  return f"SHA-256 {sha256[:8]}...: not one of torchvision's ImageNet ResNet files"
+
+
+def weights_origin(path: str) -> str:
+  """`describe_sha256` of a weights file: of the .pth itself, or of the file an .npz of
+  `convert_imagenet` was made from (as the .npz records it)."""
+  if path.endswith('.npz'):
+    with np.load(path) as arrays:
+      if _SOURCE_SHA256 not in arrays.files:
+        return 'an .npz that records no source file'
+      return 'converted from a file of ' + describe_sha256(str(arrays[_SOURCE_SHA256]))
+  return describe_sha256(file_sha256(path))
+
+
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
   """A PyTorch checkpoint (.pth/.pt/.tar: a state_dict, or a dict holding one under
   'state_dict' or 'model'; needs torch) or an .npz that `convert_imagenet` wrote -> the
@@ -67,7 +120,7 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     raise ConfigError(f'no weights file {path!r}')
   if path.endswith('.npz'):
     with np.load(path) as arrays:
-      return {name: arrays[name] for name in arrays.files}
+      return {name: arrays[name] for name in arrays.files if name != _SOURCE_SHA256}
   try:
     import torch  # pylint: disable=import-outside-toplevel  (optional: only for .pth files)
   except ImportError as e:
@@ -335,7 +388,9 @@ def convert_imagenet(
   _, unused = fill(model_state, state_dict, parts=('backbone',), source=src)
   kept = {key: value for key, value in state_dict.items() if key not in unused}
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  np.savez(out, **kept)
+  sha256 = file_sha256(src)
+  log(f'Read {src}: {describe_sha256(sha256)}.')
+  np.savez(out, **kept, **{_SOURCE_SHA256: np.array(sha256)})
   log(
     f'Wrote {out}: {arch} width {width}, {len(kept)} arrays. Train from it with '
     f'--config.model.name={arch} --config.model.width={width} --config.model.init={out}'

@@ -146,7 +146,8 @@ def all_finite(tree) -> jax.Array:
 def jit_steps(defs: GraphDefs, state: dict, mesh, config):
   """Compiles the steps for `mesh`: state replicated (and donated), batch split along 'data'.
   -> (train(state, batch) -> (state, metrics), predict(model_state, images) -> prediction with
-  the config's eval.flip_test and eval.subpixel)."""
+  the config's eval.flip_test and eval.subpixel, and the reference's readout for the legacy
+  MPJPE)."""
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   state_sharding = jax.tree.map(lambda _: replicated, state)
   dtype = jnp.dtype(config.model.dtype)
@@ -159,6 +160,11 @@ def jit_steps(defs: GraphDefs, state: dict, mesh, config):
     compiler_options=xla_cpu.compiler_options(mesh),
   )
   predict = readout.jit_predict(
-    defs.eval_model, mesh, dtype, flip_test=config.eval.flip_test, subpixel=config.eval.subpixel
+    defs.eval_model,
+    mesh,
+    dtype,
+    flip_test=config.eval.flip_test,
+    subpixel=config.eval.subpixel,
+    reference_readout=True,
   )
   return train, predict

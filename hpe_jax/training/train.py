@@ -261,7 +261,10 @@ def _train_and_evaluate(
       nnx.to_pure_dict(state['model']), config.model.init
     )
     nnx.replace_by_pure_dict(state['model'], imported)
-    _log(f'Initialised the backbone from {config.model.init}; unused there: {unused or "nothing"}.')
+    _log(
+      f'Initialised the backbone from {config.model.init} '
+      f'({torch_import.weights_origin(config.model.init)}); unused there: {unused or "nothing"}.'
+    )
   else:
     _log(f'Random initial weights (model.init={config.model.init!r}).')
   state = jax.device_put(state, replicated)

@@ -63,6 +63,9 @@ class Person:
   eval_visible: np.ndarray | None = None
   intrinsics: np.ndarray | None = None
   distortion: np.ndarray | None = None
+  # (17, 3) camera mm: the study's fork's ground truth where it scores otherwise (see
+  # features.pose_features); None elsewhere.
+  fork_joints_3d: np.ndarray | None = None
   subject: str = ''
   action: str = ''
   camera: str = ''
@@ -181,6 +184,9 @@ def finite_labels(person: Person, mask: np.ndarray) -> tuple[Person | None, np.n
       reasons.append('non-finite evaluation labels (masked)')
       changes['eval_mask'] = np.where(bad_eval, 0, person.eval_mask)
       changes['eval_joints_3d'] = np.where(bad_eval[:, None], 0, person.eval_joints_3d)
+  if person.fork_joints_3d is not None and not np.isfinite(person.fork_joints_3d).all():
+    reasons.append("non-finite labels of the fork's protocol (left out of mpjpe_fork)")
+    changes['fork_joints_3d'] = None
   if not np.isfinite(person.head_size):
     reasons.append('non-finite head size (PCKh skips the person)')
     changes['head_size'] = 0.0
@@ -331,6 +337,7 @@ class PoseDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
       'image_name': person.image,
       'person_index': person.person_index,
       'crop_to_image': crop_to_image,
+      'image_size': np.array(image.shape[1::-1], np.float32),
       'box_center': np.asarray(person.box_center, np.float32),
       'box_side': np.float32(person.box_side),
       'joints_2d': joints_2d,
@@ -341,6 +348,7 @@ class PoseDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
       'eval_joints_3d': _or_zeros(person.eval_joints_3d, (len(joints.H36M17), 3)),
       'eval_mask': _or_zeros(person.eval_mask, (len(joints.H36M17),)),
       'eval_visible': _or_zeros(person.eval_visible, (len(joints.H36M17),)),
+      'fork_joints_3d': _or_zeros(person.fork_joints_3d, (len(joints.H36M17), 3)),
       'intrinsics': _or_zeros(person.intrinsics, (4,)),
       'distortion': _or_zeros(person.distortion, (5,)),
       'torso_size': np.float32(torso_size(joints_2d, mask)),

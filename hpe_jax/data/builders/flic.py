@@ -120,8 +120,11 @@ def read_examples(path: str, num_examples: int) -> dict[str, list[base.Person]]:
 class FlicFull(base.PoseDatasetBuilder):
   """FLIC-full: 20,928 labelled upper bodies in movie frames; splits from istrain / istest."""
 
-  VERSION = tfds.core.Version('1.1.0')
-  RELEASE_NOTES = {'1.1.0': 'distortion field (zeros here).'}
+  VERSION = tfds.core.Version('1.2.0')
+  RELEASE_NOTES = {
+    '1.1.0': 'distortion field (zeros here).',
+    '1.2.0': 'image_size (for the crop clamp) and fork_joints_3d (zeros here) fields.',
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download FLIC-full.zip from https://bensapp.github.io/flic-dataset.html and unzip it into
 manual_dir, so that it holds

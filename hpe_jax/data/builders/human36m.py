@@ -275,8 +275,11 @@ def read_official(manual_dir: str, frame_stride: int) -> dict[str, list[base.Per
 class Human36m(base.PoseDatasetBuilder):
   """Human3.6M, 3D poses with camera intrinsics; train = S1, S5-S8, test = S9, S11."""
 
-  VERSION = tfds.core.Version('1.1.0')
-  RELEASE_NOTES = {'1.1.0': 'Lens distortion stored; 2D labels are the distorted projection.'}
+  VERSION = tfds.core.Version('1.2.0')
+  RELEASE_NOTES = {
+    '1.1.0': 'Lens distortion stored; 2D labels are the distorted projection.',
+    '1.2.0': 'image_size (for the crop clamp) and fork_joints_3d (zeros here) fields.',
+  }
   BUILDER_CONFIGS = [
     Human36mConfig(name='default', crop_size=384, description='384 px crops, every 5th frame'),
     Human36mConfig(

@@ -120,8 +120,11 @@ def read_joints(path: str, layout: Layout) -> dict[str, list[base.Person]]:
 class Lsp(base.PoseDatasetBuilder):
   """Leeds Sports Pose: 2000 sports photos, one person each; train = 1-1000, test = 1001-2000."""
 
-  VERSION = tfds.core.Version('1.1.0')
-  RELEASE_NOTES = {'1.1.0': 'distortion field (zeros here).'}
+  VERSION = tfds.core.Version('1.2.0')
+  RELEASE_NOTES = {
+    '1.1.0': 'distortion field (zeros here).',
+    '1.2.0': 'image_size (for the crop clamp) and fork_joints_3d (zeros here) fields.',
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download lsp_dataset.zip (Leeds Sports Pose) from http://sam.johnson.io/research/lsp.html and
 unzip it into manual_dir, so that it holds

@@ -58,6 +58,12 @@ TEST_INTRINSICS = {
   ),
 }
 TEST_CAMERA = {1: 'studio', 2: 'studio', 3: 'studio', 4: 'studio', 5: 'outdoor', 6: 'outdoor'}
+TEST_IMAGE_SIZE = {'studio': (2048, 2048), 'outdoor': (1920, 1080)}  # width, height
+# The test joints whose 2D the study's fork requires inside the image (VIBE's read_test_data,
+# which its mpii3d_val_db comes from): the 16 it maps into MPII-16, all but 'head'.
+_FORK_CHECKED = [
+  i for i, j in enumerate(joints.MPI_INF_3DHP_TEST_JOINTS) if joints.MPI_INF_3DHP28[j] != 'head'
+]
 # activity_annotation codes 1-7 (the test set's evaluation scripts).
 ACTIVITIES = (
   'stand_walk',
@@ -193,7 +199,19 @@ def _count_off_projection(xy: np.ndarray, xyz: np.ndarray, intrinsics: np.ndarra
 
 
 def _people(
-  names, xy, xyz, univ, annotated, valid, intrinsics, *, subject, actions, camera, frames
+  names,
+  xy,
+  xyz,
+  univ,
+  annotated,
+  valid,
+  intrinsics,
+  *,
+  subject,
+  actions,
+  camera,
+  frames,
+  fork_xyz=None,
 ) -> list[base.Person]:
   """Person records from 28-joint arrays.
 
@@ -205,6 +223,7 @@ def _people(
     valid: (N,) 1 = the frame counts in 3D metrics.
     intrinsics: (4,) fx, fy, cx, cy pixels.
     subject, camera: strings; actions: N strings; frames: N 0-based frame numbers.
+    fork_xyz: (N, 17, 3) the study fork's labels (`read_test_sequence`), or None.
   """
   per_frame = np.broadcast_to(annotated, xy.shape[:2])  # JointMap wants a mask per pose
   mpii_xy, mpii_mask = joints.MPII_FROM_3DHP(xy, per_frame)
@@ -227,6 +246,7 @@ def _people(
         eval_mask=eval_mask[i],
         eval_visible=eval_mask[i],
         intrinsics=np.asarray(intrinsics, np.float32),
+        fork_joints_3d=None if fork_xyz is None else fork_xyz[i],
         subject=subject,
         action=actions[i],
         camera=camera,
@@ -298,6 +318,13 @@ def read_test_sequence(
   off_projection = _count_off_projection(
     arrays['annot2'][valid > 0], arrays['annot3'][valid > 0], intrinsics
   )
+  # The study's fork scores annot3 in its own layout, invalid frames included, on the frames its
+  # preprocessing keeps: those whose checked joints lie in [0, width) x [0, height).
+  width, height = TEST_IMAGE_SIZE[TEST_CAMERA[sequence]]
+  checked = arrays['annot2'][:, _FORK_CHECKED]
+  inside = np.all((checked >= 0) & (checked < [width, height]), axis=(1, 2))
+  fork_xyz, _ = joints.FORK_H36M_FROM_3DHP(xyz, np.ones(xyz.shape[:2]))
+  fork_xyz *= inside[:, None, None]
   frames = np.arange(count)
   names = [f'{folder}/imageSequence/img_{i + 1:06d}.jpg' for i in frames]
   people = _people(
@@ -312,6 +339,7 @@ def read_test_sequence(
     actions=actions,
     camera=TEST_CAMERA[sequence],
     frames=frames,
+    fork_xyz=fork_xyz,
   )
   return people, int(count - valid.sum()), off_projection
 
@@ -330,8 +358,11 @@ class MpiInf3dhp(base.PoseDatasetBuilder):
   """MPI-INF-3DHP: training videos (S1-S8, 8 cameras) and the 6 test sequences TS1-TS6."""
 
   name = 'mpi_inf_3dhp'  # TFDS would derive 'mpi_inf3dhp' from the class name
-  VERSION = tfds.core.Version('1.1.0')
-  RELEASE_NOTES = {'1.1.0': 'distortion field (zeros here).'}
+  VERSION = tfds.core.Version('1.2.0')
+  RELEASE_NOTES = {
+    '1.1.0': 'distortion field (zeros here).',
+    '1.2.0': "image_size (for the crop clamp) and fork_joints_3d (the study fork's labels) fields.",
+  }
   BUILDER_CONFIGS = [
     MpiInf3dhpConfig(name='default', crop_size=384, description='384 px crops'),
     MpiInf3dhpConfig(name='small', crop_size=192, description='192 px crops (small inputs)'),

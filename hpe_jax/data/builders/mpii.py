@@ -511,8 +511,12 @@ def read_manual_dir(manual_dir: str):
 class Mpii(base.PoseDatasetBuilder):
   """MPII Human Pose: 2D joints of people in everyday photos; train and Tompson's validation."""
 
-  VERSION = tfds.core.Version('1.1.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.', '1.1.0': 'distortion field (zeros here).'}
+  VERSION = tfds.core.Version('1.2.0')
+  RELEASE_NOTES = {
+    '1.0.0': 'Initial release.',
+    '1.1.0': 'distortion field (zeros here).',
+    '1.2.0': 'image_size (for the crop clamp) and fork_joints_3d (zeros here) fields.',
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
   Put the MPII images and ONE set of annotations in manual_dir.
 

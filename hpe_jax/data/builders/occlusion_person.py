@@ -197,6 +197,8 @@ def read_split(path: str) -> tuple[list[base.Person], dict[str, int]]:
   mpii_xy = np.where(derived[..., None], projected, mpii_xy)
   h36m_xyz, h36m_mask = joints.H36M_FROM_OCCLUSION_PERSON(xyz, annotated)
   h36m_visible = joints.H36M_FROM_OCCLUSION_PERSON(xyz, visible)[1]
+  # The fork scores every joint of every entry, annotated or not.
+  fork_xyz, _ = joints.FORK_H36M_FROM_OCCLUSION_PERSON(xyz, np.ones_like(annotated))
   people = []
   for i, entry in enumerate(entries):
     center, side = base.box_from_joints(mpii_xy[i], mpii_mask[i])
@@ -214,6 +216,7 @@ def read_split(path: str) -> tuple[list[base.Person], dict[str, int]]:
         eval_mask=h36m_mask[i],
         eval_visible=h36m_visible[i],
         intrinsics=intrinsics[i],
+        fork_joints_3d=fork_xyz[i],
         subject=str(entry['subject']),
         action=str(entry['action']),
         camera=str(entry['camera_id']),
@@ -226,8 +229,11 @@ def read_split(path: str) -> tuple[list[base.Person], dict[str, int]]:
 class OcclusionPerson(base.PoseDatasetBuilder):
   """Occlusion Person: synthetic multi-view renders with exact 3D joints and occlusion flags."""
 
-  VERSION = tfds.core.Version('1.1.0')
-  RELEASE_NOTES = {'1.1.0': 'distortion field (zeros here).'}
+  VERSION = tfds.core.Version('1.2.0')
+  RELEASE_NOTES = {
+    '1.1.0': 'distortion field (zeros here).',
+    '1.2.0': "image_size (for the crop clamp) and fork_joints_3d (the study fork's labels) fields.",
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Get the Occlusion Person release (github.com/zhezh/occlusion_person: the annotation pickles and
 the image archive) and arrange manual_dir so that the `image` path of every pickle entry is

@@ -62,6 +62,7 @@ def make_example(config: SyntheticHumansConfig, split: str, index: int) -> dict:
     'image_name': f'{split}/{index:06d}.jpg',
     'person_index': 0,
     'crop_to_image': crop_to_image,
+    'image_size': np.array(scene.image.shape[1::-1], np.float32),
     'box_center': center.astype(np.float32),
     'box_side': np.float32(side),
     'joints_2d': uv.astype(np.float32),
@@ -72,6 +73,7 @@ def make_example(config: SyntheticHumansConfig, split: str, index: int) -> dict:
     'eval_joints_3d': h36m.astype(np.float32),
     'eval_mask': np.ones(len(joints.H36M17), np.float32),
     'eval_visible': scene.visible.astype(np.float32),
+    'fork_joints_3d': np.zeros((len(joints.H36M17), 3), np.float32),  # scored as ours
     'intrinsics': scene.intrinsics.astype(np.float32),
     'distortion': np.zeros(5, np.float32),  # rendered through a pinhole camera
     # LSP's PCK reference: left shoulder to right hip.
@@ -87,10 +89,11 @@ def make_example(config: SyntheticHumansConfig, split: str, index: int) -> dict:
 class SyntheticHumans(tfds.core.GeneratorBasedBuilder):
   """Rendered people with 2D and 3D labels (camera mm, Human3.6M eval joints); no download."""
 
-  VERSION = tfds.core.Version('1.2.0')
+  VERSION = tfds.core.Version('1.3.0')
   RELEASE_NOTES = {
     '1.1.0': 'eval_visible and image-origin fields (subject, action, camera, frame).',
     '1.2.0': 'distortion field (zeros: a pinhole camera).',
+    '1.3.0': 'image_size (for the crop clamp) and fork_joints_3d (zeros) fields.',
   }
   BUILDER_CONFIGS = [
     SyntheticHumansConfig(name='default', description='3000 / 3000 / 500 people, 192 px crops'),
