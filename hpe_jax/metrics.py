@@ -109,8 +109,9 @@ def mpjpe_legacy(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = Non
   scaled so that the 15 bones `joints.H36M_LEGACY_BONES` sum to 4000 mm (the true scale being
   unknown to an orthographic prediction); its error is the mean Euclidean distance to gt over the
   joints. The result is the mean over samples; samples whose gt is all zero are skipped (the
-  reference tests `gt.sum() ** 2 > 0`, the same on real poses). The reference computes pred in
-  float16 from integer heatmap peaks; this takes any pred, in float64.
+  reference tests `gt.sum() ** 2 > 0`, the same on real poses). The reference reads pred from
+  integer heatmap peaks into float32 (`get_preds_3d`; only its labels are float16); this takes
+  any pred, in float64 (evaluation gives it the reference's readout: `readout.predict_step`).
 
   Args:
     pred: (N, 16, 3) MPII-16 in any consistent unit (e.g. heatmap x, y and depth as fractions of

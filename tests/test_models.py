@@ -376,3 +376,28 @@ def test_invalid_name_lists_allowed_values():
   )
   with pytest.raises(ValueError, match=re.escape(message)):
     models.create_model(tiny_config('resnet19'), with_depth=False, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize('name', ['resnet18', 'resnet50'])
+def test_multiply_adds_count_the_models_convolutions(name):
+  """resnet.multiply_adds (what the study's cost table scales by) against XLA's own count of the
+  traced forward pass, at 256 px where border padding is a small share: 2 x multiply-adds, within
+  the few percent of BatchNorm and activations XLA also counts."""
+  from hpe_jax.models import resnet  # pylint: disable=g-import-not-at-top
+
+  config = default_config.base_config().model
+  config.name, config.width, config.head_channels, config.image_size = name, 8, 16, 256
+  model = nnx.eval_shape(lambda: models.create_model(config, with_depth=True, rngs=nnx.Rngs(0)))
+  model.eval()
+  graph, state = nnx.split(model)
+  forward = jax.jit(lambda s, x: nnx.merge(graph, s)(x))
+  flops = forward.lower(state, jax.ShapeDtypeStruct((1, 256, 256, 3), jnp.float32))
+  counted = 2 * resnet.multiply_adds(name, 256, width=8, head_channels=16)
+  assert 0.95 < flops.cost_analysis()['flops'] / counted < 1.06
+  # Twice the width, nearly four times the work (the stem and 1x1 heads grow twice); the depth
+  # head adds its 1x1 conv only.
+  wider = resnet.multiply_adds(name, 256, width=16, head_channels=32)
+  assert 3.0 < wider / resnet.multiply_adds(name, 256, width=8, head_channels=16) < 4.0
+  assert resnet.multiply_adds(name, 256) - resnet.multiply_adds(name, 256, with_depth=False) == (
+    64 * 64 * 256 * 16
+  )

@@ -27,6 +27,47 @@ ARCHITECTURES = {
 }
 
 
+def multiply_adds(
+  name: str,
+  image_size: int,
+  *,
+  width: int = 64,
+  head_channels: int = 256,
+  num_upsample: int = 3,
+  num_joints: int = 16,
+  with_depth: bool = True,
+) -> int:
+  """Multiply-adds of one image's forward pass through PoseResNet's convolutions (the bulk of
+  its compute; BatchNorm, ReLU and pooling left out): a conv costs output pixels x kernel taps x
+  in x out channels, a 4x4 stride-2 transposed conv input pixels x 16 x in x out. What a step
+  of one backbone costs next to another's (a training step is about 3 forward passes)."""
+  bottleneck, stage_blocks = ARCHITECTURES[name]
+  side = image_size // 2
+  total = side * side * 49 * 3 * width  # the 7x7 stride-2 stem
+  side //= 2  # max pool
+  features = width
+  for stage, num_blocks in enumerate(stage_blocks):
+    planes = width * 2**stage
+    for i in range(num_blocks):
+      stride = 2 if stage and not i else 1
+      out_side = side // stride
+      if bottleneck:
+        convs = [(side, 1, features, planes), (out_side, 9, planes, planes)]
+        convs.append((out_side, 1, planes, 4 * planes))
+        out_features = 4 * planes
+      else:
+        convs = [(out_side, 9, features, planes), (out_side, 9, planes, planes)]
+        out_features = planes
+      if stride != 1 or features != out_features:
+        convs.append((out_side, 1, features, out_features))  # the projection shortcut
+      total += sum(s * s * taps * cin * cout for s, taps, cin, cout in convs)
+      side, features = out_side, out_features
+  for _ in range(num_upsample):
+    total += side * side * 16 * features * head_channels
+    side, features = 2 * side, head_channels
+  return total + side * side * features * num_joints * (2 if with_depth else 1)
+
+
 class Block(nnx.Module):
   """A torchvision residual block: basic (3x3, 3x3) or bottleneck (1x1, 3x3, 1x1 to 4x `features`),
   the stride on the 3x3 conv, and a 1x1 conv + BN projection when the shape changes."""

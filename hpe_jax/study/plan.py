@@ -1,14 +1,19 @@
 """The plan of a study: its training runs, its cells, and their commands.
 
 Every combination of pretraining mode, backbone, 2D dataset (2D-pretrained cells only), 3D
-dataset X, seed and 3D step budget is a cell: configs/finetune.py started from a
-configs/pretrain.py run (one per backbone, 2D dataset and seed, shared by its cells), or
-configs/scratch3d.py. Each cell is evaluated on its own X and on every other dataset of the study.
+dataset X, seed and (recipe 'budgets') 3D step budget is a cell: configs/finetune.py started from
+a configs/pretrain.py run (one per backbone, 2D dataset and seed, shared by its cells), or
+configs/scratch3d.py. With recipe 'paper' every run follows the reference's recipe: pre-training
+`pretrain.py:paper`, and each cell's 3D training in two stages (`finetune.py:paper,stage=2` then
+`stage=3`, or `scratch3d.py:paper,stage=2` then `stage=3`), steps counted in the reference's
+epochs of the train_sizes. Each cell is evaluated on its own X and on every other dataset of the
+study.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 
@@ -16,6 +21,7 @@ import ml_collections
 
 from hpe_jax import default_config
 from hpe_jax.data import datasets
+from hpe_jax.models import resnet
 from hpe_jax.study import spec
 
 # Share of a run's steps after which its learning rate drops, as in the configs' quick presets.
@@ -46,9 +52,19 @@ class Run:
   backbone: str
   num_steps: int
   description: str  # for progress lines
+  batch_size: int  # images per step
+  # Multiply-adds of its model's forward pass per image (resnet.multiply_adds; 0 where not
+  # counted): with batch_size, what one step costs.
+  multiply_adds: int
   # Where its datasets are built ('': the configs' default). Not in its identity: the same data
   # elsewhere makes the same run.
   data_dir: str = ''
+  after: str = ''  # the workdir of the run it starts from (init_from), trained first
+  recipe_stage: str = ''  # '2' or '3' for the stages of a recipe 'paper' cell
+
+  @property
+  def images(self) -> int:
+    return self.num_steps * self.batch_size
 
   def train_command(self, python: str = 'python') -> list[str]:
     data_dir = [f'--config.{DATA_DIR_FIELD}={self.data_dir}'] if self.data_dir else []
@@ -79,11 +95,17 @@ class Cell:
   dataset_2d: str  # '' for 3D-only cells
   dataset_3d: str  # X, as the study names it
   seed: int
-  steps: int
-  run: Run
+  steps: int  # 3D training steps, over every stage
+  run: Run  # the last (or only) stage: the trained model
   pretrain: Run | None
   evals: tuple[str, ...]  # resolved 'name:split' datasets, X's own evaluation split first
   label: str  # 'resnet18 2d-pretrained on X, seed 0'
+  earlier: tuple[Run, ...] = ()  # its stages before `run`, in order (recipe 'paper': stage 2)
+
+  @property
+  def stages(self) -> tuple[Run, ...]:
+    """Its own runs, in training order; the last one is `run`."""
+    return (*self.earlier, self.run)
 
   def eval_command(self, datasets: list[str], python: str = 'python') -> list[str]:
     data_dir = [f'--data_dir={self.run.data_dir}'] if self.run.data_dir else []
@@ -111,6 +133,11 @@ class Plan:
   @property
   def report_dir(self) -> str:
     return os.path.join(self.study_dir, 'report')
+
+  @property
+  def runs(self) -> tuple[Run, ...]:
+    """Every training run, in dependency order."""
+    return (*self.pretrains, *(run for cell in self.cells for run in cell.stages))
 
 
 def _resolve_datasets(
@@ -145,27 +172,75 @@ def _config_file(name: str) -> str:
   return _display_path(os.path.join(CONFIGS_DIR, name))
 
 
+@functools.cache
+def _config_model(config_flag: str) -> ml_collections.ConfigDict:
+  """The config of 'file.py[:arg]' in configs/ (its batch size and model: what a step costs)."""
+  name, _, arg = config_flag.partition(':')
+  return default_config.load_config(os.path.join(CONFIGS_DIR, name), arg or None)
+
+
+def _run(config_flag: str, overrides: tuple, **fields) -> Run:
+  """A Run of configs/`config_flag`; its batch size and compute from that config, the
+  overrides and its model.name flag."""
+  config = _config_model(config_flag)
+  given = dict(overrides)
+  value = lambda field: int(given.get(field, config[field.split('.')[0]][field.split('.')[1]]))
+  multiply_adds = 0
+  if fields['backbone'] in resnet.ARCHITECTURES:
+    multiply_adds = resnet.multiply_adds(
+      fields['backbone'],
+      value('data.image_size'),
+      width=value('model.width'),
+      head_channels=value('model.head_channels'),
+      num_upsample=value('model.num_upsample'),
+    )
+  return Run(
+    config_file=_config_file(config_flag),
+    batch_size=value('train.batch_size'),
+    multiply_adds=multiply_adds,
+    **fields,
+  )
+
+
+def _schedule_flags(schedule: dict) -> tuple[tuple[str, str], ...]:
+  """default_config.reference_schedule's fields as flags."""
+  return tuple((f'train.{key}', spec._flag_value(value)) for key, value in schedule.items())
+
+
+def _imagenet_flags(axes: spec.Axes, backbone: str) -> tuple[tuple[str, str], ...]:
+  """model.init of a run that starts from ImageNet weights, if the study names them."""
+  return (('model.init', axes.imagenet.format(backbone=backbone)),) if axes.imagenet else ()
+
+
 def _pretrain_runs(
   axes: spec.Axes, study_dir: str, data_dir: str, overrides: tuple
 ) -> dict[tuple[str, str, int], Run]:
   """The pre-training runs by (backbone, 2D dataset, seed)."""
   runs = {}
-  steps = axes.pretrain_steps
+  paper = axes.recipe == 'paper'
   for seed in axes.seeds:
     for backbone in axes.backbones:
       for dataset_2d in axes.datasets_2d if '2d' in axes.pretraining else ():
         first_source = default_config.parse_list(dataset_2d)[0]
-        runs[backbone, dataset_2d, seed] = Run(
+        if paper:
+          schedule = default_config.reference_schedule('pretrain', axes.train_size(dataset_2d))
+          steps, tag = schedule['num_steps'], 'paper'
+          recipe = _schedule_flags(schedule) + _imagenet_flags(axes, backbone)
+        else:
+          steps = axes.pretrain_steps
+          tag = f'{steps}steps'
+          recipe = (('train.num_steps', str(steps)), ('train.lr_drop_steps', _lr_drop(steps)))
+        runs[backbone, dataset_2d, seed] = _run(
+          'pretrain.py:paper' if paper else 'pretrain.py',
+          overrides,
           workdir=os.path.join(
-            study_dir, 'pretrain', f'{backbone}__{_slug(dataset_2d)}__{steps}steps__seed{seed}'
+            study_dir, 'pretrain', f'{backbone}__{_slug(dataset_2d)}__{tag}__seed{seed}'
           ),
-          config_file=_config_file('pretrain.py'),
           flags=(
             ('model.name', backbone),
             ('data.train_2d', dataset_2d),
             ('data.eval', first_source.partition(':')[0]),  # its held-out split
-            ('train.num_steps', str(steps)),
-            ('train.lr_drop_steps', _lr_drop(steps)),
+            *recipe,
             ('seed', str(seed)),
             *overrides,
           ),
@@ -175,6 +250,46 @@ def _pretrain_runs(
           data_dir=data_dir,
         )
   return runs
+
+
+def _paper_stages(
+  axes: spec.Axes,
+  cell_dir: str,
+  pretrain: Run | None,
+  backbone: str,
+  common: tuple,
+  data_dir: str,
+  overrides: tuple,
+  label: str,
+) -> tuple[Run, Run]:
+  """A cell's two stages by the reference's recipe: fine-tuning from `pretrain`, or (None) the
+  3D-only training from ImageNet weights; stage 3 starts from stage 2's newest checkpoint
+  (fine-tuning) or its best (3D-only), as the configs' :paper,stage=3 say."""
+  dataset_3d = dict(common)['data.train_3d']
+  if pretrain:
+    config, num_2d = 'finetune.py', axes.train_size(dict(common)['data.train_2d'])
+  else:
+    config, num_2d = 'scratch3d.py', 0
+  stages, start = [], pretrain.workdir if pretrain else ''
+  for stage in ('2', '3'):
+    schedule = default_config.reference_schedule(stage, num_2d, axes.train_size(dataset_3d))
+    start_flags = (('init_from', start),) if start else _imagenet_flags(axes, backbone)
+    stages.append(
+      _run(
+        f'{config}:paper,stage={stage}',
+        overrides,
+        workdir=f'{cell_dir}__stage{stage}',
+        flags=(*common[:2], *start_flags, *common[2:], *_schedule_flags(schedule)),
+        backbone=backbone,
+        num_steps=schedule['num_steps'],
+        description=f'{label}, stage {stage}, {schedule["num_steps"]} steps',
+        data_dir=data_dir,
+        after=start,
+        recipe_stage=stage,
+      )
+    )
+    start = stages[-1].workdir
+  return tuple(stages)
 
 
 def _cells(
@@ -189,16 +304,20 @@ def _cells(
   """Every combination of the axes, in the order they run."""
   variants = [('2d', name) for name in axes.datasets_2d if '2d' in axes.pretraining]
   variants += [('none', '')] if 'none' in axes.pretraining else []
+  paper = axes.recipe == 'paper'
   cells = []
   for seed in axes.seeds:
     for backbone in axes.backbones:
       for dataset_3d in axes.datasets_3d:
-        for steps in axes.steps_3d:
+        for steps in (0,) if paper else axes.steps_3d:
+          budget = () if paper else (
+            ('train.num_steps', str(steps)),
+            ('train.lr_drop_steps', _lr_drop(steps)),
+          )  # fmt: skip
           common = (
             ('data.train_3d', dataset_3d),
             ('data.eval', dataset_3d.partition(':')[0]),
-            ('train.num_steps', str(steps)),
-            ('train.lr_drop_steps', _lr_drop(steps)),
+            *budget,
             ('seed', str(seed)),
             *overrides,
           )
@@ -207,29 +326,37 @@ def _cells(
             pretrain = pretrains.get((backbone, dataset_2d, seed))
             if pretrain:
               mode = '2d-pretrained' + (f' ({dataset_2d})' if len(axes.datasets_2d) > 1 else '')
-              tag = f'pre2d-{_slug(dataset_2d)}-{axes.pretrain_steps}'
-              flags = (
-                ('model.name', backbone),
-                ('data.train_2d', dataset_2d),
-                ('init_from', pretrain.workdir),
-                *common,
-              )
+              stage_tag = 'paper' if paper else axes.pretrain_steps
+              tag = f'pre2d-{_slug(dataset_2d)}-{stage_tag}'
+              start = (('data.train_2d', dataset_2d), ('init_from', pretrain.workdir))
             else:
-              mode, tag, flags = '3d-only', '3donly', (('model.name', backbone), *common)
+              mode, tag, start = '3d-only', '3donly', ()
             label = f'{backbone} {mode} on {dataset_3d}, seed {seed}'
-            run = Run(
-              workdir=os.path.join(
-                study_dir,
-                'cells',
-                f'{backbone}__{tag}__{_slug(dataset_3d)}__{steps}steps__seed{seed}',
-              ),
-              config_file=_config_file('finetune.py' if pretrain else 'scratch3d.py'),
-              flags=flags,
-              backbone=backbone,
-              num_steps=steps,
-              description=f'{label}, {steps} steps',
-              data_dir=data_dir,
+            workdir = os.path.join(
+              study_dir,
+              'cells',
+              f'{backbone}__{tag}__{_slug(dataset_3d)}__'
+              f'{"paper" if paper else f"{steps}steps"}__seed{seed}',
             )
+            if paper:
+              stage_common = (('model.name', backbone), *start[:1], *common)
+              *earlier, run = _paper_stages(
+                axes, workdir, pretrain, backbone, stage_common, data_dir, overrides, label
+              )
+              steps_total = sum(r.num_steps for r in (*earlier, run))
+            else:
+              earlier, steps_total = (), steps
+              run = _run(
+                'finetune.py' if pretrain else 'scratch3d.py',
+                overrides,
+                workdir=workdir,
+                flags=(('model.name', backbone), *start, *common),
+                backbone=backbone,
+                num_steps=steps,
+                description=f'{label}, {steps} steps',
+                data_dir=data_dir,
+                after=pretrain.workdir if pretrain else '',
+              )
             cells.append(
               Cell(
                 pretraining,
@@ -237,11 +364,12 @@ def _cells(
                 dataset_2d,
                 dataset_3d,
                 seed,
-                steps,
+                steps_total,
                 run,
                 pretrain,
                 evals,
                 label,
+                tuple(earlier),
               )
             )
   return cells

@@ -23,8 +23,9 @@ from hpe_jax.study import plots
 from hpe_jax.study import processes
 from hpe_jax.study import status
 
-# What the report shows of each evaluation (keys of hpe_jax.evaluate's json files).
-METRICS = ('mpjpe', 'pa_mpjpe', 'pck')
+# What the report shows of each evaluation (keys of hpe_jax.evaluate's json files): the
+# legacy and fork figures are the ones the paper and its fork publish.
+METRICS = ('mpjpe', 'pa_mpjpe', 'pck', 'mpjpe_legacy', 'mpjpe_fork')
 # The report's plots and what each shows.
 PLOTS = {
   'compute.png': 'MPJPE on own X against training images seen (2D pre-training included), one '
@@ -72,6 +73,10 @@ def collect(plan: plan_lib.Plan) -> list[dict]:
       continue
     workdir = cell.run.workdir
     batch_size = _run_config(workdir)['train']['batch_size']
+    images_3d = sum(
+      _run_config(run.workdir)['train']['batch_size'] * run.num_steps for run in cell.stages
+    )
+    wall_s = sum(_seconds(run.workdir) for run in cell.stages)
     pretrain_images = pretrain_seconds = 0
     if cell.pretrain:
       pretrain_config = _run_config(cell.pretrain.workdir)['train']
@@ -87,10 +92,10 @@ def collect(plan: plan_lib.Plan) -> list[dict]:
       'steps': cell.steps,
       'pretrain_steps': cell.pretrain.num_steps if cell.pretrain else 0,
       'batch_size': batch_size,
-      'images_3d': cell.steps * batch_size,
-      'images_total': cell.steps * batch_size + pretrain_images,
-      'wall_s': _seconds(workdir),
-      'wall_total_s': _seconds(workdir) + pretrain_seconds,
+      'images_3d': images_3d,
+      'images_total': images_3d + pretrain_images,
+      'wall_s': wall_s,
+      'wall_total_s': wall_s + pretrain_seconds,
       'device_kind': processes.read_time(workdir).get('device_kind', 'cpu'),
     }
     results = {}
@@ -109,6 +114,12 @@ def collect(plan: plan_lib.Plan) -> list[dict]:
     row['workdir'] = workdir
     row['label'] = cell.label
     row['own_eval'] = cell.evals[0]
+    row['published'] = {
+      metric: value
+      for mode, backbone, dataset_2d, dataset_3d, metric, value in plan.axes.published
+      if (mode, backbone, dataset_2d, dataset_3d)
+      == (cell.pretraining, cell.backbone, cell.dataset_2d, cell.dataset_3d)
+    }
     rows.append(row)
   return rows
 
@@ -243,13 +254,10 @@ def _time_summary(plan: plan_lib.Plan) -> str:
   study = read(plan.study_dir)
   parts = {
     'pre-training': sum(read(r.workdir).get('train_s', 0.0) for r in plan.pretrains),
-    '3D stages': sum(read(c.run.workdir).get('train_s', 0.0) for c in plan.cells),
+    '3D stages': sum(read(r.workdir).get('train_s', 0.0) for c in plan.cells for r in c.stages),
     'evaluation': sum(read(c.run.workdir).get('eval_s', 0.0) for c in plan.cells),
   }
-  kinds = sorted(
-    {read(r.workdir).get('device_kind') for r in (*plan.pretrains, *(c.run for c in plan.cells))}
-    - {None}
-  )
+  kinds = sorted({read(r.workdir).get('device_kind') for r in plan.runs} - {None})
   if not study and not any(parts.values()):
     return 'nothing has run yet.'
   ran_here = (
@@ -356,8 +364,8 @@ def _results_markdown(plan: plan_lib.Plan, rows: list[dict], plotted: list[str])
     ]
     for row in rows
   ]
+  lines += [_markdown_table(header, table), *_published_markdown(rows)]
   lines += [
-    _markdown_table(header, table),
     '## Plots',
     '',
     *(f'- {name}: {PLOTS[name]}' for name in plotted),
@@ -372,6 +380,25 @@ def _results_markdown(plan: plan_lib.Plan, rows: list[dict], plotted: list[str])
     '',
   ]
   return '\n'.join(lines)
+
+
+def _published_markdown(rows: list[dict]) -> list[str]:
+  """The paper's published figures (the study config's `published`) beside ours, as lines."""
+  table = [
+    [row['label'], f'{metric} on {row["own_eval"]}', _mm(value), _mm(row.get(metric))]
+    for row in rows
+    for metric, value in row['published'].items()
+  ]
+  if not table:
+    return []
+  return [
+    '## Beside the published figures',
+    '',
+    "mm; the paper's `mpjpe_legacy` is the reference's readout and protocol (README, \"Which "
+    'figure to compare"), on its own validation images.',
+    '',
+    _markdown_table(['cell', 'metric', 'published', 'ours'], table),
+  ]
 
 
 def _generalisation_markdown(plan: plan_lib.Plan, rows: list[dict], matrix: list[list]) -> str:

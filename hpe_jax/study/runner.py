@@ -15,9 +15,12 @@ from typing import Callable
 import numpy as np
 
 from hpe_jax import progress
+from hpe_jax.models import torch_import
+from hpe_jax.study import cost
 from hpe_jax.study import plan as plan_lib
 from hpe_jax.study import processes
 from hpe_jax.study import results
+from hpe_jax.study import spec
 from hpe_jax.study import status
 
 CACHE_ENV = processes.CACHE_ENV
@@ -40,10 +43,11 @@ class Process:
   @property
   def needs(self) -> tuple[str, str] | None:
     """The key of the process that must finish before this one starts: an evaluation's
-    training, a fine-tune's pre-training."""
+    training, the training of the run a run starts from (a fine-tune's pre-training, a stage's
+    previous stage)."""
     if self.stage == 'eval':
       return self.run.workdir, 'train'
-    return (self.cell.pretrain.workdir, 'train') if self.cell and self.cell.pretrain else None
+    return (self.run.after, 'train') if self.run.after else None
 
   @property
   def label(self) -> str:
@@ -69,8 +73,9 @@ def _processes(plan: plan_lib.Plan, *, pending_only: bool) -> list[Process]:
   count = len(plan.cells)
   for i, cell in enumerate(plan.cells, 1):
     tag = f'[cell {i}/{count}]'
-    if not (pending_only and status.is_trained(cell.run)):
-      result.append(Process(tag, cell.run, cell, 'train'))
+    for run in cell.stages:
+      if not (pending_only and status.is_trained(run)):
+        result.append(Process(tag, run, cell, 'train'))
     datasets = status.missing_evals(cell) if pending_only else list(cell.evals)
     if datasets:
       result.append(Process(tag, cell.run, cell, 'eval', tuple(datasets)))
@@ -107,6 +112,7 @@ class Runner:
     for run in self.plan.pretrains:
       yield run, status.is_trained(run)
     for cell in self.plan.cells:
+      yield from ((run, status.is_trained(run)) for run in cell.earlier)
       yield cell.run, status.is_trained(cell.run) and not status.missing_evals(cell)
 
   @staticmethod
@@ -196,15 +202,32 @@ class Runner:
         self.log(f'{tag} {cell.run.description}: skipped (trained and evaluated)')
         continue
       started = time.perf_counter()
-      if not status.is_trained(cell.run):
-        self.train(cell.run, tag)
-      else:
-        self.log(f'{tag} {cell.run.description}: trained')
+      for run in cell.stages:
+        if not status.is_trained(run):
+          self.train(run, tag)
+          if run is not cell.run:
+            self._add_duration(run)
+        else:
+          self.log(f'{tag} {run.description}: trained')
       self.progress(tag, f'evaluating on {", ".join(missing)}')
       self.process(cell.run, 'eval', cell.eval_command(missing, sys.executable), tag)
       processes.check_evaluated(status.result_files(cell, missing), tag)
       self._add_duration(cell.run)
       self.log(f'{tag} done in {progress.duration(time.perf_counter() - started)}')
+
+
+def check_start_weights(plan: plan_lib.Plan) -> None:
+  """Raises StudyError if a run still to train starts from a weights file (model.init, the
+  study's `imagenet`) that is not there, naming the command that makes it."""
+  for run in plan.runs:
+    path = dict(run.flags).get('model.init', '')
+    if path and not os.path.isfile(path) and not status.is_trained(run):
+      files = torch_import.TORCHVISION_IMAGENET_FILES.get(run.backbone, ('<file>.pth',) * 2)
+      raise spec.StudyError(
+        f'{run.description} starts from {path}, which is not there: make it once with '
+        f"`python tools/import_weights.py imagenet {files[1]} {path}` (torchvision's file, "
+        f'{torch_import.TORCHVISION_URL}{files[1]}; needs pip install -e ".[torch]")'
+      )
 
 
 def pending_commands(plan: plan_lib.Plan) -> list[str]:
@@ -227,18 +250,23 @@ def run(
   echo: bool = True,
   log=print,
   launcher: Callable[[plan_lib.Plan, Callable], bool] | None = None,
+  images_per_s: float | None = None,
 ) -> plan_lib.Plan:
   """Plans a study (config 'path[:arg]'), then prints its pending commands (building and writing
   nothing), or runs them and writes the report, or (report_only) writes the report from what is
   finished. `data_dir`: see plan.plan_study. `launcher` (plan, log) -> finished: submits the
   pending processes elsewhere instead of running them (slurm.Launcher); the report is written
-  when it says the study has finished."""
+  when it says the study has finished. The commands end with the plan's cost table
+  (cost.plan_table at `images_per_s`) as shell comments."""
   start = time.perf_counter()
   plan = plan_lib.plan_study(flag, study_dir, data_dir=data_dir, plan_only=print_commands)
-  if print_commands:
-    for line in pending_commands(plan):
+  if print_commands:  # the table as shell comments: the output stays a script
+    table = ['', *cost.plan_table(plan, images_per_s)]
+    for line in [*pending_commands(plan), *(f'# {line}'.rstrip() for line in table)]:
       log(line)
     return plan
+  if not report_only:
+    check_start_weights(plan)
   if launcher is not None and not report_only:
     if not launcher(plan, log):
       return plan

@@ -117,9 +117,11 @@ def _cancel(executor: submitit.Executor, record: dict) -> None:
 
 
 def _job_name(plan: plan_lib.Plan, process: runner.Process) -> str:
-  """'study_small-cell3-eval', as squeue shows it."""
+  """'study_small-cell3-eval' ('study_paper-cell3-train2' for a recipe stage), as squeue shows
+  it."""
   place = re.sub(r'\[(\w+) (\d+)/\d+\]', r'\1\2', process.tag)
-  return f'{plan.name}-{place}-{process.stage}'
+  stage = process.run.recipe_stage if process.stage == 'train' else ''
+  return f'{plan.name}-{place}-{process.stage}{stage}'
 
 
 def _read_jobs(path: str) -> dict[str, dict]:

@@ -27,7 +27,7 @@ def missing_evals(cell: plan_lib.Cell) -> list[str]:
 def check_identities(plan: plan_lib.Plan) -> None:
   """Raises StudyError if a run was made with other flags than the study now gives it (its
   results would not be what the study config says)."""
-  for run in (*plan.pretrains, *(cell.run for cell in plan.cells)):
+  for run in plan.runs:
     recorded = processes.read_time(run.workdir).get('identity')
     if recorded is not None and plan_lib.comparable_identity(recorded) != run.identity():
       raise spec.StudyError(

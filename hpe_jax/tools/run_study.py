@@ -1,7 +1,8 @@
 """Runs a study of 2D pre-training vs 3D-only training, then writes its report.
 
   hpe-study --study=configs/study_small.py                    # runs/study_small/report/
-  hpe-study --study=configs/study_small.py --print_commands   # the commands, for a cluster
+  hpe-study --study=configs/study_small.py --print_commands   # the commands and their cost
+  hpe-study --study=configs/study_paper.py --print_commands --images_per_s=1200
   hpe-study --study=configs/study_small.py --report_only
   hpe-study --study=configs/study_small.py --data_dir=/data/tfds
   hpe-study --study=configs/study_small.py --launcher=slurm   # Slurm jobs (submitit), e.g.
@@ -46,6 +47,14 @@ _PRINT_COMMANDS = flags.DEFINE_bool(
   'print_commands',
   False,
   'Print the shell commands of every pending step in dependency order instead of running them.',
+)
+_IMAGES_PER_S = flags.DEFINE_float(
+  'images_per_s',
+  None,
+  "--print_commands' plan table: training images/s of ResNet-50 at 256 px on one GPU, for its "
+  "GPU-hours (default: hpe_jax/study/cost.py's assumed rate, until BENCHMARKS.md has a "
+  'measured one).',
+  lower_bound=0.001,
 )
 _REPORT_ONLY = flags.DEFINE_bool(
   'report_only', False, 'Only rebuild the report from what is finished.'
@@ -141,6 +150,7 @@ def main(args: list[str]) -> None:
       echo=not _QUIET.value,
       log=lambda line: print(line, flush=True),
       launcher=launcher,
+      images_per_s=_IMAGES_PER_S.value,
     )
   except KeyboardInterrupt:  # the run in progress saved a checkpoint (it got the Ctrl-C too)
     print('Interrupted; run the same command to resume.', file=sys.stderr)
