@@ -934,3 +934,33 @@ def test_the_report_links_the_plots_it_wrote(tiny_study):
     links = re.findall(r'!\[\w+\]\((\w+\.png)\)', f.read())
   assert links == ['compute.png', 'backbone.png', 'generalisation.png']
   assert all(os.path.isfile(os.path.join(tiny_study.study_dir, 'report', n)) for n in links)
+
+
+def test_a_recipe_study_compares_its_cells_whatever_their_steps():
+  """Under recipe 'paper' each cell's steps follow its datasets' sizes: the comparison and the
+  generalisation matrix pair cells by the recipe, not by equal steps."""
+  from hpe_jax.study import results  # pylint: disable=g-import-not-at-top
+
+  def row(pretraining, dataset_2d, steps, mpjpe):
+    return {
+      'backbone': 'resnet50',
+      'dataset_3d': 'human36m',
+      'budget': 'paper recipe',
+      'steps': steps,
+      'pretraining': pretraining,
+      'dataset_2d': dataset_2d,
+      'mpjpe': mpjpe,
+      'mpjpe_mean_pose': 300.0,
+      'seed': 0,
+      'images_3d': steps * 32,
+      'images_total': steps * 32,
+    }
+
+  rows = [row('2d', 'mpii', 97370, 60.0), row('2d', 'flic_full', 87150, 70.0)]
+  rows.append(row('none', '', 78400, 80.0))
+  assert results.largest_budget_rows(rows) == rows
+  table = results._comparison(rows)
+  assert [(line[2], line[3], line[5], line[6], line[7]) for line in table] == [
+    ('paper recipe', 'mpii', '80.0', '60.0', '+20.0'),
+    ('paper recipe', 'flic_full', '80.0', '70.0', '+10.0'),
+  ]

@@ -100,6 +100,11 @@ def plot_compute(rows: list[dict], datasets_3d, path: str) -> Figure:
   return figure
 
 
+def budget_label(budget: int | str) -> str:
+  """A cell's 3D budget for titles: '800 3D steps', or the recipe it follows."""
+  return f'{budget} 3D steps' if isinstance(budget, int) else budget
+
+
 def plot_backbone(rows: list[dict], datasets_3d, path: str) -> Figure:
   """MPJPE on own X against parameters (mean over seeds), one panel per X, one series per
   pretraining mode (and 2D dataset). `rows`: those of one 3D budget (the report gives its
@@ -136,8 +141,7 @@ def plot_backbone(rows: list[dict], datasets_3d, path: str) -> Figure:
     _log_count_axis(ax.xaxis)
     ax.set_xlabel('backbone size (parameters, log scale)')
     ax.set_ylabel(ACCURACY_LABEL)
-    steps = rows[0]['steps'] if rows else 0
-    ax.set_title(f'X = {dataset}, {steps} 3D steps')
+    ax.set_title(f'X = {dataset}, {budget_label(rows[0]["budget"] if rows else 0)}')
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize='small')
   figure.savefig(path, dpi=110)

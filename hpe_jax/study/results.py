@@ -90,6 +90,9 @@ def collect(plan: plan_lib.Plan) -> list[dict]:
       'dataset_3d': cell.dataset_3d,
       'seed': cell.seed,
       'steps': cell.steps,
+      # What cells are compared at: the same steps (budgets), or the same recipe (paper),
+      # whose cells' steps follow their datasets' sizes.
+      'budget': cell.steps if plan.axes.recipe == 'budgets' else 'paper recipe',
       'pretrain_steps': cell.pretrain.num_steps if cell.pretrain else 0,
       'batch_size': batch_size,
       'images_3d': images_3d,
@@ -176,20 +179,21 @@ def _count(value: float) -> str:
 
 
 def largest_budget_rows(rows: list[dict]) -> list[dict]:
-  """The rows at the largest 3D step budget (the generalisation matrix's rows)."""
-  largest = max((row['steps'] for row in rows), default=0)
-  return [row for row in rows if row['steps'] == largest]
+  """The rows at the largest 3D step budget, or every row of a recipe study (the
+  generalisation matrix's rows)."""
+  largest = max((row['budget'] for row in rows), default=0)
+  return [row for row in rows if row['budget'] == largest]
 
 
 def _comparison(rows: list[dict]) -> list[list[str]]:
   """2D-pretrained vs 3D-only MPJPE at equal 3D steps, averaged over seeds."""
   groups = collections.defaultdict(lambda: collections.defaultdict(list))
   for row in rows:
-    groups[row['backbone'], row['dataset_3d'], row['steps']][
+    groups[row['backbone'], row['dataset_3d'], row['budget']][
       row['pretraining'], row['dataset_2d']
     ].append(row)
   table = []
-  for (backbone, dataset_3d, steps), modes in groups.items():
+  for (backbone, dataset_3d, budget), modes in groups.items():
     scratch_rows = modes.get(('none', ''), [])
     scratch = progress.mean(r['mpjpe'] for r in scratch_rows)
     pretrained_groups = [(key[1], group) for key, group in modes.items() if key[0] == '2d']
@@ -201,7 +205,7 @@ def _comparison(rows: list[dict]) -> list[list[str]]:
         [
           backbone,
           dataset_3d,
-          str(steps),
+          str(budget),
           dataset_2d or '-',
           _mm(progress.mean(r['mpjpe_mean_pose'] for r in every)),
           _mm(scratch),
@@ -299,10 +303,11 @@ def _results_markdown(plan: plan_lib.Plan, rows: list[dict], plotted: list[str])
   if pending:
     lines += ['Not finished: ' + '; '.join(pending) + '.', '']
   lines += [
-    '## 2D pre-training vs 3D-only at equal 3D steps',
+    '## 2D pre-training vs 3D-only at equal 3D budgets',
     '',
     'MPJPE in mm (lower is better) on the test split of the 3D training dataset, mean '
-    'over seeds. Mean pose: predicting the mean training pose for every person. '
+    'over seeds. 3D budget: the 3D steps, or the recipe every cell follows. '
+    'Mean pose: predicting the mean training pose for every person. '
     'Gain = 3D-only minus 2D-pretrained (positive: pre-training helps). '
     'Images: training images seen in the 3D stage, and in total with the 2D '
     'pre-training (the fair compute comparison; a 3D-only cell sees its 3D images only).',
@@ -311,7 +316,7 @@ def _results_markdown(plan: plan_lib.Plan, rows: list[dict], plotted: list[str])
       [
         'backbone',
         '3D data',
-        '3D steps',
+        '3D budget',
         '2D data',
         'mean pose',
         '3D-only',
@@ -402,7 +407,7 @@ def _published_markdown(rows: list[dict]) -> list[str]:
 
 
 def _generalisation_markdown(plan: plan_lib.Plan, rows: list[dict], matrix: list[list]) -> str:
-  steps = rows[0]['steps'] if rows else 0
+  budget = plots.budget_label(rows[0]['budget'] if rows else 0)
   table = [
     [
       row['label'],
@@ -417,7 +422,7 @@ def _generalisation_markdown(plan: plan_lib.Plan, rows: list[dict], matrix: list
     [
       f'# Study {plan.name}: cross-dataset generalisation',
       '',
-      f'MPJPE in mm (lower is better) of every cell at the largest 3D budget ({steps} steps, '
+      f'MPJPE in mm (lower is better) of every cell at the largest 3D budget ({budget}, '
       "rows) on every evaluation dataset (columns); bold: the cell's own 3D training dataset.",
       '',
       _markdown_table(['cell', *plan.columns], table),
