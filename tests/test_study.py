@@ -382,6 +382,7 @@ def _valid_config() -> ml_collections.ConfigDict:
     ('overrides', {'model': {'name': 'resnet50'}}, 'overrides sets model.name, which the study'),
     ('overrides', {'model': {'widht': 8}}, 'model.widht, which is not a config field'),
     ('seed', 0, r'unknown study field\(s\) seed'),
+    ('train_sizes', (('synthetic_humans', 10),), "for recipe='paper' only"),
   ],
 )
 def test_bad_study_configs_name_the_field(field, value, message):
@@ -867,6 +868,7 @@ def compute_rows(totals: dict[str, list[int]]) -> list[dict]:
       'dataset_2d': 'A' if mode == '2d' else '',
       'seed': 0,
       'steps': i,
+      'budget': i,
       'images_total': total,
       'params': total,
       'mpjpe': 100.0 + i,
@@ -934,6 +936,18 @@ def test_the_report_links_the_plots_it_wrote(tiny_study):
     links = re.findall(r'!\[\w+\]\((\w+\.png)\)', f.read())
   assert links == ['compute.png', 'backbone.png', 'generalisation.png']
   assert all(os.path.isfile(os.path.join(tiny_study.study_dir, 'report', n)) for n in links)
+
+
+def test_imagenet_weights_start_every_run_without_a_parent(tmp_path):
+  """A budgets study's `imagenet` starts its pre-trainings and 3D-only cells from those weights;
+  the fine-tunes graft from their pre-training instead."""
+  flag = tmp_path / 'study.py'
+  flag.write_text(
+    study_source(None).replace('  return c', "  c.imagenet = 'w/{backbone}.npz'\n  return c")
+  )
+  plan = study.plan_study(str(flag), str(tmp_path / 'study'), plan_only=True)
+  inits = [dict(run.flags).get('model.init') for run in plan.runs]
+  assert inits == ['w/resnet18.npz', None, 'w/resnet18.npz']  # pre-training, fine-tune, 3D-only
 
 
 def test_a_recipe_study_compares_its_cells_whatever_their_steps():

@@ -230,6 +230,7 @@ def _pretrain_runs(
           steps = axes.pretrain_steps
           tag = f'{steps}steps'
           recipe = (('train.num_steps', str(steps)), ('train.lr_drop_steps', _lr_drop(steps)))
+          recipe += _imagenet_flags(axes, backbone)
         runs[backbone, dataset_2d, seed] = _run(
           'pretrain.py:paper' if paper else 'pretrain.py',
           overrides,
@@ -331,6 +332,7 @@ def _cells(
               start = (('data.train_2d', dataset_2d), ('init_from', pretrain.workdir))
             else:
               mode, tag, start = '3d-only', '3donly', ()
+              start += () if paper else _imagenet_flags(axes, backbone)
             label = f'{backbone} {mode} on {dataset_3d}, seed {seed}'
             workdir = os.path.join(
               study_dir,

@@ -141,6 +141,11 @@ def check_config(config: ml_collections.ConfigDict) -> Axes:
       "study field recipe='paper' sets every run's steps from train_sizes by the reference's "
       'epochs: remove steps_3d and pretrain_steps'
     )
+  if not paper and config.get('train_sizes'):
+    raise StudyError(
+      "study field train_sizes counts epochs for recipe='paper' only; add recipe = 'paper' "
+      'or remove train_sizes (a budgets study trains steps_3d)'
+    )
   train_sizes = _train_sizes(config, (*datasets_2d, *datasets_3d) if paper else ())
   for field, values in (
     ('steps_3d', steps_3d),
