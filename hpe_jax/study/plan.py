@@ -204,7 +204,7 @@ def _run(config_flag: str, overrides: tuple, **fields) -> Run:
 
 def _schedule_flags(schedule: dict) -> tuple[tuple[str, str], ...]:
   """default_config.reference_schedule's fields as flags."""
-  return tuple((f'train.{key}', spec._flag_value(value)) for key, value in schedule.items())
+  return tuple((f'train.{key}', spec.flag_value(value)) for key, value in schedule.items())
 
 
 def _imagenet_flags(axes: spec.Axes, backbone: str) -> tuple[tuple[str, str], ...]:

@@ -93,7 +93,7 @@ def _items(
   return items
 
 
-def _flag_value(value) -> str:
+def flag_value(value) -> str:
   """A config value as `--config.field=` parses it back ([1, 2] -> '(1, 2)')."""
   return str(tuple(value) if isinstance(value, list) else value)
 
@@ -187,7 +187,7 @@ def check_config(config: ml_collections.ConfigDict) -> Axes:
     steps_3d,
     pretrain_steps if with_2d and not paper else 0,
     eval_datasets,
-    tuple((k, _flag_value(v)) for k, v in overrides.items()),
+    tuple((k, flag_value(v)) for k, v in overrides.items()),
     recipe,
     train_sizes,
     imagenet,
