@@ -269,11 +269,17 @@ def test_finite_labels_masks_joints_and_rejects_a_bad_camera():
   )
   person.joints_3d[5, 2] = np.nan
   person.eval_joints_3d[7] = np.inf
+  person.fork_joints_3d = np.full((17, 3), np.nan)
   checked, mask, reasons = base.finite_labels(person, person.joints_mask)
   np.testing.assert_array_equal(mask, np.arange(16) != 5)
   np.testing.assert_array_equal(checked.eval_mask, np.arange(17) != 7)
   assert np.isfinite(checked.eval_joints_3d).all()
-  assert reasons == ['non-finite joint labels (masked)', 'non-finite evaluation labels (masked)']
+  assert checked.fork_joints_3d is None  # stored as zeros: the frame leaves mpjpe_fork
+  assert reasons == [
+    'non-finite joint labels (masked)',
+    'non-finite evaluation labels (masked)',
+    "non-finite labels of the fork's protocol (left out of mpjpe_fork)",
+  ]
   person.intrinsics = np.array([1.0, np.nan, 0, 0])
   assert base.finite_labels(person, person.joints_mask)[0] is None
 

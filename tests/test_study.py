@@ -392,6 +392,14 @@ def test_bad_study_configs_name_the_field(field, value, message):
     study.check_config(config)
 
 
+def test_imagenet_and_a_model_init_override_are_refused_together():
+  config = _valid_config()
+  config.imagenet = 'w/{backbone}.npz'
+  config.overrides = {'model': {'init': 'other.npz'}}
+  with pytest.raises(study.StudyError, match='overrides sets model.init, which the study sets'):
+    study.check_config(config)
+
+
 def test_a_valid_config_gives_its_axes():
   axes = study.check_config(_valid_config())
   assert axes.overrides == (('model.width', '8'),) and axes.eval_datasets == ()
@@ -405,6 +413,7 @@ def test_a_valid_config_gives_its_axes():
     ('train_sizes', (('synthetic_humans', 0),), "no positive count for 'synthetic_humans'"),
     ('imagenet', 'weights.npz', 'with {backbone} in it'),
     ('published', (('2d', 'resnet50', 'x', 'y', 'mpjpe', 1.0),), 'of a cell of the study'),
+    ('overrides', {'train': {'eval_every': 5}}, 'overrides sets train.eval_every'),
   ],
 )
 def test_bad_paper_study_fields_name_the_field(field, value, message):
@@ -844,6 +853,7 @@ def test_slurm_needs_its_commands(tmp_path, monkeypatch):
     (['--launcher=slurm', '--slurm_extra=acc ount=x'], "--slurm_extra='acc ount=x' is not"),
     (['--launcher=slurm', '--slurm_extra=partition=gpu'], 'use --slurm_partition'),
     (['--slurm_partition=gpu'], '--slurm_partition apply to --launcher=slurm only'),
+    (['--print_commands', '--images_per_s=0'], 'flag --images_per_s=0: 0.0 is not'),
   ],
 )
 def test_launcher_flag_errors_are_one_line(args, message, tmp_path):

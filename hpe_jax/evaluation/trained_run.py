@@ -78,14 +78,14 @@ def evaluate_run(
     raise datasets.DatasetError(f'{workdir} has no data.eval split: name one with --dataset')
   # Datasets first: a missing one should fail before the model is built and compiled.
   refs = [datasets.resolve(name, 'eval', data_dir) for name in names]
-  predictor = inference.load(
+  loaded = inference.load(
     workdir, step=step, flip_test=flip_test, subpixel=subpixel, batch_size=batch_size
   )
-  config = predictor.config
-  # mpjpe_legacy from the reference's readout, whatever the configured one (the ablation's
-  # rows keep their own).
-  predictor = predictor.with_readout(
-    flip_test=config.eval.flip_test, subpixel=config.eval.subpixel, reference_readout=True
+  # Also the reference's readout, for mpjpe_legacy (the ablation's rows keep their own).
+  predictor = loaded.with_readout(
+    flip_test=loaded.config.eval.flip_test,
+    subpixel=loaded.config.eval.subpixel,
+    reference_readout=True,
   )
   config = predictor.config
   config.data.eval_limit = limit

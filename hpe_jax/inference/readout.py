@@ -54,7 +54,7 @@ def predict_step(
   outputs = model(interface.normalize_images(images, dtype))
   outputs = {k: v for k, v in outputs.items() if k in ('heatmaps', 'depth_map', 'depth')}
   outputs['heatmaps'] = outputs['heatmaps'][-1]
-  reference_readout = reference_readout and len(outputs) > 1
+  reference_readout = reference_readout and ('depth_map' in outputs or 'depth' in outputs)
   flipped = None
   if flip_test or reference_readout:
     mirrored = model(interface.normalize_images(images[:, :, ::-1], dtype))

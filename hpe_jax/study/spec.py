@@ -167,7 +167,7 @@ def check_config(config: ml_collections.ConfigDict) -> Axes:
     )
   published = _published(config, pretraining, backbones, datasets_2d, datasets_3d)
   for key in overrides:
-    if key in AXIS_FIELDS or (paper and key in PAPER_FIELDS):
+    if key in AXIS_FIELDS or (paper and key in PAPER_FIELDS) or (imagenet and key == 'model.init'):
       raise StudyError(
         f'study field overrides sets {key}, which the study sets for each run '
         'from its axes; remove it from overrides'
