@@ -428,11 +428,15 @@ def test_the_overlay_draws_every_person_and_the_3d_plot_a_pair_each(people_run):
 
 def test_coco_keypoints_one_entry_per_person_with_the_joint_order_beside(people_run):
   coco, records = people_run['coco'], people_run['records']
-  two, edge, _ = people_run['images']
+  two, edge, empty = people_run['images']
   people = records[two]['people'] + records[edge]['people']
   assert isinstance(coco, list) and len(coco) == 3
-  # The matched image_id as the file gave it, or the file name for a box given by file_name.
-  assert [entry['image_id'] for entry in coco] == [52475643, TWO_PEOPLE_PHOTO, '004645041']
+  # Numeric ids: the boxes file's number for both people of the two-person photo (one box named
+  # it by image_id, the other by file_name); the others numbered in the order given, the image
+  # skipped for want of a box included (it counts: nobody was found there).
+  assert [entry['image_id'] for entry in coco] == [52475643, 52475643, 1]
+  listed = [(image['id'], image['path']) for image in people_run['names']['images']]
+  assert listed == [(52475643, two), (1, edge), (2, empty)]
   for entry, person in zip(coco, people):
     assert entry['category_id'] == 1 and entry['bbox'] == person['box']
     triplets = np.array(entry['keypoints']).reshape(joints.NUM_JOINTS, 3)
@@ -442,10 +446,11 @@ def test_coco_keypoints_one_entry_per_person_with_the_joint_order_beside(people_
     np.testing.assert_allclose(entry['keypoints_3d'], person['joints_3d'], atol=0.01)
   names = people_run['names']
   assert names['keypoint_names'] == list(joints.MPII16)
+  assert names['kpt_oks_sigmas'] == list(joints.MPII16_OKS_SIGMAS)
   [category] = names['categories']
   assert category['id'] == 1 and category['keypoints'] == list(joints.MPII16)
   assert (
-    f'COCO keypoints of 3 people: {people_run["out_dir"]}/keypoints_coco.json'
+    f'COCO keypoints of 3 people in 3 images: {people_run["out_dir"]}/keypoints_coco.json'
     in (people_run['stdout'])
   )
 

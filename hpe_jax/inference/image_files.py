@@ -10,6 +10,7 @@ fits neither rule or a boxes file that cannot be used.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -196,8 +197,9 @@ def _plural(count: int, word: str) -> str:
 
 
 def _people_to_predict(paths, boxes, detections) -> dict[str, list]:
-  """Per image, its people as (box or None, box score or None, COCO image id, entry or None);
-  with a boxes file, images without a kept box are left out with one warning."""
+  """Per image, its people as (box or None, box score or None, the boxes file's image id or the
+  image's file name, entry or None); with a boxes file, images without a kept box are left out
+  with one warning."""
   if detections is None:
     return {path: [(box, None, os.path.basename(path), None)] for path, box in zip(paths, boxes)}
   people = {
@@ -254,8 +256,8 @@ def predict_files(
   Returns:
     Per predicted image {'image': path, 'files': {'2d', '3d' (None without depth), 'json'}:
     paths, 'record': the JSON written, 'people': per person of record['people'] {'prediction':
-    Predictor.predict's arrays, 'image_id': its COCO image id (the boxes file's "image_id" or
-    "file_name", else the image's file name)}}.
+    Predictor.predict's arrays, 'image_id': the boxes file's "image_id" (else its "file_name")
+    of the person's box, else the image's file name (`write_coco` makes the ids numeric)}}.
   Raises:
     ImageError: an unreadable image, a bad box or box count (before the model loads), an output
       directory that cannot be created, or a file that cannot be written.
@@ -365,47 +367,164 @@ def default_out_dir(workdir: str | None, model: str | None) -> str:
 
 COCO_FILE = 'keypoints_coco.json'
 COCO_NAMES_FILE = 'keypoints_coco.names.json'
+COCO_SCORING = (
+  "gt = COCO(ground_truth); E = COCOeval(gt, gt.loadRes(results), 'keypoints'); "
+  "E.params.kpt_oks_sigmas = np.array(names['kpt_oks_sigmas']); E.evaluate(); E.accumulate(); "
+  'E.summarize()'
+)
 
 
-def write_coco(results: Sequence[dict], out_dir: str) -> dict[str, str]:
-  """Writes `predict_files`' results in COCO keypoint-results layout.
+def _coco_entry(person: dict, image_id: int, size: dict) -> dict:
+  """One person record (an image's or a video frame's) as a COCO keypoint result."""
+  scores = np.asarray(person['scores'], np.float64)
+  keypoints = np.concatenate([np.asarray(person['joints_2d'], np.float64), scores[:, None]], 1)
+  box = person['box'] or [0.0, 0.0, float(size['width']), float(size['height'])]
+  box_score = 1.0 if person['box_score'] is None else person['box_score']
+  entry = {
+    'image_id': image_id,
+    'category_id': boxes_lib.PERSON_CATEGORY,
+    'keypoints': [round(float(v), 3) for v in keypoints.reshape(-1)],
+    'score': float(scores.mean() * box_score),
+    'bbox': [float(v) for v in box],
+  }
+  if person['joints_3d'] is not None:
+    entry['keypoints_3d'] = [[round(v, 2) for v in xyz] for xyz in person['joints_3d']]
+  if 'track' in person:
+    entry['track_id'] = person['track']
+  return entry
+
+
+def _image_ids(results: dict[str, dict], images: Sequence[str]) -> dict[str, int]:
+  """Per image path the numeric "image_id" its boxes-file entries give (the first), unless an
+  earlier image holds it (a warning); images without one are absent (`write_coco` numbers them)."""
+  ids, owners = {}, {}
+  for path in images:
+    given = [p['image_id'] for p in results[path]['people']] if path in results else []
+    number = next((i for i in given if isinstance(i, int) and not isinstance(i, bool)), None)
+    if number is None:
+      continue
+    if number in owners:
+      warn(
+        f'{path}: the boxes file gives it image_id {number}, as it does {owners[number]}: '
+        f'numbered anew in {COCO_FILE} (see {COCO_NAMES_FILE})'
+      )
+      continue
+    ids[path], owners[number] = number, path
+  return ids
+
+
+def _read_video(summary: dict) -> tuple[dict, list[dict]]:
+  """A predicted video's header (<stem>.json) and frame lines (<stem>.jsonl)."""
+  files = summary['files']
+  try:
+    with open(files['json']) as f:
+      header = json.load(f)
+    with open(files['jsonl']) as f:
+      return header, [json.loads(line) for line in f]
+  except (OSError, ValueError) as e:
+    raise ImageError(f'cannot read back {files["jsonl"]} for {COCO_FILE}: {e}') from None
+
+
+def write_coco(
+  results: Sequence[dict],
+  out_dir: str,
+  *,
+  images: Sequence[str] | None = None,
+  videos: Sequence[dict] = (),
+) -> dict:
+  """Writes `predict_files`' results (and predicted videos' frames) as COCO keypoint results that
+  pycocotools' COCOeval scores, and beside them the joint order, the OKS sigmas and the images.
 
   `out_dir`/keypoints_coco.json is a bare list, as COCO's tools (pycocotools' loadRes) read it,
-  one entry per person: {"image_id", "category_id": 1, "keypoints": [x, y, score] * 16 flat, in
-  the joint order of joints.MPII16 (not COCO's 17), "score": the mean joint score times the
-  box's detector score, "bbox": [x, y, w, h] (the whole image without a box), and for models
-  with depth "keypoints_3d": 16 [x, y, z] in root-relative mm}. The joint order is named beside
-  it in keypoints_coco.names.json, a COCO "categories" list plus "keypoint_names".
+  one entry per person: {"image_id" (a number), "category_id": 1, "keypoints": [x, y, score] * 16
+  flat, in the joint order of joints.MPII16 (not COCO's 17), "score": the mean joint score times
+  the box's detector score, "bbox": [x, y, w, h] (the whole image without a box), for models with
+  depth "keypoints_3d": 16 [x, y, z] in root-relative mm, and for video frames "track_id"}.
 
+  Image ids are numbers: an image whose boxes-file entries give a numeric "image_id" keeps it
+  (COCO's own ids: 000000001163.jpg is 1163); every other image is numbered 1, 2, ... in the order
+  given, skipping the numbers the boxes file holds, and then every frame of every video in order
+  (a lone video's frame f is image f + 1). keypoints_coco.names.json says which id is which: a
+  COCO ground-truth skeleton {"images": [{"id", "file_name" (base name), "path" (as given),
+  "width", "height", and "frame" (0-based) for a video's frame}], "annotations": [] (yours to
+  fill), "categories": [person, with "keypoints" and "skeleton"]} plus "keypoint_names" and
+  "kpt_oks_sigmas" (joints.MPII16_OKS_SIGMAS). Images given but skipped (no box kept) are listed
+  with no results: they count, as the detector found nobody there. To score against ground truth
+  with MPII-16 keypoints and these image ids:
+
+    names = json.load(open('keypoints_coco.names.json'))
+    gt = COCO('ground_truth.json')
+    E = COCOeval(gt, gt.loadRes('keypoints_coco.json'), 'keypoints')
+    E.params.kpt_oks_sigmas = np.array(names['kpt_oks_sigmas'])  # the default has COCO's 17
+    E.evaluate(); E.accumulate(); E.summarize()
+
+  Args:
+    results: `predict_files`' results.
+    out_dir: where both files go.
+    images: every image given, in order (those absent from `results` were skipped); None: the
+      images of `results`.
+    videos: `video.predict_video`'s summaries, in order: each frame of their .jsonl is an image.
   Returns:
-    {'results': path, 'names': path}.
+    {'results': path, 'names': path, 'people': entries written, 'images': images listed}.
   Raises:
-    ImageError: a file cannot be written.
+    ImageError: a file cannot be written (or a video's cannot be read back).
   """
-  entries = []
-  for result in results:
-    size = result['record']['image_size']
-    for person, predicted in zip(result['record']['people'], result['people']):
-      scores = np.asarray(person['scores'])
-      keypoints = np.concatenate([np.asarray(person['joints_2d']), scores[:, None]], axis=1)
-      box = person['box'] or [0.0, 0.0, float(size['width']), float(size['height'])]
-      box_score = 1.0 if person['box_score'] is None else person['box_score']
-      entry = {
-        'image_id': predicted['image_id'],
-        'category_id': boxes_lib.PERSON_CATEGORY,
-        'keypoints': [round(float(v), 3) for v in keypoints.reshape(-1)],
-        'score': float(scores.mean() * box_score),
-        'bbox': box,
+  by_path = {result['image']: result for result in results}
+  images = list(by_path) if images is None else list(images)
+  ids = _image_ids(by_path, images)
+  taken = set(ids.values())
+  numbers = (n for n in itertools.count(1) if n not in taken)
+  entries, listed = [], []
+  for path in images:
+    if path not in ids:
+      ids[path] = next(numbers)
+    if path in by_path:
+      size = by_path[path]['record']['image_size']
+      people = by_path[path]['record']['people']
+    else:
+      height, width = read_image(path).shape[:2]
+      size, people = {'width': width, 'height': height}, []
+    listed.append(
+      {
+        'id': ids[path],
+        'file_name': os.path.basename(path),
+        'path': path,
+        'width': size['width'],
+        'height': size['height'],
       }
-      if person['joints_3d'] is not None:
-        entry['keypoints_3d'] = [[round(v, 2) for v in xyz] for xyz in person['joints_3d']]
-      entries.append(entry)
+    )
+    entries += [_coco_entry(person, ids[path], size) for person in people]
+  for summary in videos:
+    header, lines = _read_video(summary)
+    size = header['image_size']
+    for line in lines:
+      number = next(numbers)
+      listed.append(
+        {
+          'id': number,
+          'file_name': os.path.basename(header['video']),
+          'path': header['video'],
+          'frame': line['frame'],
+          'width': size['width'],
+          'height': size['height'],
+        }
+      )
+      entries += [_coco_entry(person, number, size) for person in line['people']]
   names = {
     'keypoint_names': list(joints.MPII16),
+    'kpt_oks_sigmas': list(joints.MPII16_OKS_SIGMAS),
     'note': f'the joint order of {COCO_FILE} (MPII-16, not COCO\'s 17): "keypoints" holds x, '
     'y, score per joint in image pixels ((0, 0) the centre of the top-left pixel), '
     '"keypoints_3d" x, y, z per joint in mm relative to the pelvis (x right, y down, z away '
-    'from the camera)',
+    'from the camera). "images" names each image_id: a COCO ground-truth skeleton for these '
+    'images (add "annotations" with MPII-16 keypoints to score)',
+    'sigmas_note': "COCOeval's OKS sigmas for MPII-16 (its default has COCO's 17): COCO's "
+    "for ankles, knees, hips, shoulders, elbows, wrists; pelvis the hips' .107, thorax the "
+    "shoulders' .079, upper_neck and head_top CrowdPose's neck and head .079 (MPII has no "
+    'official set; hpe_jax.joints.MPII16_OKS_SIGMAS)',
+    'scoring': COCO_SCORING,
+    'images': listed,
+    'annotations': [],
     'categories': [
       {
         'id': boxes_lib.PERSON_CATEGORY,
@@ -426,4 +545,4 @@ def write_coco(results: Sequence[dict], out_dir: str) -> dict[str, str]:
         json.dump(content, f, indent=None if key == 'results' else 2)
     except OSError as e:
       raise ImageError(cannot_write(paths[key], e)) from None
-  return paths
+  return {**paths, 'people': len(entries), 'images': len(listed)}

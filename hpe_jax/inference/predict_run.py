@@ -1,6 +1,7 @@
 """What `python -m hpe_jax.predict` does with its inputs: images, videos and a camera checked
 before the model loads, the model loaded once, then every image (`image_files.predict_files`) and
-every video or camera (`video.predict_video`) predicted into one output directory.
+every video or camera (`video.predict_video`) predicted into one output directory, and with
+`coco` all of their people written last as COCO keypoint results (`image_files.write_coco`).
 
   result = predict_run.predict(['a.jpg', 'walk.mp4'], workdir='runs/finetune')
 """
@@ -43,14 +44,16 @@ def predict(
     bbox: person boxes (x, y, w, h) or None: one for every input, or one per input in order
       (the camera last).
     boxes_file, box_threshold: a detector's boxes (`boxes.read_boxes`) instead of `bbox`.
-    coco: also write the images' people in COCO keypoint-results layout (`image_files.write_coco`).
+    coco: also write every person of the images and of the videos' and camera's frames as COCO
+      keypoint results, once every input is done (`image_files.write_coco`: numeric image ids,
+      the frames numbered after the images).
     out_dir: the output directory; None: `image_files.default_out_dir`.
     batch_size: people per device call; None: video.DEFAULT_BATCH_SIZE, 1 with a camera.
     smoothing: One-Euro parameters for videos and the camera; None: raw per-frame poses.
     on_image, on_video: called with each image's result as it is saved, each video's summary.
     log, warn: take the videos' progress lines and the warnings.
   Returns:
-    {'images': predict_files' results, 'coco': write_coco's paths or None, 'videos': the
+    {'images': predict_files' results, 'coco': write_coco's result or None, 'videos': the
     summaries, 'interrupted': whether Ctrl-C stopped a video file (the videos after it are not
     predicted; a camera ends with Ctrl-C)}.
   Raises:
@@ -98,8 +101,6 @@ def predict(
         predictor=predictor,
         run=run,
       )
-      if coco:
-        result['coco'] = image_files.write_coco(result['images'], out_dir)
     while sources:
       video_input, source = sources.pop(0)
       summary = video.predict_video(
@@ -122,6 +123,10 @@ def predict(
         if sources:
           warn(f'not predicted: {", ".join(s.name for _, s in sources)}')
         break
+    if coco:  # after Ctrl-C too: the frames done
+      result['coco'] = image_files.write_coco(
+        result['images'], out_dir, images=images, videos=result['videos']
+      )
     return result
   finally:
     for _, source in sources:  # those not predicted (predict_video releases its own)
