@@ -35,6 +35,25 @@ MPII16 = (
 )
 NUM_JOINTS = len(MPII16)
 PELVIS = MPII16.index('pelvis')  # the root of every depth target
+# Parent of each MPII-16 joint (None: the root), a tree rooted at the pelvis (BVH export).
+MPII16_PARENTS = (
+  'r_knee',
+  'r_hip',
+  'pelvis',
+  'pelvis',
+  'l_hip',
+  'l_knee',
+  None,
+  'pelvis',
+  'thorax',
+  'upper_neck',
+  'r_elbow',
+  'r_shoulder',
+  'thorax',
+  'thorax',
+  'l_shoulder',
+  'l_elbow',
+)
 
 # Left/right pairs of MPII-16, swapped when an image is mirrored.
 FLIP_PAIRS = ((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13))
@@ -56,6 +75,33 @@ BONES = (
   (7, 13),
   (13, 14),
   (14, 15),
+)
+
+# COCO's object keypoint similarity (OKS) sigmas for MPII-16, in MPII16 order: what COCOeval's
+# params.kpt_oks_sigmas must hold to score MPII-16 keypoints (its default has COCO's 17). MPII has
+# no official set. Joints COCO has take COCO's values (cocoapi's cocoeval.py): ankles .089, knees
+# .087, hips .107, shoulders .079, elbows .072, wrists .062. The others are our documented choice:
+# pelvis .107, the hips' (MPII's pelvis is the mid-hip point, placed as loosely as the hips);
+# thorax .079, the shoulders' (the mid-shoulder point); upper_neck and head_top .079, CrowdPose's
+# sigmas for its neck and top of head (crowdposetools' cocoeval.py, Li et al. 2019). mmpose's MPII
+# list (.026 for these four, .083 knees, .179 shoulders) departs from COCO's values; not used.
+MPII16_OKS_SIGMAS = (
+  0.089,  # r_ankle
+  0.087,  # r_knee
+  0.107,  # r_hip
+  0.107,  # l_hip
+  0.087,  # l_knee
+  0.089,  # l_ankle
+  0.107,  # pelvis
+  0.079,  # thorax
+  0.079,  # upper_neck
+  0.079,  # head_top
+  0.062,  # r_wrist
+  0.072,  # r_elbow
+  0.079,  # r_shoulder
+  0.079,  # l_shoulder
+  0.072,  # l_elbow
+  0.062,  # l_wrist
 )
 
 # Canonical limb lengths in mm (REFERENCE.md 1: shin, thigh, forearm, upper arm), the scale given
@@ -108,6 +154,26 @@ H36M17 = (
 )
 H36M_PELVIS = H36M17.index('pelvis')  # the root of every 3D metric
 H36M_FLIP_PAIRS = ((1, 4), (2, 5), (3, 6), (11, 14), (12, 15), (13, 16))
+# Parent of each Human3.6M-17 joint (None: the root), the usual tree: head hangs from the nose.
+H36M17_PARENTS = (
+  None,
+  'pelvis',
+  'r_hip',
+  'r_knee',
+  'pelvis',
+  'l_hip',
+  'l_knee',
+  'pelvis',
+  'spine',
+  'thorax',
+  'nose',
+  'thorax',
+  'l_shoulder',
+  'l_elbow',
+  'thorax',
+  'r_shoulder',
+  'r_elbow',
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,8 +5,9 @@ hysteresis between two thresholds set from the clip's own range: the 5th and 95t
 p5, p95 of the smoothed angle put the low threshold at p5 + LOW_FRACTION * (p95 - p5) and the high
 one at p5 + HIGH_FRACTION * (p95 - p5). The side the angle spends most time on is the rest (for
 knee flexion in squats: low, standing); a repetition leaves the rest band, crosses the far
-threshold and comes back. It starts at the last frame inside the rest band and ends at the first
-frame back in it. A movement whose range p95 - p5 is below MIN_RANGE_DEG counts none (a still
+threshold and comes back; its start and end are then moved out of the threshold crossings to the
+rest's extremes on either side (as long as the smoothed angle keeps moving towards rest), so that
+its duration, minimum and maximum span the whole cycle. A movement whose range p95 - p5 is below MIN_RANGE_DEG counts none (a still
 person, jitter), and so does a crossing that never comes back before the clip ends.
 """
 
@@ -94,7 +95,7 @@ def count(
   facts['rest'] = 'low' if rest_low else 'high'
   # Mirrored so that the rest band is always below `low`.
   signal, low, high = (smoothed, low, high) if rest_low else (-smoothed, -high, -low)
-  reps = []
+  crossings = []
   resting, out = False, False
   last_rest = None
   for i, value in enumerate(signal):
@@ -102,19 +103,37 @@ def count(
       continue
     if value <= low:
       if out:
-        segment = angle[last_rest : i + 1]
-        reps.append(
-          Repetition(
-            start_frame=last_rest,
-            end_frame=i,
-            start_s=float(time_s[last_rest]),
-            end_s=float(time_s[i]),
-            min_deg=float(np.nanmin(segment)),
-            max_deg=float(np.nanmax(segment)),
-          )
-        )
+        crossings.append((last_rest, i))
         out = False
       resting, last_rest = True, i
     elif value >= high and resting:
       resting, out = False, True
+  reps = []
+  for n, (start, end) in enumerate(crossings):
+    earliest = reps[-1].end_frame if reps else 0
+    latest = crossings[n + 1][0] if n + 1 < len(crossings) else len(signal) - 1
+    start = _towards_rest(signal, start, -1, earliest)
+    end = _towards_rest(signal, end, 1, latest)
+    segment = angle[start : end + 1]
+    reps.append(
+      Repetition(
+        start_frame=start,
+        end_frame=end,
+        start_s=float(time_s[start]),
+        end_s=float(time_s[end]),
+        min_deg=float(np.nanmin(segment)),
+        max_deg=float(np.nanmax(segment)),
+      )
+    )
   return reps, facts
+
+
+def _towards_rest(signal: np.ndarray, index: int, step: int, bound: int) -> int:
+  """From `index`, steps (-1 back, +1 forward) while the signal keeps falling (towards rest),
+  without passing `bound` or a gap."""
+  while index != bound:
+    following = signal[index + step]
+    if not np.isfinite(following) or following > signal[index]:
+      break
+    index += step
+  return index
