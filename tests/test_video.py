@@ -6,12 +6,15 @@ through the frames; without realdata it is the synthetic clip of two walking peo
 the session's briefly trained tiny run: every property checked holds for any weights.
 """
 
+from fractions import Fraction
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 
+import av
 from conftest import realdata_dir
 from conftest import tiny_config
 import cv2
@@ -27,6 +30,7 @@ from hpe_jax.data.synthetic import clip
 from hpe_jax.inference import boxes
 from hpe_jax.inference import tracking
 from hpe_jax.inference import video
+from hpe_jax.inference import video_writer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMES = 20
@@ -100,6 +104,8 @@ def boxes_run(pan, tiny_depth_run):
     f'--workdir={tiny_depth_run}',
     f'--boxes={boxes_file}',
     f'--out_dir={out_dir}',
+    '--analyze',
+    '--reps=knee_flexion_left',
     pan['video'],
   ]
   process = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
@@ -132,6 +138,17 @@ def test_one_json_line_and_one_overlay_frame_per_frame(boxes_run, pan):
   # The overlay is the input with skeletons drawn: close to it away from the people.
   source = _decoded(pan['video'])
   assert np.mean(np.abs(overlay[5].astype(int) - source[5])) < 3  # frame 5 has no people
+
+
+def test_analyze_follows_the_prediction(boxes_run):
+  """--analyze: hpe-analyze on the frames file just written (its own tests: test_analyze.py)."""
+  stdout = boxes_run['process'].stdout
+  assert 'repetitions of knee_flexion_left: track 0: ' in stdout
+  folder = os.path.join(os.path.dirname(boxes_run['files']['jsonl']), 'pan_analysis')
+  with open(os.path.join(folder, 'summary.json')) as f:
+    summary = json.load(f)
+  assert summary['source'] == boxes_run['files']['jsonl'] and summary['frames'] == FRAMES
+  assert os.path.isfile(os.path.join(folder, 'report.html'))
 
 
 def test_every_person_of_a_frame_with_joints_inside_its_own_square_and_a_stable_track(
@@ -386,3 +403,114 @@ def test_flag_errors_are_one_line(command, message):
   )
   assert process.returncode == 2 and message in process.stderr, process.stderr
   assert len(process.stderr.strip().splitlines()) == 1, process.stderr
+
+
+def _gradient(width: int, height: int) -> np.ndarray:
+  """A smooth (height, width, 3) uint8 RGB image: what a codec keeps nearly as it is."""
+  x, y = np.meshgrid(np.linspace(0, 1, width), np.linspace(0, 1, height))
+  return (np.stack([x, y, 1 - x * y], axis=-1) * 200 + 20).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+  'width, height, fps, rate',
+  [(64, 48, 25.0, Fraction(25)), (63, 47, 29.97, Fraction(2997, 100))],
+  ids=['even', 'odd-ntsc'],
+)
+def test_the_writer_writes_h264_that_reads_back_as_written(tmp_path, width, height, fps, rate):
+  path, frames = str(tmp_path / 'out.mp4'), 5
+  image = _gradient(width, height)
+  with video_writer.H264Writer(path, fps, width, height) as writer:
+    for i in range(frames):
+      writer.write(np.roll(image, i, axis=1))
+  writer.close()  # again: nothing
+  with av.open(path) as container:
+    stream = container.streams.video[0]
+    assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ('h264', 'yuv420p')
+    assert stream.average_rate == rate and stream.frames == frames
+    context = stream.codec_context  # tagged BT.601 (smpte170m), limited range: as converted
+    assert (context.colorspace, context.color_range) == (6, 1)
+    # An odd side is padded to even by repeating the last column / row.
+    assert (stream.width, stream.height) == (width + width % 2, height + height % 2)
+    decoded = [f.to_ndarray(format='rgb24') for f in container.decode(stream)]
+  assert len(decoded) == frames
+  # Of 255 levels; converting to yuv420p and back alone costs 1.9 on this image.
+  assert np.abs(decoded[0][:height, :width].astype(float) - image).mean() < 4
+  assert np.abs(decoded[0][:, -1].astype(float) - decoded[0][:, -2]).mean() < 2
+  # The index comes first (+faststart): a browser plays the file before it has all of it.
+  with open(path, 'rb') as f:
+    data = f.read()
+  assert 0 <= data.find(b'moov') < data.find(b'mdat')
+  capture = cv2.VideoCapture(path)  # OpenCV, which decodes our inputs, reads it too
+  assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == frames
+  assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(fps)
+  capture.release()
+
+
+def test_a_one_pixel_line_keeps_its_colour(tmp_path):
+  # yuv420p colours 2x2 blocks: a red line in a block's right column must not turn grey.
+  image = np.full((48, 64, 3), 128, np.uint8)
+  image[:, 33] = (255, 0, 0)
+  with video_writer.H264Writer(tmp_path / 'line.mp4', 25.0, 64, 48) as writer:
+    writer.write(image)
+  with av.open(str(tmp_path / 'line.mp4')) as container:
+    red, green, _ = next(container.decode(video=0)).to_ndarray(format='rgb24')[24, 33].astype(int)
+  assert red - green > 80
+
+
+def _unwritable_directory(tmp_path) -> str:
+  """A directory this process cannot create files in (root writes in a mode 0o555 one)."""
+  directory = tmp_path / 'read_only'
+  directory.mkdir(mode=0o555)
+  if os.access(directory, os.W_OK):
+    directory = '/sys'  # read-only for root too
+    if not os.path.isdir(directory):
+      pytest.skip('no directory here is read-only to this process')
+  return str(directory)
+
+
+@pytest.mark.parametrize(
+  'where, message',
+  [
+    ('missing', r'there is no directory \S*missing \(create it first\)'),
+    ('read_only', r'\(Permission denied\): check that its directory is writable and has space'),
+    ('full', r'\(No space left on device\): check that its directory is writable and has space'),
+  ],
+)
+def test_an_unwritable_video_is_one_line_naming_it(tmp_path, where, message):
+  path = {
+    'missing': str(tmp_path / 'missing' / 'out.mp4'),
+    'read_only': os.path.join(_unwritable_directory(tmp_path), 'out.mp4'),
+    'full': '/dev/full',
+  }[where]
+  if where == 'full' and not os.path.exists(path):
+    pytest.skip('no /dev/full here')
+  with pytest.raises(video_writer.VideoWriteError, match=message) as error:
+    video_writer.H264Writer(path, 25.0, 64, 48)
+  assert isinstance(error.value, errors.HpeError)
+  assert path in str(error.value) and '\n' not in str(error.value)
+  # The overlay's writer says the same as a VideoError, and leaves the .jsonl closed.
+  paths = video.output_paths(str(tmp_path), 'a')
+  source = video.Source('a.mp4', 'a', None, 25.0, 64, 48, frames=1)
+  with pytest.raises(video.VideoError, match=message):
+    video.FrameWriter(source, {**paths, 'mp4': path}, tracking.Tracker(None), {})
+
+
+def test_a_disk_filling_up_while_writing_is_one_line(tmp_path):
+  resource = pytest.importorskip('resource')
+  path = str(tmp_path / 'out.mp4')
+  rng = np.random.default_rng(0)
+  writer = video_writer.H264Writer(path, 25.0, 64, 48)
+  limits, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.getsignal(signal.SIGXFSZ)
+  # Files may grow to 20 kB: writing beyond fails with EFBIG, as a full disk fails with ENOSPC.
+  signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+  resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, limits[1]))
+  try:
+    with pytest.raises(video_writer.VideoWriteError, match='File too large') as error:
+      for _ in range(200):  # noise: ~1 kB a frame
+        writer.write(rng.integers(0, 256, (48, 64, 3), np.uint8))
+      writer.close()
+  finally:
+    resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+    signal.signal(signal.SIGXFSZ, handler)
+  assert path in str(error.value) and '\n' not in str(error.value)
+  writer.close()  # after the error: nothing

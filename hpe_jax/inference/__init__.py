@@ -14,6 +14,7 @@ imports no hpe_jax.training; training's evaluation uses its predict step).
   exported.py     load and run such a file with jax and numpy alone (`load_exported`)
   image_files.py  predict on image files and save pictures and JSON (`predict_files`)
   video.py        predict on a video or camera: threaded decoding and writing (`predict_video`)
+  video_writer.py H.264 MP4 files browsers play, through PyAV (`H264Writer`)
   tracking.py     people tracked across frames, One-Euro smoothing (numpy)
   predict_run.py  images, videos and a camera in one call, what `hpe_jax.predict` runs
   visualize.py    draw the 2D skeleton over an image, plot the 3D one

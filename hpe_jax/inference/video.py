@@ -9,9 +9,9 @@ files).
 
 Per source, in out_dir: <stem>.jsonl (one line per frame: {"frame", "time_s", "people"}, people as
 in an image's JSON, each with its "track"), <stem>_2d.mp4 (the skeletons over the frames, the
-input's size and frame rate) and <stem>.json (the video, the model, the joint names and
-conventions, and the frame count once done). An interrupted run (Ctrl-C) leaves every file whole,
-holding the frames predicted so far.
+input's size and frame rate: H.264 in MP4 (`video_writer`), which browsers and notebooks play) and
+<stem>.json (the video, the model, the joint names and conventions, and the frame count once
+done). An interrupted run (Ctrl-C) leaves every file whole, holding the frames predicted so far.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from hpe_jax.inference import boxes as boxes_lib
 from hpe_jax.inference import crops
 from hpe_jax.inference import image_files
 from hpe_jax.inference import tracking
+from hpe_jax.inference import video_writer
 from hpe_jax.inference import visualize
 
 # File extensions predicted as videos (OpenCV decodes them through FFmpeg); others are images.
@@ -273,14 +274,11 @@ class FrameWriter(_Worker):
       self.jsonl = open(paths['jsonl'], 'w')
     except OSError as e:
       raise VideoError(image_files.cannot_write(paths['jsonl'], e)) from None
-    fourcc = cv2.VideoWriter_fourcc(*'mp4v')
-    self.video = cv2.VideoWriter(paths['mp4'], fourcc, source.fps, (source.width, source.height))
-    if not self.video.isOpened():
+    try:
+      self.video = video_writer.H264Writer(paths['mp4'], source.fps, source.width, source.height)
+    except video_writer.VideoWriteError as e:
       self.jsonl.close()
-      raise VideoError(
-        f'cannot write {paths["mp4"]}: OpenCV found no MP4 encoder, or the directory is not '
-        'writable'
-      )
+      raise VideoError(str(e)) from None
     self.thread.start()
 
   def _write_header(self, frames: int | None) -> None:
@@ -320,7 +318,10 @@ class FrameWriter(_Worker):
         person['warning'] = '; '.join(warnings)
       records.append(person)
     overlay = visualize.draw_people(frame.image, records)
-    self.video.write(cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+    try:
+      self.video.write(overlay)
+    except video_writer.VideoWriteError as e:
+      raise VideoError(str(e)) from None
     line = {'frame': frame.index, 'time_s': round(frame.time_s, 4), 'people': records}
     for person in records:  # shorter lines; the digits dropped are below the model's precision
       for key, digits in _DIGITS.items():
@@ -339,7 +340,10 @@ class FrameWriter(_Worker):
       self.thread.join()
     else:
       self.stop.set()
-    self.video.release()
+    try:
+      self.video.close()
+    except video_writer.VideoWriteError as e:
+      self.error = self.error or VideoError(str(e))
     try:
       self.jsonl.close()
     except OSError as e:
