@@ -8,6 +8,7 @@ videos and the joints as JSON.
   python -m hpe_jax.predict --workdir=runs/finetune --boxes=detections.json \
       [--box_threshold=0.5] [--format=coco] photos/*.jpg        # many people per image
   python -m hpe_jax.predict --model=model.hpe photo.jpg ...   # a `python -m hpe_jax.export` file
+  python -m hpe_jax.predict --workdir=runs/finetune squat.mp4 --analyze --reps=knee_flexion_left
 
 Exactly one of --workdir and --model names the model. Per image, in --out_dir (default
 <workdir>/predictions, or predictions/ beside the --model file):
@@ -26,7 +27,8 @@ the video's name or cameraN:
   <stem>.jsonl   one line per frame: {"frame" (0 first), "time_s", "people": [as in an image's
                  JSON, each with "track": the person's number across frames (matched by box
                  overlap)]};
-  <stem>_2d.mp4  the skeletons over the frames, the input's size and frame rate;
+  <stem>_2d.mp4  the skeletons over the frames, the input's size and frame rate (H.264 in MP4,
+                 which browsers play);
   <stem>.json    the video, fps, the model, joint_names and conventions, "frames" (the count,
                  once done).
 Frames are decoded on a background thread and predicted --batch_size people per device call;
@@ -34,6 +36,8 @@ a line every few seconds gives frames/s and the ETA. Ctrl-C ends a camera, and s
 early with exit code 130: either way every file is whole, holding the frames done. --smooth
 filters each person's joints over time (a One-Euro filter: --smooth_min_cutoff, --smooth_beta,
 --smooth_d_cutoff). For many people per frame, give --boxes with "frame" entries (below).
+--analyze then analyses each video's movement into <stem>_analysis/ (joint angles, repetitions,
+TRC/C3D/BVH motion files, report.html: `python -m hpe_jax.analyze --help`), with its flags.
 
 One person per image: without --bbox each whole image is the person's box. One --bbox applies to
 every image; otherwise give one --bbox per image, in the order of the images, with --bbox=none
@@ -48,12 +52,23 @@ without a box are skipped with a warning naming them, as are boxes wholly outsid
 For videos, entries have "frame" (0-based) instead, and "file_name" to name one of several
 videos; a frame without a box is written with no people.
 
---format=coco also writes <out_dir>/keypoints_coco.json, every person of the images in COCO
-keypoint-results layout (a bare list, as COCO's tools read it): {"image_id" (the boxes file's, else
-the file name), "category_id": 1, "keypoints": x, y, score per joint, "score": mean joint score x
-box score, "bbox", "keypoints_3d": x, y, z mm per joint (models with depth)}. The joints are MPII's
-16, not COCO's 17: their order is named in keypoints_coco.names.json beside it ("keypoint_names",
-and a COCO "categories" entry with "keypoints" and "skeleton").
+--format=coco also writes <out_dir>/keypoints_coco.json, every person of the images, videos and
+camera in COCO keypoint-results layout (a bare list, as COCO's tools read it): {"image_id" (a
+number), "category_id": 1, "keypoints": x, y, score per joint, "score": mean joint score x box
+score, "bbox", "keypoints_3d": x, y, z mm per joint (models with depth), "track_id" (frames)}. The
+joints are MPII's 16, not COCO's 17. An image keeps a numeric "image_id" its --boxes entries give
+(COCO's); the others are numbered 1, 2, ... in the order given (skipping the file's numbers), then
+the frames of each video and the camera in order (a lone video's frame f is image f + 1).
+keypoints_coco.names.json beside it says which number is which image or frame ("images", a COCO
+ground-truth skeleton: "id", "file_name", "width", "height", "frame"), the joint order
+("keypoint_names", "categories") and "kpt_oks_sigmas", the OKS sigmas of MPII-16 (COCO's for the
+joints COCO has; hpe_jax.joints.MPII16_OKS_SIGMAS). Score against ground truth with MPII-16
+keypoints and these ids with pycocotools, the sigmas replacing COCO's 17:
+  names = json.load(open('keypoints_coco.names.json'))
+  gt = COCO('ground_truth.json')
+  E = COCOeval(gt, gt.loadRes('keypoints_coco.json'), 'keypoints')
+  E.params.kpt_oks_sigmas = np.array(names['kpt_oks_sigmas'])
+  E.evaluate(); E.accumulate(); E.summarize()
 
 Warnings (stderr) name the image and box (for a video, the frames): a box mostly outside its
 image, a person whose every joint scores below 0.3 (an untrained model, or no person in the box).
@@ -69,6 +84,7 @@ import sys
 from absl import app
 from absl import flags
 
+from hpe_jax import analyze as analyze_command
 from hpe_jax import cli
 from hpe_jax.inference import tracking
 
@@ -104,8 +120,9 @@ _FORMAT = flags.DEFINE_enum(
   'format',
   'json',
   ['json', 'coco'],
-  'json: the per-image files only; coco: also keypoints_coco.json (COCO keypoint results, '
-  'MPII-16 joints) and keypoints_coco.names.json (their order) in --out_dir.',
+  'json: the per-input files only; coco: also keypoints_coco.json (COCO keypoint results of the '
+  'images and video frames: numeric image ids, MPII-16 joints) and keypoints_coco.names.json (the '
+  'ids, joint order and OKS sigmas COCOeval needs) in --out_dir.',
 )
 _STEP = flags.DEFINE(
   cli.StepParser(),
@@ -145,6 +162,13 @@ _SMOOTH_D_CUTOFF = flags.DEFINE_float(
   tracking.OneEuroParams.d_cutoff,
   "With --smooth: the cutoff frequency (Hz) of the speed's own smoothing.",
 )
+_ANALYZE = flags.DEFINE_bool(
+  'analyze',
+  False,
+  'Videos and cameras: then analyse the movement (hpe_jax.analyze: joint angles, repetitions '
+  'with --reps, motion files, report.html) into <stem>_analysis/; its flags --up, --reps, '
+  '--skeleton, --min_score, --focal_px apply.',
+)
 _OUT_DIR = flags.DEFINE_string(
   'out_dir',
   None,
@@ -180,6 +204,10 @@ def main(args: list[str]) -> None:
     raise app.UsageError('--step picks a checkpoint of --workdir; an exported --model has one')
   if not args and _CAMERA.value is None:
     raise app.UsageError('give image or video files after the flags, or --camera=N')
+  if not _ANALYZE.value:
+    for flag in analyze_command.FLAGS:
+      if flags.FLAGS[flag.name].present:
+        raise app.UsageError(f'--{flag.name} is an option of --analyze: add --analyze')
   if _BOXES.value is not None and _BBOX.value:
     raise app.UsageError('give --bbox (one person per image) or --boxes (a file), not both')
   smoothing = None
@@ -193,6 +221,10 @@ def main(args: list[str]) -> None:
   # pylint: disable=g-import-not-at-top  (a fast --help)
   from hpe_jax.inference import boxes as boxes_lib
   from hpe_jax.inference import predict_run
+  from hpe_jax.inference import video
+
+  if _ANALYZE.value and _CAMERA.value is None and not any(map(video.is_video, args)):
+    raise app.UsageError('--analyze analyses videos and cameras: give a video file or --camera=N')
 
   result = predict_run.predict(
     args,
@@ -212,10 +244,19 @@ def main(args: list[str]) -> None:
     log=lambda line: print(line, flush=True),
   )
   if result['coco']:
-    count = sum(len(image['record']['people']) for image in result['images'])
-    people = f'{count} {"person" if count == 1 else "people"}'
-    paths = result['coco']
-    print(f'COCO keypoints of {people}: {paths["results"]} (joint order: {paths["names"]})')
+    coco = result['coco']
+    people = f'{coco["people"]} {"person" if coco["people"] == 1 else "people"}'
+    images = f'{coco["images"]} {"image" if coco["images"] == 1 else "images"}'
+    images += ' (video frames included)' if result['videos'] else ''
+    print(
+      f'COCO keypoints of {people} in {images}: {coco["results"]} (image ids, joint order and '
+      f'OKS sigmas: {coco["names"]})'
+    )
+  if _ANALYZE.value:
+    analyze_command.analyze_files(
+      [video['files']['jsonl'] for video in result['videos']],
+      log=lambda line: print(line, flush=True),
+    )
   if result['interrupted']:
     sys.exit(130)
 

@@ -230,3 +230,35 @@ def test_the_command_prints_the_counts_and_refuses_bad_flags(squat_truth, tmp_pa
   )
   assert result.returncode != 0
   assert result.stderr.strip().count('\n') == 0 and 'elbow_flexion_left' in result.stderr
+
+
+def test_an_imported_reference_checkpoint_predicts_and_analyses(squat_truth, tmp_path):
+  """The real-world path: the reference's released network (here the committed fixture's,
+  random weights) imported with hpe-import-weights, then predict and analyze on a video."""
+  from hpe_jax.inference import predict_run
+  from hpe_jax.training import reference_run
+
+  workdir = str(tmp_path / 'reference')
+  reference_run.import_reference(
+    os.path.join(os.path.dirname(__file__), 'fixtures', 'torch_import', 'reference_resnet18.npz'),
+    workdir,
+    input_format='rgb',
+    image_size=64,
+    log=lambda line: None,
+  )
+  video = str(squat_truth['folder'] / 'squat.mp4')
+  result = predict_run.predict(
+    [video],
+    workdir=workdir,
+    out_dir=str(tmp_path / 'predictions'),
+    log=lambda line: None,
+    warn=lambda line: None,
+  )
+  jsonl = result['videos'][0]['files']['jsonl']
+  # Random weights score every joint low: --min_score=0 keeps them, so that every file is made.
+  summary = analyze_run.analyze(jsonl, reps='knee_flexion_left', min_score=0.0, log=lambda l: None)
+  assert summary['angles_from'] == '3d' and summary['tracks'][0]['frames'] == 120
+  assert summary['tracks'][0]['angles']['knee_flexion_left']['frames_measured'] == 120
+  assert [os.path.splitext(p)[1] for p in summary['files']['track0']] == ['.trc', '.c3d', '.bvh']
+  with open(summary['files']['report']) as f:
+    assert 'data:video/mp4;base64,' in f.read()  # the overlay hpe-predict wrote, embedded

@@ -1,5 +1,6 @@
 """The demo clip: a readable video as asked, deterministic, people drawn where their labels say,
-walking, and the boxes file that `hpe_jax.predict --boxes` reads; and its command."""
+walking or squatting a given number of times, and the boxes file that `hpe_jax.predict --boxes`
+reads; and its command."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -19,6 +21,11 @@ from hpe_jax.inference import boxes as boxes_lib
 # Tiny, so that the whole file runs in seconds.
 SIZE = {'frames': 12, 'width': 160, 'height': 96, 'fps': 15.0, 'people': 2, 'seed': 3}
 PELVIS = joints.MPII16.index('pelvis')
+# Three squats at 30 fps, each the shortest a clip takes (clip.MIN_REP_SECONDS).
+SQUATS = {'frames': 90, 'width': 64, 'height': 48, 'fps': 30.0, 'people': 2, 'seed': 5}
+REPS = 3
+# (hip, knee, ankle) of either leg.
+LEGS = [[joints.MPII16.index(f'{side}_{j}') for j in ('hip', 'knee', 'ankle')] for side in 'rl']
 
 
 def _decode(path: str) -> list[np.ndarray]:
@@ -54,6 +61,16 @@ def test_the_video_reads_back_as_asked(written):
   assert labels['joints_3d'].shape == (frames, people, 16, 3)
   assert labels['boxes'].shape == (frames, people, 4)
   assert labels['fps'] == SIZE['fps'] and labels['size'] == (SIZE['width'], SIZE['height'])
+
+
+def test_the_video_is_h264_that_browsers_play(written):
+  video, _, _ = written
+  with av.open(video) as container:
+    stream = container.streams.video[0]
+    assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ('h264', 'yuv420p')
+    shape = (stream.frames, stream.width, stream.height)
+    assert shape == (SIZE['frames'], SIZE['width'], SIZE['height'])
+    assert stream.average_rate == SIZE['fps']
 
 
 def test_a_seed_fixes_the_clip(written, tmp_path):
@@ -136,6 +153,57 @@ def test_people_are_drawn_in_their_boxes(written):
   assert difference[~covered].mean() < 8
 
 
+def _knee_flexion(joints_3d: np.ndarray, hip: int, knee: int, ankle: int) -> np.ndarray:
+  """Degrees between thigh and shin (0: a straight leg) in joints_3d (..., 16, 3)."""
+  thigh = joints_3d[..., knee, :] - joints_3d[..., hip, :]
+  shin = joints_3d[..., ankle, :] - joints_3d[..., knee, :]
+  cosine = (thigh * shin).sum(-1) / np.linalg.norm(thigh, axis=-1) / np.linalg.norm(shin, axis=-1)
+  return np.degrees(np.arccos(np.clip(cosine, -1, 1)))
+
+
+def _bends(flexion: np.ndarray) -> int:
+  """How many times flexion (frames,) goes from below 20 degrees to above 80."""
+  count, down = 0, False
+  for degrees in flexion:
+    if not down and degrees > 80:
+      count, down = count + 1, True
+    elif down and degrees < 20:
+      down = False
+  return count
+
+
+def test_people_squat_in_place_as_often_as_asked(tmp_path):
+  labels = clip.write_clip(str(tmp_path / 'squat.mp4'), motion='squat', reps=REPS, **SQUATS)
+  joints_3d = labels['joints_3d']
+  for person in range(SQUATS['people']):
+    for hip, knee, ankle in LEGS:
+      flexion = _knee_flexion(joints_3d[:, person], hip, knee, ankle)
+      assert flexion[0] < 20 and flexion[-1] < 20, flexion
+      assert _bends(flexion) == REPS and flexion.max() < 115, flexion
+      # The feet stay put: the body goes down and up above them.
+      feet = joints_3d[:, person, ankle]
+      assert np.abs(feet - feet[0]).max() < 3
+  uv = labels['joints_2d']
+  assert np.all((uv >= 0) & (uv <= (SQUATS['width'], SQUATS['height'])))
+
+
+@pytest.mark.parametrize(
+  'motion, match',
+  [
+    ({'reps': 3}, r"^reps=3: only squats are counted; ask for motion='squat'"),
+    ({'motion': 'squat', 'reps': 0}, r'^reps=0: .* integer >= 1'),
+    ({'motion': 'squat'}, r'^reps=None: a squat clip needs the number of squats'),
+    ({'motion': 'squat', 'reps': 3, 'frames': 60}, r'^frames=60: too few .* frames >= 90 or'),
+    ({'motion': 'jump'}, r"^motion='jump': expected one of walk, squat"),
+  ],
+)
+def test_bad_motions_are_one_line_errors(tmp_path, motion, match):
+  with pytest.raises(clip.ClipError, match=match) as error:
+    clip.write_clip(str(tmp_path / 'squat.mp4'), **{'frames': 90, 'fps': 30.0, **motion})
+  assert '\n' not in str(error.value)
+  assert not os.listdir(tmp_path)
+
+
 def test_bad_arguments_are_one_line_errors(tmp_path):
   with pytest.raises(clip.ClipError, match=r'\.mp4'):
     clip.write_clip(str(tmp_path / 'walk.avi'), frames=2, width=32, height=32)
@@ -167,7 +235,27 @@ def test_the_command_writes_the_video_and_boxes(tmp_path):
     assert len(json.load(f)) == 4 * 2
 
 
-@pytest.mark.parametrize('out', ['missing/demo.mp4', '/dev/full/demo.mp4', 'demo.avi'])
+# /sys: a directory no one may write in, root included.
+def test_the_command_writes_squats(tmp_path):
+  video = str(tmp_path / 'squat.mp4')
+  flags = ('--motion=squat', '--reps=2', '--frames=16', '--fps=8', '--people=1')
+  truth = tmp_path / 'squat_truth.jsonl'
+  result = _command(f'--out={video}', *flags, '--width=64', '--height=48', f'--truth={truth}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert '1 person, 2 squats each' in result.stdout
+  assert len(_decode(video)) == 16
+  lines = [json.loads(line) for line in truth.read_text().splitlines()]
+  assert [line['frame'] for line in lines] == list(range(16))
+  person = lines[0]['people'][0]
+  assert person['track'] == 0 and person['scores'] == [1.0] * 16
+  assert person['joints_3d'][joints.PELVIS] == [0.0, 0.0, 0.0]  # pelvis-relative, as predicted
+  header = json.loads((tmp_path / 'squat_truth.json').read_text())
+  assert header['fps'] == 8.0 and header['image_size'] == {'width': 64, 'height': 48}
+
+
+@pytest.mark.parametrize(
+  'out', ['missing/demo.mp4', '/dev/full/demo.mp4', '/sys/demo.mp4', 'demo.avi']
+)
 def test_the_command_reports_a_bad_out_in_one_line(tmp_path, out):
   out = out if out.startswith('/') else str(tmp_path / out)
   result = _command(f'--out={out}', '--frames=2', '--width=32', '--height=32')

@@ -6,7 +6,7 @@ p5, p95 of the smoothed angle put the low threshold at p5 + LOW_FRACTION * (p95 
 one at p5 + HIGH_FRACTION * (p95 - p5). The side the angle spends most time on is the rest (for
 knee flexion in squats: low, standing); a repetition leaves the rest band, crosses the far
 threshold and comes back; its start and end are then moved out of the threshold crossings to the
-rest's extremes on either side (as long as the smoothed angle keeps moving towards rest), so that
+rest's extremes on either side (as long as the smoothed angle keeps falling towards rest), so that
 its duration, minimum and maximum span the whole cycle. A movement whose range p95 - p5 is below MIN_RANGE_DEG counts none (a still
 person, jitter), and so does a crossing that never comes back before the clip ends.
 """
@@ -130,10 +130,10 @@ def count(
 
 def _towards_rest(signal: np.ndarray, index: int, step: int, bound: int) -> int:
   """From `index`, steps (-1 back, +1 forward) while the signal keeps falling (towards rest),
-  without passing `bound` or a gap."""
+  without passing `bound` or a gap; it stops at a plateau's edge, where the movement starts."""
   while index != bound:
     following = signal[index + step]
-    if not np.isfinite(following) or following > signal[index]:
+    if not np.isfinite(following) or following >= signal[index]:
       break
     index += step
   return index
