@@ -4,6 +4,7 @@ constructed poses and signals, and a plain numpy restatement on the synthetic cl
 from __future__ import annotations
 
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -260,3 +261,9 @@ def test_a_movement_resting_high_counts_dips():
   time_s, angle = squats(2, noise=0.5)
   found, facts = repetitions.count(time_s, 180 - angle)
   assert len(found) == 2 and facts['rest'] == 'high'
+
+
+def test_the_readme_defines_every_angle_as_the_registry_does():
+  readme = (pathlib.Path(__file__).parent.parent / 'README.md').read_text()
+  for angle in angles.ANGLES:
+    assert f'`{angle.name}`' in readme and f'| {angle.definition} |' in readme, angle.name

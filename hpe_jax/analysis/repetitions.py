@@ -7,8 +7,9 @@ one at p5 + HIGH_FRACTION * (p95 - p5). The side the angle spends most time on i
 knee flexion in squats: low, standing); a repetition leaves the rest band, crosses the far
 threshold and comes back; its start and end are then moved out of the threshold crossings to the
 rest's extremes on either side (as long as the smoothed angle keeps falling towards rest), so that
-its duration, minimum and maximum span the whole cycle. A movement whose range p95 - p5 is below MIN_RANGE_DEG counts none (a still
-person, jitter), and so does a crossing that never comes back before the clip ends.
+its duration, minimum and maximum span the whole cycle. A movement whose range p95 - p5 is below
+MIN_RANGE_DEG counts none (a still person, jitter), and so does a crossing that never comes back
+before the clip ends.
 """
 
 from __future__ import annotations
