@@ -86,6 +86,7 @@ from absl import flags
 
 from hpe_jax import analyze as analyze_command
 from hpe_jax import cli
+from hpe_jax.inference import outputs
 from hpe_jax.inference import tracking
 
 _WORKDIR = flags.DEFINE_string(
@@ -119,7 +120,7 @@ _BOX_THRESHOLD = flags.DEFINE_float(
 _FORMAT = flags.DEFINE_enum(
   'format',
   'json',
-  ['json', 'coco'],
+  list(outputs.FORMATS),
   'json: the per-input files only; coco: also keypoints_coco.json (COCO keypoint results of the '
   'images and video frames: numeric image ids, MPII-16 joints) and keypoints_coco.names.json (the '
   'ids, joint order and OKS sigmas COCOeval needs) in --out_dir.',
@@ -235,7 +236,7 @@ def main(args: list[str]) -> None:
     bbox=[boxes_lib.parse_box(text) for text in _BBOX.value],
     boxes_file=_BOXES.value,
     box_threshold=_BOX_THRESHOLD.value,
-    coco=_FORMAT.value == 'coco',
+    output_format=_FORMAT.value,
     out_dir=_OUT_DIR.value,
     batch_size=_BATCH_SIZE.value,
     smoothing=smoothing,
@@ -243,8 +244,8 @@ def main(args: list[str]) -> None:
     on_video=_print_video,
     log=lambda line: print(line, flush=True),
   )
-  if result['coco']:
-    coco = result['coco']
+  if result['written']:  # --format=coco: write_coco's files
+    coco = result['written']
     people = f'{coco["people"]} {"person" if coco["people"] == 1 else "people"}'
     images = f'{coco["images"]} {"image" if coco["images"] == 1 else "images"}'
     images += ' (video frames included)' if result['videos'] else ''

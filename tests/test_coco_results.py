@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 
 from hpe_jax import joints
-from hpe_jax.inference import image_files
+from hpe_jax.inference import outputs
 from hpe_jax.inference import predict_run
+from hpe_jax.inference import records as records_lib
 
 _WHY = 'pycocotools scores the files: pip install -e ".[test]"'
 coco_api = pytest.importorskip('pycocotools.coco', reason=_WHY)
@@ -64,10 +65,10 @@ def _result(image: str, people: list, image_ids: list | None = None) -> dict:
       'joints_2d': xy,
       'scores': np.ones(joints.NUM_JOINTS),
     }
-    records.append(image_files.person_record(None, prediction))
+    records.append(records_lib.person_record(None, prediction))
     image_id = os.path.basename(image) if image_ids is None else image_ids[index]
     predicted.append({'prediction': prediction, 'image_id': image_id})
-  record = image_files.joints_record(image, (height, width, 3), records, RUN)
+  record = records_lib.joints_record(image, (height, width, 3), records, RUN)
   return {'image': image, 'files': {}, 'record': record, 'people': predicted}
 
 
@@ -99,11 +100,11 @@ def _ground_truth(names: dict, mpii: dict) -> COCO:
 
 def _score(out_dir: str, gt: COCO | None = None, mpii: dict | None = None) -> COCOeval:
   """COCOeval of out_dir's keypoints_coco.json as the names file says to score it."""
-  with open(os.path.join(out_dir, image_files.COCO_NAMES_FILE)) as f:
+  with open(os.path.join(out_dir, outputs.COCO_NAMES_FILE)) as f:
     names = json.load(f)
   gt = gt or _ground_truth(names, mpii)
   with _quiet():
-    E = COCOeval(gt, gt.loadRes(os.path.join(out_dir, image_files.COCO_FILE)), 'keypoints')
+    E = COCOeval(gt, gt.loadRes(os.path.join(out_dir, outputs.COCO_FILE)), 'keypoints')
     E.params.kpt_oks_sigmas = np.array(names['kpt_oks_sigmas'])
     E.evaluate()
     E.accumulate()
@@ -130,14 +131,14 @@ def _predict(mpii: dict, out_dir: str, offset) -> None:
       area = np.prod(xy[mask].max(0) - xy[mask].min(0))
       moved.append(xy + offset(xy, area))
     results.append(_result(image, moved))
-  image_files.write_coco(results, out_dir)
+  outputs.write_coco(results, out_dir)
 
 
 def test_the_names_file_holds_the_mpii16_sigmas_and_numbers_the_images(mpii, tmp_path):
   _predict(mpii, str(tmp_path), lambda xy, area: 0)
-  with open(tmp_path / image_files.COCO_NAMES_FILE) as f:
+  with open(tmp_path / outputs.COCO_NAMES_FILE) as f:
     names = json.load(f)
-  with open(tmp_path / image_files.COCO_FILE) as f:
+  with open(tmp_path / outputs.COCO_FILE) as f:
     results = json.load(f)
   assert names['keypoint_names'] == list(joints.MPII16)
   assert names['kpt_oks_sigmas'] == list(joints.MPII16_OKS_SIGMAS)
@@ -162,8 +163,8 @@ def test_the_names_file_holds_the_mpii16_sigmas_and_numbers_the_images(mpii, tmp
   assert all(len(entry['keypoints']) == 3 * joints.NUM_JOINTS for entry in results)
   # The names file is a COCO file: it loads, and loadRes takes the results against it.
   with _quiet():
-    skeleton = COCO(str(tmp_path / image_files.COCO_NAMES_FILE))
-    assert len(skeleton.loadRes(str(tmp_path / image_files.COCO_FILE)).getAnnIds()) == 5
+    skeleton = COCO(str(tmp_path / outputs.COCO_NAMES_FILE))
+    assert len(skeleton.loadRes(str(tmp_path / outputs.COCO_FILE)).getAnnIds()) == 5
 
 
 def test_the_ground_truth_joints_score_ap_1(mpii, tmp_path):
@@ -213,9 +214,7 @@ def test_boxes_file_ids_are_kept_and_the_other_images_numbered_around_them(mpii,
     _result(third, xy, [2]),  # the first image's id again: numbered
     _result(fifth, xy, [60754485]),
   ]
-  paths = image_files.write_coco(
-    results, str(tmp_path), images=[first, second, third, skipped, fifth]
-  )
+  paths = outputs.write_coco(results, str(tmp_path), images=[first, second, third, skipped, fifth])
   assert (paths['people'], paths['images']) == (5, 5)
   with open(paths['names']) as f:
     names = json.load(f)
@@ -255,16 +254,16 @@ def test_predicting_images_and_a_video_writes_results_cocoeval_scores(tmp_path):
     [images[0], clip, images[1]],
     workdir=workdir,
     bbox=[None, None, (20, 10, 60, 100)],
-    coco=True,
+    output_format='coco',
     out_dir=out_dir,
     batch_size=2,
     log=lambda line: None,
     warn=lambda line: None,
   )
-  assert result['coco']['people'] == 5 and result['coco']['images'] == 5
-  with open(result['coco']['names']) as f:
+  assert result['written']['people'] == 5 and result['written']['images'] == 5
+  with open(result['written']['names']) as f:
     names = json.load(f)
-  with open(result['coco']['results']) as f:
+  with open(result['written']['results']) as f:
     entries = json.load(f)
   listed = [(i['id'], i['file_name'], i.get('frame')) for i in names['images']]
   assert listed == [

@@ -17,7 +17,8 @@ from hpe_jax import errors
 from hpe_jax import inference
 from hpe_jax.inference import export_run
 from hpe_jax.inference import exported
-from hpe_jax.inference import image_files
+from hpe_jax.inference import image_io
+from hpe_jax.inference import predict_run
 from hpe_jax.models import xla_cpu
 from hpe_jax.storage import checkpoint
 
@@ -77,7 +78,7 @@ def test_exported_model_predicts_as_the_live_model_on_real_photos(models):
     live.step,
   )
   for path in _real_photos(3):
-    image = image_files.read_image(path)
+    image = image_io.read_image(path)
     for box in (None, BOX):
       want, got = live.predict(image, box), deployed.predict(image, box)
       assert set(got) == set(want) == {'joints_2d', 'scores', 'box_center', 'box_side', 'joints_3d'}
@@ -126,7 +127,7 @@ def test_load_exported_runs_without_flax_or_model_code(model_file):
 
 def test_predict_files_with_an_exported_model(model_file, tmp_path):
   [photo] = _real_photos(1)
-  [result] = image_files.predict_files(
+  [result] = predict_run.predict_files(
     None, [photo], [BOX], out_dir=str(tmp_path / 'out'), model=model_file
   )
   assert result['record']['run']['model'] == model_file

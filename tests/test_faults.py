@@ -33,7 +33,8 @@ from hpe_jax.data import features
 from hpe_jax.data.builders import base
 from hpe_jax.data.builders import lsp
 from hpe_jax.data.builders import mpii
-from hpe_jax.inference import image_files
+from hpe_jax.inference import predict_run
+from hpe_jax.inference import records as records_lib
 from hpe_jax.storage import checkpoint
 from hpe_jax.storage import workdir as workdir_lib
 from hpe_jax.training import step as step_lib
@@ -617,16 +618,16 @@ def test_boxes_off_the_image_or_absurdly_large_name_the_image(
   photo = str(tmp_path / 'photo.jpg')
   cv2.imwrite(photo, np.full((120, 100, 3), 128, np.uint8))
   with pytest.raises(ValueError, match=f'{photo}: box .* {message} 100 x 120 image'):
-    image_files.predict_files(tiny_depth_run, [photo], [box], out_dir=str(tmp_path / 'out'))
+    predict_run.predict_files(tiny_depth_run, [photo], [box], out_dir=str(tmp_path / 'out'))
 
 
 def test_low_scores_warn_in_the_json_and_on_stderr(tiny_depth_run, tmp_path, capsys):
-  assert image_files.low_confidence_warning(np.array([0.05, 0.31, 0.1])) == ''
-  warning = image_files.low_confidence_warning(np.full(16, 0.01))
+  assert records_lib.low_confidence_warning(np.array([0.05, 0.31, 0.1])) == ''
+  warning = records_lib.low_confidence_warning(np.full(16, 0.01))
   assert warning.startswith('no joint scores above 0.3 (best 0.01)')
   photo = str(tmp_path / 'flat.jpg')
   cv2.imwrite(photo, np.full((64, 64, 3), 128, np.uint8))
-  [result] = image_files.predict_files(tiny_depth_run, [photo], out_dir=str(tmp_path / 'out'))
+  [result] = predict_run.predict_files(tiny_depth_run, [photo], out_dir=str(tmp_path / 'out'))
   # 6 steps of training, a flat grey image
   assert np.max(result['people'][0]['prediction']['scores']) < 0.3
   assert result['record']['people'][0]['warning'].startswith('no joint scores above 0.3')

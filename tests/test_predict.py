@@ -23,7 +23,8 @@ from hpe_jax import errors
 from hpe_jax import inference
 from hpe_jax import joints
 from hpe_jax.inference import boxes
-from hpe_jax.inference import image_files
+from hpe_jax.inference import outputs as outputs_lib
+from hpe_jax.inference import predict_run
 from hpe_jax.inference import visualize
 from hpe_jax.storage import checkpoint
 from hpe_jax.training import step as step_lib
@@ -85,7 +86,7 @@ def cli_run(tmp_path_factory):
   )
   assert process.returncode == 0, process.stderr
   outputs = [
-    image_files.output_paths(os.path.join(workdir, 'predictions'), p) for p in (photo, boxed)
+    outputs_lib.output_paths(os.path.join(workdir, 'predictions'), p) for p in (photo, boxed)
   ]
   records = []
   for files in outputs:
@@ -213,14 +214,14 @@ def test_two_images_whose_outputs_would_collide_are_refused_before_loading(tmp_p
     cv2.imwrite(str(tmp_path / folder / 'photo.png'), np.zeros((8, 8, 3), np.uint8))
   paths = [str(tmp_path / 'a' / 'photo.png'), str(tmp_path / 'b' / 'photo.png')]
   with pytest.raises(ValueError, match='would both write .*photo.json'):
-    image_files.predict_files(str(tmp_path / 'no_run'), paths, out_dir=str(tmp_path / 'out'))
+    predict_run.predict_files(str(tmp_path / 'no_run'), paths, out_dir=str(tmp_path / 'out'))
 
 
 def test_a_2d_only_run_writes_the_overlay_and_2d_json_and_says_3d_needs_fine_tuning(tmp_path):
   workdir = _make_run(str(tmp_path / 'run2d'), depth=False)
   image = _photo(str(tmp_path))
   out_dir = str(tmp_path / 'out')
-  [result] = image_files.predict_files(workdir, [image], [BOX], out_dir=out_dir)
+  [result] = predict_run.predict_files(workdir, [image], [BOX], out_dir=out_dir)
   assert result['files']['3d'] is None
   assert sorted(os.listdir(out_dir)) == sorted(
     os.path.basename(p) for p in (result['files']['2d'], result['files']['json'])
@@ -333,7 +334,7 @@ def people_run(tiny_depth_run, tmp_path_factory):
     cwd=REPO,
   )
   assert process.returncode == 0, process.stderr
-  outputs = {p: image_files.output_paths(out_dir, p) for p in (two, edge, empty)}
+  outputs = {p: outputs_lib.output_paths(out_dir, p) for p in (two, edge, empty)}
   records = {}
   for path in (two, edge):
     with open(outputs[path]['json']) as f:

@@ -26,7 +26,7 @@ from hpe_jax.analysis import motion_files
 from hpe_jax.analysis import repetitions
 from hpe_jax.analysis import report
 from hpe_jax.analysis import up as up_lib
-from hpe_jax.inference import image_files
+from hpe_jax.inference import outputs
 from hpe_jax.inference import visualize
 
 # A track seen in fewer frames is skipped (stated in the summary): too short for a movement.
@@ -212,7 +212,7 @@ def _write_csv(path: str, header: list[str], columns: list[np.ndarray], formats:
     with open(path, 'w') as f:
       f.write(','.join(header) + '\n' + text)
   except OSError as e:
-    raise AnalysisError(image_files.cannot_write(path, e)) from None
+    raise AnalysisError(outputs.cannot_write(path, e)) from None
 
 
 def check_options(up: str, reps: str | None, skeleton: str) -> None:
@@ -430,7 +430,7 @@ def _write_text(path: str, text: str) -> None:
     with open(path, 'w') as f:
       f.write(text)
   except OSError as e:
-    raise AnalysisError(image_files.cannot_write(path, e)) from None
+    raise AnalysisError(outputs.cannot_write(path, e)) from None
 
 
 def _track_rows(tracks: list[Track], columns) -> tuple[np.ndarray, list]:

@@ -29,7 +29,7 @@ import numpy as np
 
 from hpe_jax import errors
 from hpe_jax.analysis import angles as angles_lib
-from hpe_jax.inference import image_files
+from hpe_jax.inference import outputs
 
 # Videos up to this size are embedded in report.html; a data: URI adds a third, and browsers
 # hold the whole page in memory.
@@ -259,7 +259,7 @@ def _save_atomically(path: str, write) -> None:
   except OSError as e:
     if os.path.exists(temporary):
       os.remove(temporary)
-    raise ReportError(image_files.cannot_write(path, e)) from None
+    raise ReportError(outputs.cannot_write(path, e)) from None
 
 
 def plot_angles(

@@ -9,14 +9,21 @@ imports no hpe_jax.training; training's evaluation uses its predict step).
   crops.py        the square crop around a person box and back to image pixels (numpy, OpenCV)
   boxes.py        person boxes from a detector's COCO results file, and box checks
   readout.py      the flip test, heatmap readout and jit-compiled predict step
+  pose_model.py   what predicting asks of a model, loaded either way (`PoseModel`, a Protocol)
   predictor.py    load a run (`load`, `load_run_config`) and predict (`Predictor`)
   export_run.py   a run's predict step serialised with jax.export, weights included (`export`)
   exported.py     load and run such a file with jax and numpy alone (`load_exported`)
-  image_files.py  predict on image files and save pictures and JSON (`predict_files`)
+  loading.py      a run's or an exported model for predicting, and the record naming it
+  image_io.py     image files read and written (`ImageError`)
+  inputs.py       a prediction's images, videos, camera and boxes, checked before the model loads
+  records.py      the JSON records of a person, an image and a video
+  outputs.py      where outputs go, each image's JSON, and --format's files (`write_coco`)
+  image_loop.py   predict on image files and save pictures and JSON
   video.py        predict on a video or camera: threaded decoding and writing (`predict_video`)
   video_writer.py H.264 MP4 files browsers play, through PyAV (`H264Writer`)
   tracking.py     people tracked across frames, One-Euro smoothing (numpy)
-  predict_run.py  images, videos and a camera in one call, what `hpe_jax.predict` runs
+  predict_run.py  images, videos and a camera in one call (`predict_files`: images alone),
+                  what `hpe_jax.predict` runs
   visualize.py    draw the 2D skeleton over an image, plot the 3D one
 
 The names below are imported on first use, so that `load_exported` runs without Flax or the
@@ -33,8 +40,9 @@ _NAMES = {
   'BoxError': 'boxes',
   'read_boxes': 'boxes',
   'person_square': 'crops',
-  'ImageError': 'image_files',
-  'predict_files': 'image_files',
+  'ImageError': 'image_io',
+  'predict_files': 'predict_run',
+  'PoseModel': 'pose_model',
   'predict_video': 'video',
   'Predictor': 'predictor',
   'load': 'predictor',

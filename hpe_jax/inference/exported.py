@@ -27,7 +27,7 @@ from jax import export as jax_export
 import numpy as np
 
 from hpe_jax import errors
-from hpe_jax.inference import crops
+from hpe_jax.inference import pose_model
 
 FORMAT = 'hpe_jax.exported_model'
 FORMAT_VERSION = 1
@@ -40,9 +40,9 @@ class ExportError(errors.HpeError, ValueError):
   """An exported model cannot be written or read; the message names the file and the fix."""
 
 
-class ExportedModel:
-  """An exported model ready for inference, with `Predictor`'s `predict` and `predict_inputs`;
-  make one with `load_exported`."""
+class ExportedModel(pose_model.PoseModel):
+  """An exported model ready for inference, as a run's `Predictor` is; make one with
+  `load_exported`."""
 
   def __init__(self, path: str, header: dict, exported: jax_export.Exported, weights: list):
     self.path = path
@@ -75,16 +75,8 @@ class ExportedModel:
     """The training step of the exported weights."""
     return int(self.header['step'])
 
-  def predict_inputs(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
-    """Runs the network on model inputs, as `Predictor.predict_inputs`.
-
-    Args:
-      inputs: (N, S, S, 3) uint8 RGB, S = image_size.
-    Returns:
-      pred_xy (N, 16, 2) input pixels, pred_peak (N, 16) heatmap maxima, and for models with
-      depth pred_depth (N, 16) root-relative depth in units of the input side.
-    """
-    inputs = crops.check_model_inputs(inputs, self.image_size)
+  def run_network(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+    """`predict_inputs` (`pose_model.PoseModel`'s) in one call of the exported module."""
     # The batch dimension is symbolic: any N runs (compiled once per N).
     try:
       outputs = self._call(self.weights, inputs.astype(np.uint8))
@@ -92,15 +84,10 @@ class ExportedModel:
       if 'compile option' not in str(e) or not hasattr(self, '_plain_call'):
         raise
       # A jaxlib that no longer knows an option the file names: XLA's defaults (slower).
-      warnings.warn(f"{self.path}: {e}; compiling with XLA's default options", stacklevel=2)
+      warnings.warn(f"{self.path}: {e}; compiling with XLA's default options", stacklevel=3)
       self._call = self._plain_call
       outputs = self._call(self.weights, inputs.astype(np.uint8))
     return {key: np.asarray(value) for key, value in outputs.items()}
-
-  def predict(self, image: np.ndarray, box=None) -> dict[str, np.ndarray]:
-    """Predicts the pose of one person: `crops.predict_person` (its doc has the arguments and
-    the result) with this model."""
-    return crops.predict_person(self.predict_inputs, self.image_size, image, box)
 
 
 def read_header(path: str) -> dict:

@@ -1,19 +1,22 @@
 """What `python -m hpe_jax.predict` does with its inputs: images, videos and a camera checked
-before the model loads, the model loaded once, then every image (`image_files.predict_files`) and
-every video or camera (`video.predict_video`) predicted into one output directory, and with
-`coco` all of their people written last as COCO keypoint results (`image_files.write_coco`).
+before the model loads (`inputs.check`), the model loaded once (`loading.load_model`), then every
+image (`image_loop.predict_images`) and every video or camera (`video.predict_video`) predicted
+into one output directory, and last what the output format adds (`outputs.FORMATS`: with coco,
+all of their people as COCO keypoint results).
 
   result = predict_run.predict(['a.jpg', 'walk.mp4'], workdir='runs/finetune')
+  results = predict_run.predict_files('runs/finetune', ['a.jpg', 'b.jpg'], [(x, y, w, h)])
 """
 
 from __future__ import annotations
 
-import os
 from typing import Callable
 from typing import Sequence
 
-from hpe_jax.inference import boxes as boxes_lib
-from hpe_jax.inference import image_files
+from hpe_jax.inference import image_loop
+from hpe_jax.inference import inputs
+from hpe_jax.inference import loading
+from hpe_jax.inference import outputs
 from hpe_jax.inference import tracking
 from hpe_jax.inference import video
 
@@ -25,17 +28,18 @@ def predict(
   model: str | None = None,
   step=None,
   camera: int | None = None,
-  bbox: Sequence = (),
+  bbox: Sequence | None = (),
   boxes_file: str | None = None,
   box_threshold: float = 0.5,
-  coco: bool = False,
+  output_format: str = 'json',
+  images_only: bool = False,
   out_dir: str | None = None,
   batch_size: int | None = None,
   smoothing: tracking.OneEuroParams | None = None,
   on_image: Callable[[dict], None] | None = None,
   on_video: Callable[[dict], None] | None = None,
   log: Callable[[str], None] = print,
-  warn: Callable[[str], None] = image_files.warn,
+  warn: Callable[[str], None] = outputs.warn,
 ) -> dict:
   """Predicts every person of `paths` (images and videos, told apart by `video.is_video`) and of
   `camera`, with a run's `workdir` (at `step`) or an exported `model`.
@@ -44,72 +48,57 @@ def predict(
     bbox: person boxes (x, y, w, h) or None: one for every input, or one per input in order
       (the camera last).
     boxes_file, box_threshold: a detector's boxes (`boxes.read_boxes`) instead of `bbox`.
-    coco: also write every person of the images and of the videos' and camera's frames as COCO
-      keypoint results, once every input is done (`image_files.write_coco`: numeric image ids,
-      the frames numbered after the images).
-    out_dir: the output directory; None: `image_files.default_out_dir`.
+    output_format: a name of outputs.FORMATS: json (the per-input files only) or coco (also every
+      person of the images and of the videos' and camera's frames as COCO keypoint results, once
+      every input is done: `outputs.write_coco`, numeric image ids, the frames numbered after
+      the images).
+    images_only: every path is an image, whatever its extension.
+    out_dir: the output directory; None: `outputs.default_out_dir`.
     batch_size: people per device call; None: video.DEFAULT_BATCH_SIZE, 1 with a camera.
     smoothing: One-Euro parameters for videos and the camera; None: raw per-frame poses.
     on_image, on_video: called with each image's result as it is saved, each video's summary.
     log, warn: take the videos' progress lines and the warnings.
   Returns:
-    {'images': predict_files' results, 'coco': write_coco's result or None, 'videos': the
-    summaries, 'interrupted': whether Ctrl-C stopped a video file (the videos after it are not
-    predicted; a camera ends with Ctrl-C)}.
+    {'images': image_loop.predict_images' results, 'written': the output format's writer's result
+    (write_coco's) or None, 'videos': the summaries, 'interrupted': whether Ctrl-C stopped a
+    video file (the videos after it are not predicted; a camera ends with Ctrl-C)}.
   Raises:
+    ValueError: not exactly one of `workdir` and `model`, or an output format outputs.FORMATS
+      does not name.
     ImageError, VideoError, BoxError: an input, box or output that cannot be used (inputs and
       boxes before the model loads).
     CheckpointError, ExportError: no usable model.
   """
-  videos = [path for path in paths if video.is_video(path)]
-  images = [path for path in paths if not video.is_video(path)]
-  cameras = [] if camera is None else [camera]
-  inputs = [*paths, *cameras]
-  box_per_input = dict(zip(inputs, image_files.boxes_per_image(bbox, len(inputs))))
-  out_dir = out_dir or image_files.default_out_dir(workdir, model)
-  image_files.check_inputs(images, out_dir)
-  stems = {os.path.splitext(os.path.basename(path))[0]: path for path in images}
-  frame_boxes = {}
-  if boxes_file is not None and videos:
-    frame_boxes = boxes_lib.read_boxes(boxes_file, images, box_threshold, videos).per_video
-  sources = []
+  if (workdir is None) == (model is None):
+    raise ValueError('predict takes either a workdir or an exported model')
+  if output_format not in outputs.FORMATS:
+    raise ValueError(f'output format {output_format!r}: expected one of {list(outputs.FORMATS)}')
+  out_dir = out_dir or outputs.default_out_dir(workdir, model)
+  checked = inputs.check(
+    paths,
+    out_dir,
+    camera=camera,
+    bbox=bbox,
+    boxes_file=boxes_file,
+    box_threshold=box_threshold,
+    images_only=images_only,
+  )
+  pending = list(checked.videos)
   try:
-    for video_input in [*videos, *cameras]:
-      source = video.open_source(video_input)
-      sources.append((video_input, source))
-      if source.stem in stems:
-        raise video.VideoError(
-          f'{stems[source.stem]} and {source.name} would both write '
-          f'{video.output_paths(out_dir, source.stem)["json"]}: rename one or predict them in '
-          'separate calls with different --out_dir'
-        )
-      stems[source.stem] = source.name
-    batch_size = batch_size or (1 if cameras else video.DEFAULT_BATCH_SIZE)
-    predictor, run = image_files.load_model(workdir, model, batch_size, step=step)
-    image_files.make_out_dir(out_dir)
-    result = {'images': [], 'coco': None, 'videos': [], 'interrupted': False}
-    if images:
-      result['images'] = image_files.predict_files(
-        workdir,
-        images,
-        [box_per_input[path] for path in images] if bbox else None,
-        out_dir,
-        on_saved=on_image,
-        model=model,
-        boxes_file=boxes_file,
-        box_threshold=box_threshold,
-        predictor=predictor,
-        run=run,
-      )
-    while sources:
-      video_input, source = sources.pop(0)
+    batch_size = batch_size or (1 if camera is not None else video.DEFAULT_BATCH_SIZE)
+    loaded, run = loading.load_model(workdir, model, batch_size, step=step)
+    outputs.make_out_dir(out_dir)
+    images = image_loop.predict_images(loaded, run, checked.people, out_dir, on_saved=on_image)
+    result = {'images': images, 'written': None, 'videos': [], 'interrupted': False}
+    while pending:
+      given = pending.pop(0)
       summary = video.predict_video(
-        predictor,
-        source,
+        loaded,
+        given.source,
         out_dir,
         run=run,
-        box=box_per_input[video_input],
-        frame_boxes=frame_boxes.get(video_input) if boxes_file is not None else None,
+        box=given.box,
+        frame_boxes=given.frame_boxes,
         smoothing=smoothing,
         batch_size=batch_size,
         log=log,
@@ -118,16 +107,68 @@ def predict(
       result['videos'].append(summary)
       if on_video:
         on_video(summary)
-      if summary['interrupted'] and not source.live:
+      if summary['interrupted'] and not given.source.live:
         result['interrupted'] = True
-        if sources:
-          warn(f'not predicted: {", ".join(s.name for _, s in sources)}')
+        if pending:
+          warn(f'not predicted: {", ".join(v.source.name for v in pending)}')
         break
-    if coco:  # after Ctrl-C too: the frames done
-      result['coco'] = image_files.write_coco(
-        result['images'], out_dir, images=images, videos=result['videos']
+    write = outputs.FORMATS[output_format]
+    if write:  # after Ctrl-C too: the frames done
+      result['written'] = write(
+        result['images'], out_dir, images=checked.images, videos=result['videos']
       )
     return result
   finally:
-    for _, source in sources:  # those not predicted (predict_video releases its own)
-      source.capture.release()
+    for given in pending:  # those not predicted (predict_video releases its own)
+      given.source.capture.release()
+
+
+def predict_files(
+  workdir: str | None,
+  paths: Sequence[str],
+  boxes: Sequence | None = None,
+  out_dir: str | None = None,
+  on_saved: Callable[[dict], None] | None = None,
+  *,
+  model: str | None = None,
+  boxes_file: str | None = None,
+  box_threshold: float = 0.5,
+) -> list[dict]:
+  """Predicts every person of every image with the run in `workdir` (or the exported `model`)
+  and saves the image's outputs (`image_loop`'s module doc): `predict` on images alone.
+
+  Args:
+    workdir: a trained run's directory; None with `model`.
+    paths: image files, whatever their extension.
+    boxes: None (every image whole), a list of one (x, y, w, h) box for all images, or a list of
+      one box per image (None: that image whole); pixels, (x, y) the top-left corner. One
+      person per image.
+    out_dir: the output directory; None: `outputs.default_out_dir`.
+    on_saved: called with each result as soon as its files are written.
+    model: instead of `workdir`, a file of `python -m hpe_jax.export` (`exported.load_exported`:
+      neither Flax nor the model code is imported).
+    boxes_file: instead of `boxes`, a detector's boxes file (`boxes.read_boxes`): every kept box
+      is a person; images without one are skipped with a warning, boxes wholly outside their
+      image too.
+    box_threshold: the lowest detector score of `boxes_file` kept.
+  Returns:
+    `image_loop.predict_images`' results, per predicted image.
+  Raises:
+    ImageError: an unreadable image, a bad box or box count (before the model loads), an output
+      directory that cannot be created, or a file that cannot be written.
+    BoxError: a bad box or boxes file, or one with no box kept (before the model loads).
+    CheckpointError: `workdir` holds no usable run.
+    ExportError: `model` is not an exported model this version reads.
+  """
+  result = predict(
+    paths,
+    workdir=workdir,
+    model=model,
+    bbox=boxes,
+    boxes_file=boxes_file,
+    box_threshold=box_threshold,
+    images_only=True,
+    out_dir=out_dir,
+    on_image=on_saved,
+  )
+  return result['images']

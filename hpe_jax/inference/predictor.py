@@ -22,7 +22,7 @@ import numpy as np
 from hpe_jax import default_config
 from hpe_jax import errors
 from hpe_jax import models
-from hpe_jax.inference import crops
+from hpe_jax.inference import pose_model
 from hpe_jax.inference import readout
 from hpe_jax.storage import checkpoint
 from hpe_jax.storage import workdir as workdir_lib
@@ -48,8 +48,8 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 @dataclasses.dataclass
-class Predictor:
-  """A trained model ready for inference; make one with `load`."""
+class Predictor(pose_model.PoseModel):
+  """A trained run's model ready for inference; make one with `load`."""
 
   config: ml_collections.ConfigDict  # the run's; config.eval sets the readout
   step: int  # the training step of the loaded weights
@@ -87,16 +87,8 @@ class Predictor:
   def has_depth(self) -> bool:
     return bool(self.config.model.depth)
 
-  def predict_inputs(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
-    """Runs the network on model inputs.
-
-    Args:
-      inputs: (N, S, S, 3) uint8 RGB, S = image_size.
-    Returns:
-      pred_xy (N, 16, 2) input pixels, pred_peak (N, 16) heatmap maxima, and for models with
-      depth pred_depth (N, 16) root-relative depth in units of the input side.
-    """
-    inputs = crops.check_model_inputs(inputs, self.image_size)
+  def run_network(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+    """`predict_inputs` (`pose_model.PoseModel`'s) in device calls of at most batch_size."""
     parts = []
     for start in range(0, len(inputs), self.batch_size):
       chunk = inputs[start : start + self.batch_size]
@@ -116,11 +108,6 @@ class Predictor:
     devices = self.mesh.size
     size = devices * 2 ** max(0, math.ceil(math.log2(-(-count // devices))))
     return min(size, self.batch_size)
-
-  def predict(self, image: np.ndarray, box=None) -> dict[str, np.ndarray]:
-    """Predicts the pose of one person: `crops.predict_person` (its doc has the arguments and
-    the result) with this model."""
-    return crops.predict_person(self.predict_inputs, self.image_size, image, box)
 
 
 def load(
@@ -144,7 +131,7 @@ def load(
   """
   config = load_run_config(workdir)
   try:
-    best = default_config.keep_best_rule(config)
+    best = default_config.describe(config).keep_best
   except errors.ConfigError as e:
     raise checkpoint.CheckpointError(f'{workdir}/config.json: {e}') from None
   _, step = checkpoint.find_checkpoint(

@@ -37,7 +37,9 @@ from hpe_jax import errors
 from hpe_jax import progress
 from hpe_jax.inference import boxes as boxes_lib
 from hpe_jax.inference import crops
-from hpe_jax.inference import image_files
+from hpe_jax.inference import outputs
+from hpe_jax.inference import pose_model
+from hpe_jax.inference import records
 from hpe_jax.inference import tracking
 from hpe_jax.inference import video_writer
 from hpe_jax.inference import visualize
@@ -273,7 +275,7 @@ class FrameWriter(_Worker):
     try:
       self.jsonl = open(paths['jsonl'], 'w')
     except OSError as e:
-      raise VideoError(image_files.cannot_write(paths['jsonl'], e)) from None
+      raise VideoError(outputs.cannot_write(paths['jsonl'], e)) from None
     try:
       self.video = video_writer.H264Writer(paths['mp4'], source.fps, source.width, source.height)
     except video_writer.VideoWriteError as e:
@@ -287,7 +289,7 @@ class FrameWriter(_Worker):
       with open(self.paths['json'], 'w') as f:
         json.dump(header, f, indent=2)
     except OSError as e:
-      raise VideoError(image_files.cannot_write(self.paths['json'], e)) from None
+      raise VideoError(outputs.cannot_write(self.paths['json'], e)) from None
 
   def work(self) -> None:
     while True:
@@ -298,39 +300,39 @@ class FrameWriter(_Worker):
 
   def _write(self, item: _Predicted) -> None:
     frame = item.frame
-    poses, boxes, records = [], [], []
-    for box, _, crop, outputs, _ in item.people:
-      poses.append(crops.person_pose(crop, outputs))
+    poses, boxes, persons = [], [], []
+    for box, _, crop, person_outputs, _ in item.people:
+      poses.append(crops.person_pose(crop, person_outputs))
       if box is None:  # the whole frame: the square the model saw
         x, y = crop.center + 0.5 - crop.side / 2
         box = (x, y, crop.side, crop.side)
       boxes.append(box)
     track_ids, poses = self.tracker.update(frame.time_s, boxes, poses)
     for (box, box_score, _, _, warnings), pose, track in zip(item.people, poses, track_ids):
-      person = image_files.person_record(box, pose, box_score)
+      person = records.person_record(box, pose, box_score)
       person['track'] = track
-      low = image_files.low_confidence_warning(pose['scores'])
+      low = records.low_confidence_warning(pose['scores'])
       if low:
         warnings = [*warnings, low]
         if not self.unconfident or self.unconfident[-1] != frame.index:
           self.unconfident.append(frame.index)
       if warnings:
         person['warning'] = '; '.join(warnings)
-      records.append(person)
-    overlay = visualize.draw_people(frame.image, records)
+      persons.append(person)
+    overlay = visualize.draw_people(frame.image, persons)
     try:
       self.video.write(overlay)
     except video_writer.VideoWriteError as e:
       raise VideoError(str(e)) from None
-    line = {'frame': frame.index, 'time_s': round(frame.time_s, 4), 'people': records}
-    for person in records:  # shorter lines; the digits dropped are below the model's precision
+    line = {'frame': frame.index, 'time_s': round(frame.time_s, 4), 'people': persons}
+    for person in persons:  # shorter lines; the digits dropped are below the model's precision
       for key, digits in _DIGITS.items():
         if person[key] is not None:
           person[key] = np.round(np.asarray(person[key]), digits).tolist()
     try:
       self.jsonl.write(json.dumps(line) + '\n')
     except OSError as e:
-      raise VideoError(image_files.cannot_write(self.paths['jsonl'], e)) from None
+      raise VideoError(outputs.cannot_write(self.paths['jsonl'], e)) from None
     self.written += 1
 
   def close(self) -> None:
@@ -347,7 +349,7 @@ class FrameWriter(_Worker):
     try:
       self.jsonl.close()
     except OSError as e:
-      raise VideoError(image_files.cannot_write(self.paths['jsonl'], e)) from None
+      raise VideoError(outputs.cannot_write(self.paths['jsonl'], e)) from None
     self._write_header(frames=self.written)
     if self.error is not None:
       raise self.error
@@ -372,7 +374,7 @@ def _progress_line(source: Source, written: int, rate: float | None) -> str:
 
 
 def predict_video(
-  predictor,
+  predictor: pose_model.PoseModel,
   source: Source,
   out_dir: str,
   *,
@@ -387,7 +389,7 @@ def predict_video(
   """Predicts every frame of `source` and writes its files (module doc).
 
   Args:
-    predictor: an `inference.load` or `inference.load_exported` model.
+    predictor: a run's or an exported model (`loading.load_model`).
     source: from `open_source`; read to its end (a camera: until Ctrl-C).
     out_dir: an existing directory.
     run: {'workdir' or 'model', 'step', 'depth'}: the model, as the records name it.
@@ -404,7 +406,7 @@ def predict_video(
     VideoError: an output file cannot be written (the files keep the frames before it).
   """
   paths = output_paths(out_dir, source.stem)
-  header = image_files.joints_record(source.name, (source.height, source.width), [], run)
+  header = records.joints_record(source.name, (source.height, source.width), [], run)
   del header['people'], header['image']
   header = {
     'video': source.name,
@@ -434,9 +436,9 @@ def predict_video(
       padding = -len(inputs) % batch_size  # one compiled shape, whatever the count
       if padding:
         inputs = np.concatenate([inputs, np.repeat(inputs[-1:], padding, axis=0)])
-      outputs = predictor.predict_inputs(inputs)
+      model_outputs = predictor.predict_inputs(inputs)
       for i, person in enumerate(people):
-        person[3] = {key: value[i] for key, value in outputs.items()}
+        person[3] = {key: value[i] for key, value in model_outputs.items()}
     for item in pending:
       item.people = [tuple(p) for p in item.people]
       if not writer.put(item):

@@ -113,7 +113,7 @@ def draw_people(image: np.ndarray, people) -> np.ndarray:
   Args:
     image: (H, W, 3) uint8 RGB.
     people: records with 'box' ((x, y, w, h) or None), 'joints_2d' (16, 2) and 'scores' (16,),
-      as image_files.person_record writes them.
+      as records.person_record writes them.
   Returns:
     (H, W, 3) uint8 RGB.
   """

@@ -54,7 +54,7 @@ def _frames_file(folder: str) -> tuple[str, int]:
   clip.write_truth(labels, os.path.join(folder, 'piece.jsonl'))
   with open(os.path.join(folder, 'piece.jsonl')) as f:
     lines = [json.loads(line) for line in f]
-  # Every field hpe-predict writes (image_files.person_record), with 4-decimal scores: its
+  # Every field hpe-predict writes (records.person_record), with 4-decimal scores: its
   # lines' length, which the parsing time follows.
   rng = np.random.default_rng(0)
   for line in lines:

@@ -1,0 +1,30 @@
+"""The model of a prediction, loaded from a run's workdir or from an exported file, with the
+record of which model it is that every output names (`load_model`)."""
+
+from __future__ import annotations
+
+from hpe_jax.inference import pose_model
+
+
+def load_model(
+  workdir: str | None, model: str | None, batch_size: int | None = None, step=None
+) -> tuple[pose_model.PoseModel, dict]:
+  """-> (the model of a run's `workdir` or of an exported `model` file, the record of which
+  model it is: {'workdir' or 'model', 'step', 'depth'}). `batch_size`: people per device call of
+  a run's model (an exported one takes any); `step`: the run's step as `predictor.load` takes it.
+
+  Raises:
+    CheckpointError: `workdir` holds no usable run.
+    ExportError: `model` is not an exported model this version reads.
+  """
+  # pylint: disable=g-import-not-at-top  (jax loads once the inputs are checked, so that their
+  # errors come at once; Flax and the model code only for a run: an export runs without them)
+  if model:
+    from hpe_jax.inference import exported
+
+    loaded = exported.load_exported(model)
+    return loaded, {'model': model, 'step': loaded.step, 'depth': loaded.has_depth}
+  from hpe_jax.inference import predictor
+
+  loaded = predictor.load(workdir, step=step, batch_size=batch_size)
+  return loaded, {'workdir': workdir, 'step': loaded.step, 'depth': loaded.has_depth}
