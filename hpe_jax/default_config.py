@@ -5,6 +5,7 @@ Each field can be overridden on the command line: `--config.train.batch_size=64`
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import re
@@ -191,10 +192,37 @@ def parse_list(spec: str) -> list[str]:
   return [item.strip() for item in spec.split(',') if item.strip()]
 
 
-def mixing_weights(data: ml_collections.ConfigDict, role: str) -> list[float] | None:
-  """data.weights_{role} ('2d' or '3d'): '3,1' -> [0.75, 0.25]; '' -> None (mix the sources in
-  proportion to their sizes). Raises ConfigError unless it has one non-negative number per source
-  of data.train_{role}, not all 0."""
+@dataclasses.dataclass(frozen=True)
+class Sources:
+  """The training datasets of one role ('2d' or '3d') and their part of every batch."""
+
+  specs: tuple[str, ...]  # 'dataset[/config][:split]' names as given; () for none
+  weights: tuple[float, ...] | None  # each source's share, summing to 1; None: by their sizes
+  batch_size: int  # samples of this role in every global batch (0 without sources)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """The run a config describes, its string fields parsed once, here (`describe`; `validate`
+  returns it): the input pipeline, the train loop and scoring take it. Its other fields (model,
+  train, data.augment, ...) are read from `config`."""
+
+  config: ml_collections.ConfigDict = dataclasses.field(compare=False, repr=False)
+  train_2d: Sources
+  train_3d: Sources
+  eval_dataset: str  # data.eval, the held-out dataset[:split]; '' for no evaluation
+  keep_best: tuple[str, str] | None  # train.keep_best as (metric, 'min' or 'max'); None: none
+  init_from: str  # a run whose weights start this one; '' for none
+  init_step: int | str | None  # init_from's checkpoint: None the newest, a step, or BEST
+
+  def sources(self, role: str) -> Sources:
+    return self.train_2d if role == '2d' else self.train_3d
+
+
+def _mixing_weights(data: ml_collections.ConfigDict, role: str) -> tuple[float, ...] | None:
+  """data.weights_{role}: '3,1' -> (0.75, 0.25); '' -> None (mix the sources in proportion to
+  their sizes). Raises ConfigError unless it has one non-negative number per source of
+  data.train_{role}, not all 0."""
   spec, num_sources = data[f'weights_{role}'], len(parse_list(data[f'train_{role}']))
   if not spec:
     return None
@@ -207,14 +235,13 @@ def mixing_weights(data: ml_collections.ConfigDict, role: str) -> list[float] | 
       f"data.weights_{role}='{spec}' must be {num_sources} comma-separated "
       f'non-negative numbers, one per source of data.train_{role}'
     )
-  return [w / sum(weights) for w in weights]
+  return tuple(w / sum(weights) for w in weights)
 
 
-def batch_composition(c: ml_collections.ConfigDict) -> tuple[int, int]:
+def _batch_split(c: ml_collections.ConfigDict, has_2d: bool, has_3d: bool) -> tuple[int, int]:
   """-> (2D, 3D) samples in every global batch: all of one role when only it has data, else
   train.batch_size split by data.fraction_3d. Raises ConfigError unless both parts are whole and
   non-empty."""
-  has_2d, has_3d = bool(parse_list(c.data.train_2d)), bool(parse_list(c.data.train_3d))
   if not has_3d:
     return c.train.batch_size, 0
   if not has_2d:
@@ -232,7 +259,7 @@ BEST = 'best'  # a step argument (--step, init_step) that names the kept best ch
 _BEST_MODES = ('min', 'max')
 
 
-def keep_best_rule(c: ml_collections.ConfigDict) -> tuple[str, str] | None:
+def _keep_best_rule(c: ml_collections.ConfigDict) -> tuple[str, str] | None:
   """train.keep_best as (metric, 'min' or 'max'), None for none.
 
   Raises:
@@ -266,13 +293,45 @@ def parse_step(text) -> int | str | None:
   return int(text)
 
 
+def describe(c: ml_collections.ConfigDict) -> RunSpec:
+  """The run `c` describes, its string fields parsed (`RunSpec`). `validate` ends with it; alone
+  it serves the config of a run already made (its config.json), checking only those strings.
+
+  Raises:
+    ConfigError: no training data, or a string field (data.weights_*, data.fraction_3d's split of
+      the batch, train.keep_best, init_step) that does not parse, naming it and the fix.
+  """
+  specs = {role: tuple(parse_list(c.data[f'train_{role}'])) for role in ('2d', '3d')}
+  if not specs['2d'] and not specs['3d']:
+    raise ConfigError('no training data: set --config.data.train_2d and/or data.train_3d')
+  weights = {role: _mixing_weights(c.data, role) for role in ('2d', '3d')}
+  sizes = dict(zip(('2d', '3d'), _batch_split(c, bool(specs['2d']), bool(specs['3d']))))
+  sources = {role: Sources(specs[role], weights[role], sizes[role]) for role in ('2d', '3d')}
+  keep_best = _keep_best_rule(c)
+  try:
+    init_step = parse_step(c.init_step)
+  except ValueError as e:
+    raise ConfigError(f'init_step: {e}') from None
+  if c.init_step and not c.init_from:
+    raise ConfigError(f'init_step={c.init_step!r} needs init_from (the run to start from)')
+  return RunSpec(
+    config=c,
+    train_2d=sources['2d'],
+    train_3d=sources['3d'],
+    eval_dataset=c.data.eval,
+    keep_best=keep_best,
+    init_from=c.init_from,
+    init_step=init_step,
+  )
+
+
 def validate(
   c: ml_collections.ConfigDict, *, devices: int | None = None, processes: int | None = None
-) -> None:
+) -> RunSpec:
   """Every constraint on the config's fields, checked here and only here; raises ConfigError
   naming the field and the fix. Needs no data and no devices, so commands run it before they
   open or compile anything; given the number of `devices` and `processes` (once jax is up), it
-  also checks that the batch divides over them."""
+  also checks that the batch divides over them. -> the run the config describes (`describe`)."""
   multiple = models.size_multiple(c.model.name) if c.model.name in models.NAMES else 1
   if c.data.image_size % multiple:
     raise ConfigError(
@@ -293,11 +352,8 @@ def validate(
   for key in ('eval_every', 'grad_clip'):
     if c.train[key] < 0:
       raise ConfigError(f'train.{key}={c.train[key]} must be 0 (off) or positive')
-  if not parse_list(c.data.train_2d) and not parse_list(c.data.train_3d):
-    raise ConfigError('no training data: set --config.data.train_2d and/or data.train_3d')
-  for role in ('2d', '3d'):
-    mixing_weights(c.data, role)
-  num_2d, num_3d = batch_composition(c)
+  run = describe(c)
+  num_2d, num_3d = run.train_2d.batch_size, run.train_3d.batch_size
   if devices is not None and c.train.batch_size % devices:
     raise ConfigError(
       f'train.batch_size={c.train.batch_size} must be a multiple of the {devices} devices'
@@ -308,13 +364,7 @@ def validate(
       f'divide evenly over {processes} processes'
     )
   _check_model_init(c)
-  keep_best_rule(c)
-  try:
-    parse_step(c.init_step)
-  except ValueError as e:
-    raise ConfigError(f'init_step: {e}') from None
-  if c.init_step and not c.init_from:
-    raise ConfigError(f'init_step={c.init_step!r} needs init_from (the run to start from)')
+  return run
 
 
 def _check_model_init(c: ml_collections.ConfigDict) -> None:

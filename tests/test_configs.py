@@ -86,18 +86,23 @@ def _quick(**fields):
 
 
 def test_batch_composition_splits_by_fraction_or_gives_all_to_the_only_role():
+  def split(c):
+    run = default_config.describe(c)
+    return run.train_2d.batch_size, run.train_3d.batch_size
+
   c = _quick(**{'data.train_3d': 'synthetic_humans', 'train.batch_size': 32})
-  assert default_config.batch_composition(c) == (16, 16)
+  assert split(c) == (16, 16)
   c.data.train_2d = ''
-  assert default_config.batch_composition(c) == (0, 32)
+  assert split(c) == (0, 32)
   c.data.train_2d, c.data.train_3d = 'a', ''
-  assert default_config.batch_composition(c) == (32, 0)
+  assert split(c) == (32, 0)
 
 
 def test_mixing_weights_normalise_one_weight_per_source():
   c = _quick(**{'data.train_2d': 'a, b', 'data.weights_2d': '3,1'})
-  assert default_config.mixing_weights(c.data, '2d') == [0.75, 0.25]
-  assert default_config.mixing_weights(c.data, '3d') is None
+  run = default_config.describe(c)
+  assert run.train_2d.weights == (0.75, 0.25) and run.train_2d.specs == ('a', 'b')
+  assert run.train_3d.weights is None
 
 
 # Each constraint of default_config.validate: (fields, the start of its one-line message).

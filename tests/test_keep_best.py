@@ -63,7 +63,7 @@ def test_without_a_rule_only_the_newest_are_kept_and_best_is_an_error(tmp_path):
 def test_keep_best_rule(keep_best, depth, rule):
   config = tiny_config('', depth=depth)
   config.train.keep_best = keep_best
-  assert default_config.keep_best_rule(config) == rule
+  assert default_config.describe(config).keep_best == rule
 
 
 @pytest.mark.parametrize(
@@ -116,7 +116,7 @@ def test_a_run_keeps_its_best_evaluated_checkpoint_besides_the_newest(data_dir, 
   assert checkpoint.find_checkpoint(workdir, 'best', best=('pck', 'max'))[1] == best
   # init_step=best starts from it: the rule is the other run's.
   config.init_from, config.init_step = workdir, 'best'
-  assert train._init_step(config) == ('best', ('pck', 'max'))
+  assert train._init_step(default_config.describe(config)) == ('best', ('pck', 'max'))
 
 
 def test_a_run_evaluated_at_its_end_saves_that_checkpoint_with_its_metrics(tiny_depth_run):

@@ -4,6 +4,7 @@ from conftest import TINY_DATASET
 from conftest import assert_same_example
 from conftest import tiny_config
 import cv2
+import grain
 import jax
 import numpy as np
 import pytest
@@ -16,10 +17,11 @@ from hpe_jax.data import augment
 from hpe_jax.data import datasets
 from hpe_jax.data import features
 from hpe_jax.data import pipeline
+from hpe_jax.storage import checkpoint
 
 
 def _batches(config, count):
-  iterator = iter(pipeline.train_dataset(config))
+  iterator = iter(pipeline.train_dataset(default_config.describe(config)))
   return [next(iterator) for _ in range(count)], iterator
 
 
@@ -85,7 +87,7 @@ def test_iterator_state_round_trip(data_dir):
   _, iterator = _batches(config, 2)
   state = iterator.get_state()
   expected = next(iterator)
-  resumed = iter(pipeline.train_dataset(config))
+  resumed = iter(pipeline.train_dataset(default_config.describe(config)))
   resumed.set_state(state)
   actual = next(resumed)
   for key in expected:
@@ -268,3 +270,28 @@ def test_faster_reading_leaves_every_sample_as_it_was(data_dir, monkeypatch):
     assert new.keys() == old.keys()
     for key in old:
       np.testing.assert_array_equal(new[key], old[key], err_msg=key)
+
+
+def _numbered_batches():
+  """Batches {'x': [2k, 2k + 1]}, k = 0..9, from a grain iterator."""
+  return iter(grain.MapDataset.range(20).batch(2).map(lambda x: {'x': x}).to_iter_dataset())
+
+
+def test_device_batches_checkpoint_the_batches_handed_out_not_those_put_ahead(tmp_path):
+  """Batches go to the devices 2 ahead of the step; a checkpoint after N batches resumes at batch
+  N + 1 (through the checkpoint's own save and restore), neither skipping nor repeating one."""
+  sharding = jax.sharding.NamedSharding(
+    jax.make_mesh((1,), ('data',)), jax.sharding.PartitionSpec('data')
+  )
+  batches = pipeline.DeviceBatches(_numbered_batches(), sharding, ahead=2)
+  handed_out = [next(batches)['x'] for _ in range(3)]
+  assert all(isinstance(x, jax.Array) and x.sharding == sharding for x in handed_out)
+  assert [x.tolist() for x in handed_out] == [[0, 1], [2, 3], [4, 5]]
+  mngr = checkpoint.manager(str(tmp_path / 'checkpoints'))
+  checkpoint.save(mngr, 3, {'w': np.zeros(2, np.float32)}, batches)
+  checkpoint.wait(mngr)
+  resumed = pipeline.DeviceBatches(_numbered_batches(), sharding, ahead=2)
+  checkpoint.restore(mngr, 3, {'w': np.zeros(2, np.float32)}, resumed)
+  rest = [x['x'].tolist() for x in resumed]
+  assert rest == [[2 * k, 2 * k + 1] for k in range(3, 10)]
+  assert [x['x'].tolist() for x in batches] == rest  # the batches put ahead come out too

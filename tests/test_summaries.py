@@ -182,7 +182,7 @@ def test_eval_source_warning(train_2d, train_3d, data_eval, suggestion):
   config.data.train_2d, config.data.train_3d = train_2d, train_3d
   if data_eval is not None:
     config.data.eval = data_eval
-  warning = train.eval_source_warning(config)
+  warning = train.eval_source_warning(default_config.describe(config))
   if not suggestion:
     assert warning == ''
   else:

@@ -1,5 +1,6 @@
 """Training end to end: stages, grafting, exact resume after SIGKILL, 1 vs 4 devices, CLI errors."""
 
+import dataclasses
 import json
 import os
 import re
@@ -206,14 +207,15 @@ _DEVICES_SCRIPT = textwrap.dedent("""
     from flax import nnx
     sys.path.insert(0, sys.argv[2])
     from conftest import tiny_config
+    from hpe_jax import default_config
+    from hpe_jax import losses
     from hpe_jax import models
     from hpe_jax.data import pipeline
     from hpe_jax.models import interface
-    from hpe_jax.training import step
 
     config = tiny_config(sys.argv[1], depth=True)
-    batch = next(iter(pipeline.train_dataset(config)))
-    loss_config = step.LossConfig(depth_weight=0.1, geometric_weight=0.01)
+    batch = next(iter(pipeline.train_dataset(default_config.describe(config))))
+    loss_config = losses.LossConfig(depth_weight=0.1, geometric_weight=0.01)
     results = {}
     for count in (1, 4):
       mesh = jax.make_mesh((count,), ('data',), axis_types=(jax.sharding.AxisType.Auto,),
@@ -223,7 +225,7 @@ _DEVICES_SCRIPT = textwrap.dedent("""
 
       def loss_and_grads(state, batch):
         images = interface.normalize_images(batch['image'], 'float32')
-        loss_fn = lambda model: step.compute_losses(model(images), batch, loss_config)
+        loss_fn = lambda model: losses.compute_losses(model(images), batch, loss_config)
         (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(
             nnx.merge(graphdef, state))
         return metrics, grads
@@ -295,3 +297,46 @@ def test_cpu_steps_run_convolutions_on_xla_and_keep_ynnpack_dots():
   hlo = jax.jit(conv_then_dot, compiler_options=options).lower(*args).compile().as_text()
   assert ' convolution(' in hlo
   assert 'dot' in ynn_fused_ops(hlo) and 'convolution' not in ynn_fused_ops(hlo)
+
+
+def test_schedule_logs_evaluates_and_checkpoints_when_due():
+  schedule = train._Schedule(
+    num_steps=10, log_every=4, eval_every=3, checkpoint_every=5, evaluates=True
+  )
+  steps = range(1, 11)
+  assert [s for s in steps if schedule.log_due(s)] == [4, 8, 10]  # and the last step
+  assert [s for s in steps if schedule.eval_due(s)] == [3, 6, 9]  # the last step's: after the loop
+  assert [s for s in steps if schedule.checkpoint_due(s)] == [5]  # step 10's: after its evaluation
+  unevaluated = dataclasses.replace(schedule, evaluates=False)
+  assert not any(unevaluated.eval_due(s) for s in steps)
+  assert [s for s in steps if unevaluated.checkpoint_due(s)] == [5, 10]
+  assert not any(dataclasses.replace(schedule, eval_every=0).eval_due(s) for s in steps)
+
+
+def test_logging_window_means_its_steps_and_times_all_but_the_first():
+  def metrics(loss):
+    return {
+      'loss': jnp.float32(loss),
+      'heatmap_loss': jnp.float32(loss / 2),
+      'grad_norm': jnp.float32(1.0),
+      'finite': jnp.bool_(True),
+    }
+
+  window = train._LoggingWindow(
+    num_steps=10,
+    batch_size=8,
+    learning_rate=lambda step: 0.1 * step,
+    clock=iter([100, 102]).__next__,
+  )
+  for loss in (1.0, 3.0):
+    window.add(metrics(loss))
+  record, line = window.close(2)
+  # The first window includes compilation: no rate, no ETA.
+  assert record == {'step': 2, 'loss': 2.0, 'heatmap_loss': 1.0, 'grad_norm': 1.0, 'lr': 0.1}
+  assert line == 'step 2/10 | loss 2.0000e+00 (heatmap 1.000e+00)'
+  for loss in (1.0, 2.0, 3.0, 6.0):
+    window.add(metrics(loss))
+  record, line = window.close(6)
+  assert record['loss'] == 3.0 and record['lr'] == 0.5
+  assert record['images_per_s'] == 16.0  # 4 steps of 8 images in 2 s
+  assert line == 'step 6/10 | loss 3.0000e+00 (heatmap 1.500e+00) | 16.0 img/s | ETA 0m02s'

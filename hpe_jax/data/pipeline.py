@@ -4,12 +4,14 @@ Every training batch holds exactly `num_3d` samples from the 3D sources followed
 the 2D sources: each role is batched at its own size and the two batches are zipped, so the ratio
 is exact in every batch (not just on average). Each process reads only its consecutive share of
 every global batch, so the global batches are the same whatever the number of processes;
-`to_global` assembles the sharded global array.
+`to_global` assembles the sharded global array, and `DeviceBatches` does so ahead of the steps.
 """
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterator
+import json
 
 import grain
 import jax
@@ -56,11 +58,13 @@ def train_transform(data_config, role: str) -> augment.PoseTransform:
   )
 
 
-def _role_dataset(specs: list[str], role: str, data_config, seed: int) -> grain.MapDataset:
+def _role_dataset(
+  sources: default_config.Sources, role: str, data_config, seed: int
+) -> grain.MapDataset:
   """An endless, shuffled, augmented stream of samples from the sources of one role."""
   transform = train_transform(data_config, role)
   streams, sizes = [], []
-  for index, spec in enumerate(specs):
+  for index, spec in enumerate(sources.specs):
     ref = datasets.resolve(spec, role, data_config.data_dir)
     source = datasets.data_source(ref)
     if not len(source):
@@ -71,9 +75,7 @@ def _role_dataset(specs: list[str], role: str, data_config, seed: int) -> grain.
       )
     sizes.append(len(source))
     streams.append(grain.MapDataset.source(source).shuffle(seed=seed + index).repeat())
-  weights = default_config.mixing_weights(data_config, role) or [
-    size / sum(sizes) for size in sizes
-  ]
+  weights = sources.weights or [size / sum(sizes) for size in sizes]
   dataset = streams[0] if len(streams) == 1 else grain.MapDataset.mix(streams, weights)
   return dataset.random_map(transform, seed=seed)
 
@@ -82,18 +84,15 @@ def _concat(batches: tuple[dict, ...]) -> dict:
   return {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
 
 
-def train_dataset(config: ml_collections.ConfigDict) -> grain.IterDataset:
+def train_dataset(run: default_config.RunSpec) -> grain.IterDataset:
   """The training stream of per-process batches (this process's share of each global batch)."""
-  specs_2d = default_config.parse_list(config.data.train_2d)
-  specs_3d = default_config.parse_list(config.data.train_3d)
-  num_2d, num_3d = default_config.batch_composition(config)
+  config = run.config
   parts = []
-  if specs_3d:
-    parts.append(
-      _process_batches(_role_dataset(specs_3d, '3d', config.data, config.seed + 1000), num_3d)
-    )
-  if specs_2d:
-    parts.append(_process_batches(_role_dataset(specs_2d, '2d', config.data, config.seed), num_2d))
+  for role, seed in (('3d', config.seed + 1000), ('2d', config.seed)):
+    sources = run.sources(role)
+    if sources.specs:
+      samples = _role_dataset(sources, role, config.data, seed)
+      parts.append(_process_batches(samples, sources.batch_size))
   if len(parts) == 1:
     dataset = parts[0]
   else:  # both are endless, but batched at other sizes their nominal lengths differ
@@ -156,3 +155,49 @@ def to_global(batch: dict, sharding: jax.sharding.NamedSharding) -> dict:
     key: jax.make_array_from_process_local_data(sharding, np.asarray(value))
     for key, value in batch.items()
   }
+
+
+class DeviceBatches:
+  """The batches of `host` (a grain iterator of this process's shares) as global device arrays
+  sharded by `sharding` (`to_global`), `ahead` of them put on the devices before they are asked
+  for: their transfer overlaps the steps already dispatched (as big_vision's prefetch_iterator).
+
+  Its state is the position of the batches handed out, not of those put ahead: a checkpoint of
+  the steps that consumed N batches resumes at batch N + 1. It is saved and restored as grain's
+  Orbax handler saves an iterator (the same JSON file a grain iterator's state makes), so a
+  checkpoint holds it in place of `host`.
+  """
+
+  def __init__(self, host, sharding: jax.sharding.NamedSharding, ahead: int = 2):
+    self._host, self._sharding, self._ahead = host, sharding, ahead
+    self._queue = collections.deque()  # (host state before the batch, as JSON; device batch)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    while len(self._queue) <= self._ahead:
+      # Serialised now: a later step of `host` cannot change it.
+      state = self._host_state()
+      try:
+        batch = next(self._host)
+      except StopIteration:
+        break
+      self._queue.append((state, to_global(batch, self._sharding)))
+    if not self._queue:
+      raise StopIteration
+    return self._queue.popleft()[1]
+
+  def _host_state(self) -> bytes:
+    return json.dumps(self._host.get_state(), indent=4).encode()
+
+  def get_state(self) -> bytes:
+    return self._queue[0][0] if self._queue else self._host_state()
+
+  def set_state(self, state: bytes) -> None:
+    self._queue.clear()
+    self._host.set_state(json.loads(state))
+
+  def start_prefetch(self) -> None:
+    """Starts `host` reading (grain's handler calls it after a restore)."""
+    self._host.start_prefetch()

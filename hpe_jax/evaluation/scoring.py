@@ -70,13 +70,12 @@ def mean_pose(
   return MeanPose(box_xy, pose_3d)
 
 
-def training_mean_pose(config, log=None) -> MeanPose:
-  """`mean_pose` of the first 2D and first 3D training source of a run's config (`log` as
-  there)."""
-  refs = []
-  for role in ('2d', '3d'):
-    names = default_config.parse_list(config.data[f'train_{role}'])
-    refs.append(datasets.resolve(names[0], role, config.data.data_dir) if names else None)
+def training_mean_pose(run: default_config.RunSpec, log=None) -> MeanPose:
+  """`mean_pose` of the first 2D and first 3D training source of a run (`log` as there)."""
+  refs = [
+    datasets.resolve(sources.specs[0], role, run.config.data.data_dir) if sources.specs else None
+    for role, sources in (('2d', run.train_2d), ('3d', run.train_3d))
+  ]
   return mean_pose(*refs, log=log)
 
 

@@ -10,6 +10,7 @@ import re
 from typing import Callable
 from typing import Sequence
 
+from hpe_jax import default_config
 from hpe_jax import errors
 from hpe_jax import inference
 from hpe_jax.data import datasets
@@ -91,7 +92,7 @@ def evaluate_run(
   config.data.eval_limit = limit
   config.data.data_dir = data_dir
   try:
-    baseline = scoring.training_mean_pose(config, log=log)
+    baseline = scoring.training_mean_pose(default_config.describe(config), log=log)
   except datasets.DatasetError as e:  # e.g. imported weights: their training data is not here
     baseline = None
     log(f'No mean-pose baseline (its training data is unavailable: {e}).')

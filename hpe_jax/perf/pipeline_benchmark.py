@@ -12,6 +12,7 @@ Rates are medians over repeats after one warm-up batch (which also compiles the 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any
@@ -45,6 +46,17 @@ def median_rate(
   return float(np.median(rates))
 
 
+def reading(
+  run: default_config.RunSpec, *, workers: int, threads: int | None = None
+) -> default_config.RunSpec:
+  """`run` with its pipeline read by `workers` worker processes (data.workers) and `threads`
+  threads (data.threads; None: its own)."""
+  config = ml_collections.ConfigDict(run.config.to_dict())
+  config.data.workers = workers
+  config.data.threads = config.data.threads if threads is None else threads
+  return dataclasses.replace(run, config=config)
+
+
 def _common_fields(config: ml_collections.ConfigDict) -> dict:
   return {
     'config_model': config.model.name,
@@ -57,15 +69,15 @@ def _common_fields(config: ml_collections.ConfigDict) -> dict:
 
 
 def pipeline_rates(
-  config: ml_collections.ConfigDict, workers: list[int], *, batches: int, repeats: int
+  run: default_config.RunSpec, workers: list[int], *, batches: int, repeats: int
 ) -> Iterator[dict]:
-  """One JSON-able line per worker count: the pipeline's images/s alone. Sets
-  config.data.workers (to the last count when done)."""
-  batch_size = config.train.batch_size
+  """One JSON-able line per worker count: the pipeline's images/s alone."""
+  batch_size = run.config.train.batch_size
   cores = os.cpu_count()
   for count in workers:
-    config.data.workers = count
-    iterator = iter(pipeline.train_dataset(config))
+    counted = reading(run, workers=count)
+    config = counted.config
+    iterator = iter(pipeline.train_dataset(counted))
     rate = median_rate(
       lambda n, it=iterator: [next(it) for _ in range(n)],
       batch_size,
@@ -83,9 +95,11 @@ def pipeline_rates(
     }
 
 
-def loop_gap(config: ml_collections.ConfigDict, *, batches: int, repeats: int) -> dict:
-  """The train step fed by the pipeline (config.data.workers workers) against the same step fed
-  one batch from device memory -> one JSON-able line with both rates and their gap."""
+def loop_gap(run: default_config.RunSpec, *, batches: int, repeats: int) -> dict:
+  """The train step fed by the pipeline (data.workers workers) as training feeds it, through
+  `pipeline.DeviceBatches`, against the same step fed one batch from device memory -> one
+  JSON-able line with both rates and their gap."""
+  config = run.config
   batch_size = config.train.batch_size
   mesh = benchmark.data_mesh()
   batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
@@ -94,22 +108,22 @@ def loop_gap(config: ml_collections.ConfigDict, *, batches: int, repeats: int) -
     'state': jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
   }
   train_step, _ = step_lib.jit_steps(defs, state['state'], mesh, config)
-  iterator = iter(pipeline.train_dataset(config))
-  in_memory = pipeline.to_global(next(iterator), batch_sharding)
+  device_batches = pipeline.DeviceBatches(iter(pipeline.train_dataset(run)), batch_sharding)
+  in_memory = next(device_batches)
 
-  def run(n, feed):
+  def steps(n, feed):
     for _ in range(n):
       state['state'], metrics = train_step(state['state'], feed())
     jax.block_until_ready(metrics)
 
   from_pipeline = median_rate(
-    lambda n: run(n, lambda: pipeline.to_global(next(iterator), batch_sharding)),
+    lambda n: steps(n, lambda: next(device_batches)),
     batch_size,
     batches=batches,
     repeats=repeats,
   )
   from_memory = median_rate(
-    lambda n: run(n, lambda: in_memory), batch_size, batches=batches, repeats=repeats
+    lambda n: steps(n, lambda: in_memory), batch_size, batches=batches, repeats=repeats
   )
   return {
     'measure': 'loop',
@@ -122,15 +136,16 @@ def loop_gap(config: ml_collections.ConfigDict, *, batches: int, repeats: int) -
   }
 
 
-def part_times(config: ml_collections.ConfigDict, *, images: int) -> dict:
+def part_times(run: default_config.RunSpec, *, images: int) -> dict:
   """Milliseconds per image of each part of the pipeline on one core (OpenCV at one thread), over
   `images` examples of the first training source (2D if any), each part timed alone: reading the
   record, parsing it, decoding the JPEG, warping it with the labels (the augmented transform
   less the decode), batching (np.stack of each field, batches of train.batch_size); and the whole
   pipeline with grain at 0 threads (`whole`), whose excess over the parts is grain's and the
   rest's (`rest`). One JSON-able line."""
-  role = '2d' if default_config.parse_list(config.data.train_2d) else '3d'
-  spec = default_config.parse_list(config.data[f'train_{role}'])[0]
+  config = run.config
+  role = '2d' if run.train_2d.specs else '3d'
+  spec = run.sources(role).specs[0]
   source = datasets.data_source(datasets.resolve(spec, role, config.data.data_dir))
   indices = np.random.default_rng(0).integers(0, len(source), images)
   transform = pipeline.train_transform(config.data, role)
@@ -151,9 +166,7 @@ def part_times(config: ml_collections.ConfigDict, *, images: int) -> dict:
       'batch': _ms_per_item(lambda g: {k: np.stack([s[k] for s in g]) for k in g[0]}, groups)
       / size,
     }
-    single = ml_collections.ConfigDict(config.to_dict())
-    single.data.threads, single.data.workers = 0, 0
-    iterator = iter(pipeline.train_dataset(single))
+    iterator = iter(pipeline.train_dataset(reading(run, workers=0, threads=0)))
     batches = max(images // size, 1)
     rate = median_rate(
       lambda n: [next(iterator) for _ in range(n)], size, batches=batches, repeats=1

@@ -7,11 +7,17 @@ exact after a crash) are in storage/workdir.py. Every logged step and evaluation
 <workdir>/tensorboard/ (training/summaries.py; train.tensorboard=False turns it off). Ctrl-C or
 SIGTERM (a cluster's pre-emption) saves a checkpoint before exiting. A non-finite loss, gradient
 or weight stops the run with TrainingDiverged before anything of that step is saved.
+
+The loop (`_train`), in its parts: `_start_or_resume`, then per step the batch from
+`pipeline.DeviceBatches` (put on the devices two steps ahead; checkpoints hold the position of the
+batches consumed), `_Schedule` saying what is due, `_LoggingWindow`, `_Evaluation` and `_Saver`
+(which checks for divergence before it saves); `_finish` evaluates and saves the last step.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import signal
@@ -97,15 +103,13 @@ def _dataset_name(spec: str) -> str:
   return spec.partition(':')[0].partition('/')[0]
 
 
-def eval_source_warning(config: ml_collections.ConfigDict) -> str:
+def eval_source_warning(run: default_config.RunSpec) -> str:
   """A one-line warning when the run evaluates on data.eval's default dataset and trains on none
   of it (e.g. trains on mpii and evaluates on synthetic_humans), else ''. A data.eval set on
   purpose to its default cannot be told apart, so that warns too."""
   default = default_config.base_config().data.eval
-  sources = default_config.parse_list(config.data.train_3d) + default_config.parse_list(
-    config.data.train_2d
-  )
-  if config.data.eval != default or _dataset_name(default) in map(_dataset_name, sources):
+  sources = run.train_3d.specs + run.train_2d.specs
+  if run.eval_dataset != default or _dataset_name(default) in map(_dataset_name, sources):
     return ''
   return (
     f'Warning: training on {", ".join(sources)} but evaluating on {default} (the default '
@@ -172,14 +176,13 @@ class _RankedMetrics:
     return None
 
 
-def _init_step(config: ml_collections.ConfigDict) -> tuple:
-  """config.init_step as `checkpoint.graft` takes it: (step, the init_from run's keep_best rule
-  for 'best')."""
-  step = default_config.parse_step(config.init_step)
-  if step != default_config.BEST:
-    return step, None
-  source = workdir_lib.read_config(config.init_from)
-  return step, default_config.keep_best_rule(source) if source is not None else None
+def _init_step(run: default_config.RunSpec) -> tuple:
+  """init_step as `checkpoint.graft` takes it: (step, the init_from run's keep_best rule for
+  'best')."""
+  if run.init_step != default_config.BEST:
+    return run.init_step, None
+  source = workdir_lib.read_config(run.init_from)
+  return run.init_step, default_config.describe(source).keep_best if source is not None else None
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -192,7 +195,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     CheckpointError: no checkpoint can be read, or (CheckpointIOError) saving one failed.
     TrainingDiverged: a step produced non-finite values.
   """
-  default_config.validate(config, devices=jax.device_count(), processes=jax.process_count())
+  run = default_config.validate(config, devices=jax.device_count(), processes=jax.process_count())
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
@@ -206,16 +209,59 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir_lib.exclusive(workdir) if lead else contextlib.nullcontext(),
     contextlib.closing(board),
   ):
-    return _train_and_evaluate(config, workdir, lead, board)
+    return _train_and_evaluate(run, workdir, lead, board)
 
 
 def _train_and_evaluate(
-  config: ml_collections.ConfigDict, workdir: str, lead: bool, board: summaries.TensorBoardLog
+  run: default_config.RunSpec, workdir: str, lead: bool, board: summaries.TensorBoardLog
 ) -> dict:
-  warning = eval_source_warning(config)
+  """Prepares the run (the workdir's config, data, state, steps, logs), then trains it."""
+  config = run.config
+  warning = eval_source_warning(run)
   if warning:
     _log(warning)
   checkpoint_dir = os.path.join(workdir, 'checkpoints')
+  _record_config(config, workdir, checkpoint_dir, lead)
+  # Auto axes: the compiler propagates the batch sharding (newer jax defaults to Explicit).
+  mesh = jax.make_mesh((jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
+  batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+  # Data first: a missing dataset should fail before minutes of compilation.
+  batches = pipeline.DeviceBatches(iter(pipeline.train_dataset(run)), batch_sharding)
+  eval_ref = (
+    datasets.resolve(run.eval_dataset, 'eval', config.data.data_dir) if run.eval_dataset else None
+  )
+  baseline = scoring.training_mean_pose(run, log=_log) if eval_ref is not None else None
+
+  defs, state = step_lib.init_state(config)
+  start = _start_or_resume(run, workdir, checkpoint_dir, state, batches)
+  state = jax.device_put(state, replicated)
+  mngr = checkpoint.manager(checkpoint_dir, keep=config.train.keep_checkpoints, best=run.keep_best)
+
+  train_step, predict = step_lib.jit_steps(defs, state, mesh, config)
+  log = workdir_lib.MetricsLog(workdir, enabled=lead)
+  dropped = log.resume_at(start, replace_eval=start >= config.train.num_steps)
+  if dropped:
+    _log(dropped)
+  board.resume_at(start)
+  evaluate = None
+  if eval_ref is not None:
+    predict = _logging_compilation(predict, 'eval')
+    evaluate = _Evaluation(predict, eval_ref, baseline, config, batch_sharding, log, board)
+  if start >= config.train.num_steps:
+    _log(f'{workdir} already trained for {start} steps (train.num_steps={config.train.num_steps}).')
+    return evaluate(start, state['model']) if evaluate else {}
+  saver = _Saver(mngr, batches, _RankedMetrics(run.keep_best), start, config, log)
+  train_step = _logging_compilation(train_step, 'train')
+  return _train(run, state, train_step, batches, start, saver, evaluate, log, board)
+
+
+def _record_config(
+  config: ml_collections.ConfigDict, workdir: str, checkpoint_dir: str, lead: bool
+) -> None:
+  """Checks that a run with checkpoints may resume with `config` (logging the changes it accepts)
+  and writes it into the workdir (`workdir_lib.save_config`, on the lead process)."""
   if checkpoint.saved_steps(checkpoint_dir):
     changes = workdir_lib.check_resume(workdir, config)
     if changes:
@@ -229,33 +275,27 @@ def _train_and_evaluate(
         f'({e.strerror}); make it writable or choose another '
         'one'
       ) from e
-  # Auto axes: the compiler propagates the batch sharding (newer jax defaults to Explicit).
-  mesh = jax.make_mesh((jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
-  batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
-  # Data first: a missing dataset should fail before minutes of compilation.
-  train_data = pipeline.train_dataset(config)
-  train_iter = iter(train_data)
-  eval_ref = (
-    datasets.resolve(config.data.eval, 'eval', config.data.data_dir) if config.data.eval else None
-  )
-  baseline = scoring.training_mean_pose(config, log=_log) if eval_ref is not None else None
 
-  defs, state = step_lib.init_state(config)
-
-  start, restored = checkpoint.restore_newest(checkpoint_dir, _pure(state), train_iter, _log)
+def _start_or_resume(
+  run: default_config.RunSpec, workdir: str, checkpoint_dir: str, state: dict, batches
+) -> int:
+  """Restores the newest readable checkpoint into `state` (in place) and `batches` (its data
+  position) -> its step. Without one -> 0, with `state`'s model started as the run says: from
+  init_from's weights, from model.init's ImageNet backbone, or random as initialised."""
+  config = run.config
+  start, restored = checkpoint.restore_newest(checkpoint_dir, _pure(state), batches, _log)
   if start:
     for name, part in state.items():
       nnx.replace_by_pure_dict(part, restored[name])
     _log(f'Resumed {workdir} at step {start}.')
-  elif config.init_from:
+  elif run.init_from:
     grafted, fresh = checkpoint.graft(
-      config.init_from, nnx.to_pure_dict(state['model']), *_init_step(config)
+      run.init_from, nnx.to_pure_dict(state['model']), *_init_step(run)
     )
     nnx.replace_by_pure_dict(state['model'], grafted)
     at = f' (step {config.init_step})' if config.init_step else ''
-    _log(f'Initialised from {config.init_from}{at}; newly initialised: {fresh or "nothing"}.')
+    _log(f'Initialised from {run.init_from}{at}; newly initialised: {fresh or "nothing"}.')
   elif config.model.init not in ('', default_config.SCRATCH):
     imported, unused = torch_import.init_backbone(
       nnx.to_pure_dict(state['model']), config.model.init
@@ -267,128 +307,199 @@ def _train_and_evaluate(
     )
   else:
     _log(f'Random initial weights (model.init={config.model.init!r}).')
-  state = jax.device_put(state, replicated)
-  best = default_config.keep_best_rule(config)
-  mngr = checkpoint.manager(checkpoint_dir, keep=config.train.keep_checkpoints, best=best)
+  return start
 
-  train_step, predict = step_lib.jit_steps(defs, state, mesh, config)
-  train_step = _logging_compilation(train_step, 'train')
-  predict = _logging_compilation(predict, 'eval')
-  log = workdir_lib.MetricsLog(workdir, enabled=lead)
-  num_steps = config.train.num_steps
-  dropped = log.resume_at(start, replace_eval=start >= num_steps)
-  if dropped:
-    _log(dropped)
-  board.resume_at(start)
 
-  def run_eval(step):
+@dataclasses.dataclass(frozen=True)
+class _Schedule:
+  """At which steps the loop logs, evaluates and checkpoints (train.*_every)."""
+
+  num_steps: int
+  log_every: int
+  eval_every: int  # 0: only after the last step
+  checkpoint_every: int
+  evaluates: bool  # the run has an evaluation split (data.eval)
+
+  @classmethod
+  def of(cls, run: default_config.RunSpec) -> _Schedule:
+    train = run.config.train
+    return cls(
+      num_steps=train.num_steps,
+      log_every=train.log_every,
+      eval_every=train.eval_every,
+      checkpoint_every=train.checkpoint_every,
+      evaluates=bool(run.eval_dataset),
+    )
+
+  def log_due(self, step: int) -> bool:
+    return step % self.log_every == 0 or step == self.num_steps
+
+  def eval_due(self, step: int) -> bool:
+    """A periodic evaluation; the last step's comes after the loop (`_finish`)."""
+    return bool(
+      self.evaluates and self.eval_every and step % self.eval_every == 0 and step < self.num_steps
+    )
+
+  def checkpoint_due(self, step: int) -> bool:
+    """A periodic checkpoint. An evaluated run's last one waits for its evaluation (`_finish`),
+    whose metrics it keeps."""
+    return step % self.checkpoint_every == 0 and not (step == self.num_steps and self.evaluates)
+
+
+class _LoggingWindow:
+  """The steps since the last log line -> their record: each metric's mean over them, the
+  learning rate of the last, and from the second window on (the first includes compilation)
+  images/s and the ETA; with the progress line that says so."""
+
+  def __init__(self, num_steps: int, batch_size: int, learning_rate, clock=time.perf_counter):
+    self.num_steps, self.batch_size = num_steps, batch_size
+    self.learning_rate, self.clock = learning_rate, clock
+    self.metrics, self.start = [], None
+
+  def add(self, metrics: dict) -> None:
+    self.metrics.append(metrics)
+
+  def close(self, step: int) -> tuple[dict, str]:
+    """-> (the record of the window ending at `step`, its progress line); opens the next."""
+    stacked = jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *self.metrics))
+    means = {k: float(np.mean(v)) for k, v in stacked.items() if k != 'finite'}
+    now = self.clock()
+    record = {'step': step, **means, 'lr': float(self.learning_rate(step - 1))}
+    rate = ''
+    if self.start is not None:
+      images_per_s = len(self.metrics) * self.batch_size / (now - self.start)
+      record['images_per_s'] = images_per_s
+      eta = (self.num_steps - step) / len(self.metrics) * (now - self.start)
+      rate = f' | {images_per_s:.1f} img/s | ETA {progress.duration(eta)}'
+    losses = ' '.join(
+      f'{k.removesuffix("_loss")} {means[k]:.3e}' for k in sorted(means) if k.endswith('_loss')
+    )
+    line = f'step {step}/{self.num_steps} | loss {means["loss"]:.4e} ({losses}){rate}'
+    self.metrics, self.start = [], now
+    return record, line
+
+
+class _Evaluation:
+  """Evaluates the model on the run's held-out split and logs the results: metrics.jsonl,
+  TensorBoard (with the first crops drawn) and a line."""
+
+  def __init__(self, predict, ref, baseline, config, sharding, log, board):
+    self.predict, self.ref, self.baseline = predict, ref, baseline
+    self.config, self.sharding, self.log, self.board = config, sharding, log, board
+
+  def __call__(self, step: int, model_state) -> dict:
     overlays = []
     results = scoring.evaluate(
-      predict,
-      state['model'],
-      eval_ref,
-      config,
-      batch_sharding,
-      baseline,
-      batch_size=config.train.batch_size,
+      self.predict,
+      model_state,
+      self.ref,
+      self.config,
+      self.sharding,
+      self.baseline,
+      batch_size=self.config.train.batch_size,
       log=_log,
       first_batch=(
         (lambda images, prediction: overlays.append(summaries.draw_predictions(images, prediction)))
-        if board.enabled
+        if self.board.enabled
         else None
       ),
     )
-    record = log.write({'step': step, 'split': str(eval_ref), **results})
-    board.write_eval(record, overlays[0] if overlays else None)
-    board.flush()
+    record = self.log.write({'step': step, 'split': str(self.ref), **results})
+    self.board.write_eval(record, overlays[0] if overlays else None)
+    self.board.flush()
     _log(
-      f'eval {eval_ref} @ {step}: '
+      f'eval {self.ref} @ {step}: '
       + ', '.join(f'{k} {v:.4g}' for k, v in results.items() if not isinstance(v, dict))
     )
     return results
 
-  if start >= num_steps:
-    _log(f'{workdir} already trained for {start} steps (train.num_steps={num_steps}).')
-    return run_eval(start) if eval_ref else {}
+
+class _Saver:
+  """Checkpoints the state with the data position of `batches` and an evaluation's ranked
+  metrics, once the steps since the last check are known finite (`check_finite`): nothing of a
+  diverged step is saved."""
+
+  def __init__(self, mngr, batches, ranked: _RankedMetrics, saved_step: int, config, log):
+    self.mngr, self.batches, self.ranked = mngr, batches, ranked
+    self.saved_step, self.config, self.log = saved_step, config, log
+    self.unchecked = []  # the metrics of the steps not checked yet
+
+  def add(self, metrics: dict) -> None:
+    self.unchecked.append(metrics)
+
+  def check_finite(self, step: int) -> None:
+    """Raises TrainingDiverged if a step up to `step` was not finite (`_check_finite`)."""
+    _check_finite(self.unchecked, step, self.saved_step, self.config, self.log)
+    self.unchecked = []
+
+  def save(self, step: int, state: dict, results: dict | None = None) -> None:
+    self.check_finite(step)
+    checkpoint.save(self.mngr, step, _pure(state), self.batches, metrics=self.ranked(results))
+    self.saved_step = step
+
+  def save_if_due(self, step: int, state: dict, due: bool, results: dict | None) -> None:
+    """Saves at a `due` step, and at any whose evaluation `results` train.keep_best ranks."""
+    if due or self.ranked(results):
+      self.save(step, state, results)
+
+
+def _train(run, state, train_step, batches, start, saver, evaluate, log, board) -> dict:
+  """Steps start + 1 .. train.num_steps (or until stopped), logging, evaluating and saving as
+  `_Schedule` says -> the final evaluation's results ({} without one). Ctrl-C or SIGTERM ends it
+  after the current step, saved, with SystemExit(130)."""
+  config = run.config
+  num_steps = config.train.num_steps
   _log(
     f'Training {config.model.name} on {jax.device_count()} {jax.devices()[0].platform} '
     f'device(s), steps {start + 1}..{num_steps}, batch {config.train.batch_size}.'
   )
+  schedule = _Schedule.of(run)
+  window = _LoggingWindow(
+    num_steps, config.train.batch_size, optimizer_lib.learning_rate_schedule(config.train)
+  )
   stop = _StopRequest()
-  step, saved_step, window, unchecked, timer = start, start, [], [], None
-  ranked = _RankedMetrics(best)
-
-  def save(step, results=None):
-    nonlocal saved_step, unchecked
-    _check_finite(unchecked, step, saved_step, config, log)
-    unchecked = []
-    checkpoint.save(mngr, step, _pure(state), train_iter, metrics=ranked(results))
-    saved_step = step
-
+  step = start
   try:
     for step in range(start + 1, num_steps + 1):
-      batch = pipeline.to_global(next(train_iter), batch_sharding)
-      state, metrics = train_step(state, batch)
-      window.append(metrics)
-      unchecked.append(metrics)
+      state, metrics = train_step(state, next(batches))
+      window.add(metrics)
+      saver.add(metrics)
       # Logged before the checkpoint of the same step: a resume drops records past its step.
-      if step % config.train.log_every == 0 or step == num_steps:
-        _check_finite(unchecked, step, saved_step, config, log)
-        unchecked = []
-        means = {
-          k: float(np.mean(v))
-          for k, v in jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *window)).items()
-          if k != 'finite'
-        }
-        now = time.perf_counter()
-        record = {
-          'step': step,
-          **means,
-          'lr': float(optimizer_lib.learning_rate_schedule(config.train)(step - 1)),
-        }
-        rate = ''
-        if timer is not None:  # the first window includes compilation: no rate for it
-          images_per_s = len(window) * config.train.batch_size / (now - timer)
-          record['images_per_s'] = images_per_s
-          rate = (
-            f' | {images_per_s:.1f} img/s | ETA '
-            f'{progress.duration((num_steps - step) / len(window) * (now - timer))}'
-          )
+      if schedule.log_due(step):
+        saver.check_finite(step)
+        record, line = window.close(step)
         board.write_train(log.write(record))
         board.flush()
-        losses = ' '.join(
-          f'{k.removesuffix("_loss")} {means[k]:.3e}' for k in sorted(means) if k.endswith('_loss')
-        )
-        _log(f'step {step}/{num_steps} | loss {means["loss"]:.4e} ({losses}){rate}')
-        window, timer = [], time.perf_counter()
+        _log(line)
       # An evaluation comes before the checkpoint of its step, which keeps its metrics (what
-      # train.keep_best ranks); the last step's comes after the loop.
+      # train.keep_best ranks).
       results = None
-      evaluating = config.train.eval_every and step % config.train.eval_every == 0
-      if evaluating and step < num_steps and eval_ref and not stop.requested:
-        _check_finite(unchecked, step, saved_step, config, log)
-        unchecked = []
-        results = run_eval(step)
-      last_evaluated = step == num_steps and eval_ref
-      if step % config.train.checkpoint_every == 0 and not last_evaluated or ranked(results):
-        save(step, results)
+      if schedule.eval_due(step) and not stop.requested:
+        saver.check_finite(step)
+        results = evaluate(step, state['model'])
+      saver.save_if_due(step, state, schedule.checkpoint_due(step), results)
       if stop.requested:
         break
-    if stop.requested or not eval_ref:
-      if saved_step != step:
-        save(step)
-      results = {}
-    else:
-      results = None
-      try:
-        results = run_eval(step)
-      finally:  # saved also when the evaluation fails: the training is not lost
-        if saved_step != step:
-          save(step, results)
+    results = _finish(step, state, saver, None if stop.requested else evaluate)
   finally:
     stop.restore()
-    checkpoint.wait(mngr)  # also when stopping on an error: the saves under way complete
+    checkpoint.wait(saver.mngr)  # also when stopping on an error: the saves under way complete
   if stop.requested:
     _log(f'Stopped after step {step}; checkpoint saved. Run the same command to resume.')
     raise SystemExit(130)
+  return results
+
+
+def _finish(step: int, state: dict, saver: _Saver, evaluate) -> dict:
+  """The last step's evaluation (none: {}) and checkpoint, unless that step is saved already."""
+  if evaluate is None:
+    if saver.saved_step != step:
+      saver.save(step, state)
+    return {}
+  results = None
+  try:
+    results = evaluate(step, state['model'])
+  finally:  # saved also when the evaluation fails: the training is not lost
+    if saver.saved_step != step:
+      saver.save(step, state, results)
   return results
