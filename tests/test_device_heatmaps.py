@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hpe_jax import default_config
+from hpe_jax import losses as losses_lib
 from hpe_jax import targets
 from hpe_jax.data import pipeline
 from hpe_jax.models import interface
@@ -34,7 +36,7 @@ def _host_heatmaps(joints_input, mask, image_size, map_size, sigma):
 def test_device_targets_and_losses_equal_host_rendered_ones(data_dir):
   config = tiny_config(data_dir, depth=True)
   defs, state = step_lib.init_state(config)
-  loss_config = step_lib.loss_config(config)
+  loss_config = losses_lib.loss_config(config)
   train = jax.jit(
     functools.partial(
       step_lib.train_step, defs.model, defs.optimizer, loss_config=loss_config, dtype=jnp.float32
@@ -53,10 +55,10 @@ def test_device_targets_and_losses_equal_host_rendered_ones(data_dir):
     return (
       outputs['heatmaps'],
       device_targets,
-      step_lib.compute_losses(outputs, batch, loss_config)[1],
+      losses_lib.compute_losses(outputs, batch, loss_config)[1],
     )
 
-  iterator = iter(pipeline.train_dataset(config))
+  iterator = iter(pipeline.train_dataset(default_config.describe(config)))
   for _ in range(3):  # a short run: the loss at every step
     batch = jax.tree.map(jnp.asarray, next(iterator))
     heatmaps, device_targets, losses = outputs_and_losses(state['model'], batch)

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from hpe_jax import default_config
 from hpe_jax import joints
 from hpe_jax import losses
 
@@ -162,4 +163,70 @@ def test_heatmap_loss():
     losses.heatmap_loss(jnp.asarray(pred, jnp.bfloat16), target),
     np.mean((pred.astype(jnp.bfloat16).astype(np.float32) - target) ** 2),
     rtol=1e-5,
+  )
+
+
+def _objective_inputs(seed, depth_output):
+  """A 1:1 2D/3D batch of 64 px and random model outputs (16 px maps; no depth, a depth map as
+  ResNets give, or regressed depth as the hourglass gives)."""
+  rng = np.random.default_rng(seed)
+  b = 8
+  batch = {
+    'image': np.zeros((b, 64, 64, 3), np.uint8),
+    'joints': rng.uniform(-8, 72, (b, 16, 2)).astype(np.float32),
+    'joints_mask': (rng.uniform(size=(b, 16)) < 0.8).astype(np.float32),
+    'depth': rng.normal(0, 1.0, (b, 16)).astype(np.float32),
+    'has_3d': np.arange(b) < b // 2,
+  }
+  outputs = {'heatmaps': rng.uniform(0, 1, (2, b, 16, 16, 16)).astype(np.float32)}
+  if depth_output == 'depth_map':
+    outputs['depth_map'] = rng.normal(0, 1.0, (b, 16, 16, 16)).astype(np.float32)
+  elif depth_output == 'depth':
+    outputs['depth'] = rng.normal(0, 1.0, (b, 16)).astype(np.float32)
+  return outputs, batch
+
+
+@pytest.mark.parametrize('depth_output', [None, 'depth_map', 'depth'])
+def test_objective_is_the_weighted_sum_of_the_losses_the_outputs_allow(depth_output):
+  outputs, batch = _objective_inputs(0, depth_output)
+  config = losses.LossConfig(depth_weight=0.1, geometric_weight=0.01)
+  total, metrics = jax.jit(losses.compute_losses, static_argnums=2)(outputs, batch, config)
+  names = [name for name, loss in losses.LOSSES.items() if depth_output or not loss.needs_depth]
+  assert set(metrics) == {f'{name}_loss' for name in names} | {'loss'}
+  assert all(float(metrics[f'{name}_loss']) > 0 for name in names)  # every term is exercised
+  want = metrics['heatmap_loss']
+  if depth_output:
+    want = want + 0.1 * metrics['depth_loss'] + 0.01 * metrics['geometric_loss']
+  assert total == metrics['loss']
+  np.testing.assert_allclose(total, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+  'name', [name for name, loss in losses.LOSSES.items() if loss.samples != 'all']
+)
+def test_each_loss_reads_only_its_samples(name):
+  """Everything of the other samples replaced (their joints, masks, depths and the model's
+  outputs): the loss is unchanged."""
+  outputs, batch = _objective_inputs(1, 'depth_map')
+  config = losses.LossConfig()
+  want = losses.compute_losses(outputs, batch, config)[1][f'{name}_loss']
+  others = batch['has_3d'] if losses.LOSSES[name].samples == '2d' else ~batch['has_3d']
+  new_outputs, new_batch = _objective_inputs(2, 'depth_map')
+  for tree, new in ((outputs, new_outputs), (batch, new_batch)):
+    for key, value in tree.items():
+      shape = [1] * value.ndim
+      shape[1 if key == 'heatmaps' else 0] = -1  # the sample axis
+      tree[key] = np.where(others.reshape(shape), new[key], value)
+  got = losses.compute_losses(outputs, batch, config)[1][f'{name}_loss']
+  assert float(want) > 0
+  np.testing.assert_array_equal(got, want)
+
+
+def test_loss_weights_are_loss_config_and_train_fields():
+  config = default_config.base_config()
+  weights = [loss.weight for loss in losses.LOSSES.values() if loss.weight]
+  config.train.update({weight: 0.5 + i for i, weight in enumerate(weights)})
+  config.data.sigma = 1.5
+  assert losses.loss_config(config) == losses.LossConfig(
+    sigma=1.5, **{weight: 0.5 + i for i, weight in enumerate(weights)}
   )

@@ -4,6 +4,7 @@ grafting keys."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import re
 
@@ -15,6 +16,7 @@ import pytest
 
 from hpe_jax import default_config
 from hpe_jax import models
+from hpe_jax.errors import ConfigError
 from hpe_jax.models import layers
 from hpe_jax.models import xla_cpu
 
@@ -243,6 +245,26 @@ def test_num_upsample_sets_output_stride():
   assert shapes == {'heatmaps': (1, 2, 8, 8, J), 'depth_map': (2, 8, 8, J)}
 
 
+@pytest.mark.parametrize('name', models.NAMES)
+def test_every_backbone_is_what_its_registry_entry_says(name):
+  """Its constructor takes the fields its entry lists (config fields with defaults) and the
+  common arguments; image sizes off its size multiple are refused; a multiply-adds count where
+  it has one. (Each backbone's outputs: its shape tests above.)"""
+  backbone = models.BACKBONES[name]
+  # The module's __init__, less self and what a functools.partial binds (nnx wraps the class's).
+  module = getattr(backbone.constructor, 'func', backbone.constructor)
+  bound = len(getattr(backbone.constructor, 'args', ()))
+  parameters = list(inspect.signature(module.__init__).parameters)[1 + bound :]
+  assert set(parameters) == set(backbone.fields) | {'num_joints', 'with_depth', 'dtype', 'rngs'}
+  assert {field.name for field in backbone.fields.values()} <= set(
+    default_config.base_config().model
+  )
+  models.check_config(tiny_config(name, image_size=2 * backbone.size_multiple))
+  with pytest.raises(ConfigError, match='must be a multiple of'):
+    models.check_config(tiny_config(name, image_size=backbone.size_multiple * 3 // 2))
+  assert (models.multiply_adds(tiny_config(name)) > 0) == (backbone.multiply_adds is not None)
+
+
 @pytest.mark.parametrize('name', ['resnet18', 'hourglass'])
 def test_bfloat16_compute_float32_params_and_outputs(name):
   f32 = models.create_model(tiny_config(name), with_depth=True, rngs=nnx.Rngs(0))
@@ -393,6 +415,7 @@ def test_multiply_adds_count_the_models_convolutions(name):
   forward = jax.jit(lambda s, x: nnx.merge(graph, s)(x))
   flops = forward.lower(state, jax.ShapeDtypeStruct((1, 256, 256, 3), jnp.float32))
   counted = 2 * resnet.multiply_adds(name, 256, width=8, head_channels=16)
+  assert models.multiply_adds(config) == counted // 2
   assert 0.95 < flops.cost_analysis()['flops'] / counted < 1.06
   # Twice the width, nearly four times the work (the stem and 1x1 heads grow twice); the depth
   # head adds its 1x1 conv only.

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from hpe_jax import default_config
+from hpe_jax import losses
 from hpe_jax import models
-from hpe_jax.training import step as step_lib
+from hpe_jax.errors import ConfigError
 
 torch = pytest.importorskip(
   'torch', reason='torch is not installed: pip install -e ".[torch]" to check the PyTorch peer'
@@ -25,7 +26,7 @@ from hpe_jax.perf import compare  # noqa: E402
 from hpe_jax.perf import torch_peer  # noqa: E402
 
 J = 16
-LOSS_CONFIG = step_lib.LossConfig(sigma=2.0, depth_weight=0.1, geometric_weight=0.01)
+LOSS_CONFIG = losses.LossConfig(sigma=2.0, depth_weight=0.1, geometric_weight=0.01)
 
 
 @pytest.fixture(autouse=True)
@@ -87,7 +88,7 @@ def _tiny_finetune_config():
 def test_peer_losses_equal_hpe_jax_losses(kind, seed):
   rng = np.random.default_rng(seed)
   batch, outputs = _batch(rng), _outputs(rng, kind)
-  _, ours = jax.jit(step_lib.compute_losses, static_argnums=2)(outputs, batch, LOSS_CONFIG)
+  _, ours = jax.jit(losses.compute_losses, static_argnums=2)(outputs, batch, LOSS_CONFIG)
   _, theirs = torch_peer.compute_losses(
     _to_torch_layout(outputs), torch_peer.to_tensors(batch, torch.device('cpu')), LOSS_CONFIG
   )
@@ -135,6 +136,14 @@ def test_peer_models_have_hpe_jax_parameters_and_output_shapes(name):
       value.shape[:-3] + (value.shape[-1],) + value.shape[-3:-1] if value.ndim >= 4 else value.shape
     )
     assert tuple(peer_outputs[key].shape) == expected, key
+
+
+def test_peers_are_hpe_jax_backbones_and_a_backbone_without_one_is_named(monkeypatch):
+  assert set(torch_peer.PEERS) <= set(models.BACKBONES)
+  assert set(torch_peer.TERMS) == set(losses.LOSSES)
+  monkeypatch.delitem(torch_peer.PEERS, 'hourglass')
+  with pytest.raises(ConfigError, match="model.name='hourglass' has no PyTorch peer"):
+    torch_peer.create_model(_model_config('hourglass'), with_depth=True)
 
 
 def test_eager_peer_step_trains():

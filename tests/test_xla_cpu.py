@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from hpe_jax import losses
 from hpe_jax.models import layers
 from hpe_jax.models import xla_cpu
 from hpe_jax.training import step
@@ -56,7 +57,7 @@ def programs(tiny) -> dict[str, str]:
       step.train_step,
       defs.model,
       defs.optimizer,
-      loss_config=step.loss_config(config),
+      loss_config=losses.loss_config(config),
       dtype=jnp.float32,
     )
   )
@@ -125,13 +126,13 @@ def test_stock_ops_forces_the_stock_forms_on_cpu():
 
 def test_cpu_and_stock_forms_give_the_same_losses_and_gradients(tiny):
   config, defs, state, batch = tiny
-  loss_config = step.loss_config(config)
+  loss_config = losses.loss_config(config)
 
   @jax.jit
   def losses_and_grads(model_state, batch):
     model = nnx.merge(defs.model, model_state)
     images = (batch['image'].astype(jnp.float32) - 128) / 64  # roughly normalised
-    loss_fn = lambda model: step.compute_losses(model(images), batch, loss_config)
+    loss_fn = lambda model: losses.compute_losses(model(images), batch, loss_config)
     (_, metrics), grads = nnx.value_and_grad(
       loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True
     )(model)

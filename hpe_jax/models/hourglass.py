@@ -7,13 +7,24 @@ import functools
 from flax import nnx
 import jax
 import jax.numpy as jnp
+import ml_collections
 
+from hpe_jax.errors import ConfigError
 from hpe_jax.models import layers
 
 HOURGLASS_DEPTH = 4  # recursion depth: features shrink 16x inside an hourglass
 DEPTH_LEVELS = 4  # regressor levels of [2 residual blocks + max-pool 2]
 # Input sizes must be multiples of this: stem /4, then /16 inside the hourglass (or regressor).
 SIZE_MULTIPLE = 4 * 2**HOURGLASS_DEPTH
+
+
+def check_config(model_config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError where the hourglass cannot take model.hourglass_features."""
+  if model_config.hourglass_features % 2:
+    raise ConfigError(
+      f'model.hourglass_features={model_config.hourglass_features} must be even '
+      '(residual blocks halve it)'
+    )
 
 
 class Residual(nnx.Module):

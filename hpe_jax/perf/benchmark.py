@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from hpe_jax import joints
+from hpe_jax import models
 from hpe_jax.data import pipeline
 from hpe_jax.training import step as step_lib
 
@@ -107,19 +108,14 @@ class JaxTrainStep:
 
 
 def model_fields(config: ml_collections.ConfigDict, batch_size: int | None = None) -> dict:
-  """The config's model, image size and batch size (default train.batch_size), as every
-  benchmark's JSON line names them."""
-  model = config.model
-  fields = {'model': model.name}
-  if model.name == 'hourglass':
-    fields.update(num_stacks=model.num_stacks, features=model.hourglass_features)
-  else:
-    fields.update(width=model.width, head_channels=model.head_channels)
+  """The config's model (its name and its backbone's fields), image size and batch size (default
+  train.batch_size), as every benchmark's JSON line names them."""
   return {
-    **fields,
+    'model': config.model.name,
+    **models.arguments(config.model),
     'image_size': config.data.image_size,
     'batch_size': batch_size or config.train.batch_size,
-    'depth': model.depth,
+    'depth': config.model.depth,
   }
 
 
@@ -132,18 +128,12 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int, repeats: int) ->
   model, batch and devices, compile_s, step_ms (median) and images_per_s."""
   train_step = JaxTrainStep(config, config_batch(config))
   timing = time_steps(train_step.step, train_step.sync, steps=steps, repeats=repeats)
-  batch_size = config.train.batch_size
   return {
-    'model': config.model.name,
-    'width': config.model.width,
-    'head_channels': config.model.head_channels,
-    'image_size': config.data.image_size,
-    'batch_size': batch_size,
+    **model_fields(config),
     'dtype': config.model.dtype,
-    'depth': config.model.depth,
     'devices': jax_devices(),
     'jax': jax.__version__,
     'compile_s': round(train_step.compile_s, 2),
     'step_ms': round(timing['step_s'] * 1e3, 2),
-    'images_per_s': round(batch_size / timing['step_s'], 1),
+    'images_per_s': round(config.train.batch_size / timing['step_s'], 1),
   }

@@ -33,6 +33,7 @@ import ml_collections
 import numpy as np
 import torch
 
+from hpe_jax import losses
 from hpe_jax.errors import ConfigError
 from hpe_jax.models import interface
 from hpe_jax.models import xla_cpu
@@ -94,7 +95,7 @@ def time_peer(
 ) -> dict:
   """-> the peer's JSON line; eager mode counts the model FLOPs per step (`model_flops` is
   the count, if known, for the other modes)."""
-  peer = torch_peer.PeerTrainStep(config, batch, step_lib.loss_config(config), mode=mode)
+  peer = torch_peer.PeerTrainStep(config, batch, losses.loss_config(config), mode=mode)
   times = timing.time(peer.step, peer.sync)
   if mode == 'eager':
     model_flops = peer.step_flops()  # on an untimed step, after the timing
@@ -139,12 +140,12 @@ def hpe_jax_parts(
   defs, state = step_lib.init_state(config)
   mesh = jax.make_mesh((1,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
   dtype = jax.numpy.dtype(config.model.dtype)
-  loss_config = step_lib.loss_config(config)
+  loss_config = losses.loss_config(config)
   batch = jax.device_put(batch)
 
   def loss(model):
     images = interface.normalize_images(batch['image'], dtype)
-    return step_lib.compute_losses(model(images), batch, loss_config)[0]
+    return losses.compute_losses(model(images), batch, loss_config)[0]
 
   def forward(model_state):
     return loss(nnx.merge(defs.model, model_state))
@@ -232,7 +233,7 @@ def compare(
       )
     )
     if 'eager' in lines:
-      peer = torch_peer.PeerTrainStep(config, batch, step_lib.loss_config(config), mode='eager')
+      peer = torch_peer.PeerTrainStep(config, batch, losses.loss_config(config), mode='eager')
       peer_parts = {'forward': peer.forward_losses, 'forward_backward': peer.forward_backward}
       emit(
         parts_line('torch_eager', peer_parts, peer.sync, lines['eager']['step_ms'], timing=timing)

@@ -2,7 +2,7 @@
 
 The reference architectures in torch.nn, layer for layer and parameter for parameter as
 hpe_jax.models builds them (NCHW where hpe_jax is NHWC), and the method's losses (REFERENCE.md 1)
-as vectorised torch, equal to hpe_jax.training.step.compute_losses (tests/test_torch_peer.py), so
+as vectorised torch, equal to hpe_jax.losses.compute_losses (tests/test_torch_peer.py), so
 both systems train the same network on the same objective with Adam. torch stays optional: only
 hpe_jax.perf.compare (hpe-compare-peer) and tests import this module.
 
@@ -27,6 +27,9 @@ from torch import nn
 from torch.utils import flop_counter
 
 from hpe_jax import joints
+from hpe_jax import losses
+from hpe_jax import models
+from hpe_jax.errors import ConfigError
 from hpe_jax.models import hourglass as jax_hourglass
 from hpe_jax.models import resnet as jax_resnet
 
@@ -256,29 +259,28 @@ def _init_weights(module: nn.Module, heads) -> None:
       nn.init.zeros_(layer.bias)
 
 
+# The peer of each hpe_jax.models backbone, by model.name: called as that backbone's constructor
+# is (hpe_jax.models.arguments), less dtype and rngs.
+PEERS = {
+  **{name: functools.partial(PoseResNet, name) for name in jax_resnet.ARCHITECTURES},
+  'hourglass': StackedHourglass,
+}
+
+
 def create_model(
   model_config, *, num_joints: int = joints.NUM_JOINTS, with_depth: bool
 ) -> nn.Module:
   """The peer of hpe_jax.models.create_model(model_config, ...), in training mode."""
-  if model_config.name == 'hourglass':
-    return StackedHourglass(
-      num_stacks=model_config.num_stacks,
-      features=model_config.hourglass_features,
-      num_joints=num_joints,
-      with_depth=with_depth,
-      image_size=model_config.image_size,
+  if model_config.name not in PEERS:
+    raise ConfigError(
+      f'model.name={model_config.name!r} has no PyTorch peer; those with one: {", ".join(PEERS)}'
     )
-  return PoseResNet(
-    model_config.name,
-    width=model_config.width,
-    head_channels=model_config.head_channels,
-    num_upsample=model_config.num_upsample,
-    num_joints=num_joints,
-    with_depth=with_depth,
+  return PEERS[model_config.name](
+    **models.arguments(model_config), num_joints=num_joints, with_depth=with_depth
   )
 
 
-# Targets and losses (hpe_jax.targets, hpe_jax.losses, hpe_jax.training.step.compute_losses).
+# Targets and losses (hpe_jax.targets, hpe_jax.losses).
 
 
 def _bone_tensors():
@@ -378,37 +380,49 @@ def geometric_loss(
   return torch.sum(torch.where(is_2d, per_sample, torch.zeros_like(per_sample))) / xy.shape[0]
 
 
+def _heatmap_term(x: losses.Inputs, samples: None) -> torch.Tensor:
+  del samples  # all
+  target = gaussian_heatmaps(x.xy_hm, x.inside, x.size, x.config.sigma)
+  weight = x.batch['joints_mask'][:, :, None, None]
+  return sum(heatmap_loss(h * weight, target) for h in x.heatmaps)
+
+
+def _depth_term(x: losses.Inputs, samples: torch.Tensor) -> torch.Tensor:
+  return depth_loss(x.depth, x.batch['depth'], x.inside * samples[:, None])
+
+
+def _geometric_term(x: losses.Inputs, samples: torch.Tensor) -> torch.Tensor:
+  return geometric_loss(x.xy_hm / x.size, x.depth.float(), x.inside, samples)
+
+
+# hpe_jax.losses.LOSSES' terms, by the same names.
+TERMS = {'heatmap': _heatmap_term, 'depth': _depth_term, 'geometric': _geometric_term}
+
+
 def compute_losses(outputs: dict, batch: dict, loss_config) -> tuple[torch.Tensor, dict]:
-  """hpe_jax.training.step.compute_losses on torch tensors: heatmaps (S, B, J, h, w), depth_map
+  """hpe_jax.losses.compute_losses on torch tensors: heatmaps (S, B, J, h, w), depth_map
   (B, J, h, w) or depth (B, J); the batch as hpe_jax.perf.benchmark.random_batch lays it out;
-  `loss_config` a hpe_jax LossConfig. -> (weighted total, {'loss', 'heatmap_loss',
-  'depth_loss', 'geometric_loss'})."""
+  `loss_config` a hpe_jax LossConfig. -> (weighted total, {'loss', '<name>_loss' for each of
+  hpe_jax.losses.LOSSES the outputs allow})."""
   heatmaps = outputs['heatmaps']
   size = heatmaps.shape[-1]
   xy_hm = (batch['joints'] + 0.5) / (batch['image'].shape[1] / size) - 0.5
-  annotated = batch['joints_mask']
-  inside = inside_heatmap(xy_hm, size) * annotated
-  target = gaussian_heatmaps(xy_hm, inside, size, loss_config.sigma)
-  weight = annotated[:, :, None, None]
-  heatmap = sum(heatmap_loss(h * weight, target) for h in heatmaps)
-  metrics = {'heatmap_loss': heatmap}
-  total = heatmap
-  depth = (
-    gather_at(outputs['depth_map'].float(), xy_hm)
-    if 'depth_map' in outputs
-    else outputs.get('depth')
+  return losses.weighted_sum(
+    losses.Inputs(
+      batch=batch,
+      config=loss_config,
+      heatmaps=heatmaps,
+      size=size,
+      xy_hm=xy_hm,
+      inside=inside_heatmap(xy_hm, size) * batch['joints_mask'],
+      depth=(
+        gather_at(outputs['depth_map'].float(), xy_hm)
+        if 'depth_map' in outputs
+        else outputs.get('depth')
+      ),
+    ),
+    TERMS,
   )
-  if depth is not None:
-    has_3d = batch['has_3d']
-    metrics['depth_loss'] = depth_loss(depth, batch['depth'], inside * has_3d[:, None])
-    metrics['geometric_loss'] = geometric_loss(xy_hm / size, depth.float(), inside, ~has_3d)
-    total = (
-      total
-      + loss_config.depth_weight * metrics['depth_loss']
-      + loss_config.geometric_weight * metrics['geometric_loss']
-    )
-  metrics['loss'] = total
-  return total, metrics
 
 
 def normalize_images(images: torch.Tensor, memory_format) -> torch.Tensor:

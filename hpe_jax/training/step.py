@@ -19,20 +19,10 @@ import optax
 
 from hpe_jax import losses
 from hpe_jax import models
-from hpe_jax import targets
 from hpe_jax.inference import readout
 from hpe_jax.models import interface
 from hpe_jax.models import xla_cpu
 from hpe_jax.training import optimizer as optimizer_lib
-
-
-@dataclasses.dataclass(frozen=True)
-class LossConfig:
-  """How the losses are weighted; sigma is the heatmap Gaussian's, in heatmap pixels."""
-
-  sigma: float = 2.0
-  depth_weight: float = 0.0
-  geometric_weight: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,52 +52,13 @@ def init_state(config) -> tuple[GraphDefs, dict]:
   )
 
 
-def loss_config(config) -> LossConfig:
-  return LossConfig(
-    sigma=config.data.sigma,
-    depth_weight=config.train.depth_weight,
-    geometric_weight=config.train.geometric_weight,
-  )
-
-
-def compute_losses(outputs: dict, batch: dict, config: LossConfig) -> tuple[jax.Array, dict]:
-  """The method's losses for one batch (REFERENCE.md 1, "Losses").
-
-  Heatmaps: MSE on every supervised output (summed over hourglass stacks), unannotated joints
-  weighted 0. Depth: on 3D samples, read at the ground-truth joint locations. Geometric: on 2D
-  samples, bone-length consistency of ground-truth xy with the predicted depth.
-  """
-  heatmaps = outputs['heatmaps']  # (S, B, h, w, J)
-  size = heatmaps.shape[2]
-  xy_hm = targets.input_to_heatmap(batch['joints'], batch['image'].shape[1] / size)
-  annotated = batch['joints_mask']
-  inside = targets.inside_heatmap(xy_hm, size) * annotated
-  target = targets.gaussian_heatmaps(xy_hm, inside, size, config.sigma)
-  weight = annotated[:, None, None, :]
-  heatmap = sum(losses.heatmap_loss(h * weight, target) for h in heatmaps)
-  metrics = {'heatmap_loss': heatmap}
-  total = heatmap
-  depth = interface.predicted_depth(outputs, xy_hm)
-  if depth is not None:
-    has_3d = batch['has_3d']
-    metrics['depth_loss'] = losses.depth_loss(depth, batch['depth'], inside * has_3d[:, None])
-    metrics['geometric_loss'] = losses.geometric_loss(xy_hm / size, depth, inside, ~has_3d)
-    total = (
-      total
-      + config.depth_weight * metrics['depth_loss']
-      + config.geometric_weight * metrics['geometric_loss']
-    )
-  metrics['loss'] = total
-  return total, metrics
-
-
 def train_step(
   model_def: nnx.GraphDef,
   optimizer_def: nnx.GraphDef,
   state: dict,
   batch: dict,
   *,
-  loss_config: LossConfig,
+  loss_config: losses.LossConfig,
   dtype,
 ) -> tuple[dict, dict]:
   """One optimisation step. state = {'model': ..., 'optimizer': ...} -> (new state, metrics).
@@ -120,7 +71,7 @@ def train_step(
   images = interface.normalize_images(batch['image'], dtype)
 
   def loss_fn(model):
-    return compute_losses(model(images), batch, loss_config)
+    return losses.compute_losses(model(images), batch, loss_config)
 
   grad_fn = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True)
   (_, metrics), grads = grad_fn(model)
@@ -153,7 +104,7 @@ def jit_steps(defs: GraphDefs, state: dict, mesh, config):
   dtype = jnp.dtype(config.model.dtype)
   train = jax.jit(
     functools.partial(
-      train_step, defs.model, defs.optimizer, loss_config=loss_config(config), dtype=dtype
+      train_step, defs.model, defs.optimizer, loss_config=losses.loss_config(config), dtype=dtype
     ),
     donate_argnums=0,
     out_shardings=(state_sharding, replicated),
