@@ -20,8 +20,8 @@ import re
 import ml_collections
 
 from hpe_jax import default_config
+from hpe_jax import models
 from hpe_jax.data import datasets
-from hpe_jax.models import resnet
 from hpe_jax.study import spec
 
 # Share of a run's steps after which its learning rate drops, as in the configs' quick presets.
@@ -53,7 +53,7 @@ class Run:
   num_steps: int
   description: str  # for progress lines
   batch_size: int  # images per step
-  # Multiply-adds of its model's forward pass per image (resnet.multiply_adds; 0 where not
+  # Multiply-adds of its model's forward pass per image (models.multiply_adds; 0 where not
   # counted): with batch_size, what one step costs.
   multiply_adds: int
   # Where its datasets are built ('': the configs' default). Not in its identity: the same data
@@ -185,19 +185,16 @@ def _run(config_flag: str, overrides: tuple, **fields) -> Run:
   config = _config_model(config_flag)
   given = dict(overrides)
   value = lambda field: int(given.get(field, config[field.split('.')[0]][field.split('.')[1]]))
-  multiply_adds = 0
-  if fields['backbone'] in resnet.ARCHITECTURES:
-    multiply_adds = resnet.multiply_adds(
-      fields['backbone'],
-      value('data.image_size'),
-      width=value('model.width'),
-      head_channels=value('model.head_channels'),
-      num_upsample=value('model.num_upsample'),
-    )
+  model = ml_collections.ConfigDict(config.model.to_dict())
+  model.name = fields['backbone']
+  model.image_size = value('data.image_size')
+  for field in models.BACKBONES[model.name].fields.values():
+    if field.name != 'image_size':
+      model[field.name] = value(f'model.{field.name}')
   return Run(
     config_file=_config_file(config_flag),
     batch_size=value('train.batch_size'),
-    multiply_adds=multiply_adds,
+    multiply_adds=models.multiply_adds(model),
     **fields,
   )
 
