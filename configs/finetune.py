@@ -2,13 +2,13 @@
 
 3D samples get the heatmap and depth losses (weight 0.1), 2D samples the heatmap and geometric
 losses (weight 0.01). Quick preset, after configs/pretrain.py:
-  python -m hpe_jax.main --config=configs/finetune.py
+  hpe-train --config=configs/finetune.py
 The reference runs it as two stages, stage 2 without the geometric loss and stage 3 with it at a
 10x lower learning rate, each starting from the one before (default workdirs chain them):
-  python -m hpe_jax.main --config=configs/pretrain.py:paper \
+  hpe-train --config=configs/pretrain.py:paper \
       --config.model.init=runs/imagenet/resnet50.npz                 # runs/pretrain_paper
-  python -m hpe_jax.main --config=configs/finetune.py:paper,stage=2  # runs/finetune_paper_stage_2
-  python -m hpe_jax.main --config=configs/finetune.py:paper,stage=3  # runs/finetune_paper_stage_3
+  hpe-train --config=configs/finetune.py:paper,stage=2  # runs/finetune_paper_stage_2
+  hpe-train --config=configs/finetune.py:paper,stage=3  # runs/finetune_paper_stage_3
 """
 
 from hpe_jax import default_config

@@ -2,12 +2,12 @@
 
 It answers the study's question "does 2D pre-training help?" against configs/finetune.py.
 Quick preset (one stage, after nothing):
-  python -m hpe_jax.main --config=configs/scratch3d.py
+  hpe-train --config=configs/scratch3d.py
 The study's "3D exclusive training" (ECE740F21T01/pytorch-pose-hg-3d, readme "3D Exclusive
 Training - Stages 2 and 3"), from ImageNet weights as the reference's every run:
-  python -m hpe_jax.main --config=configs/scratch3d.py:paper,stage=2 \
+  hpe-train --config=configs/scratch3d.py:paper,stage=2 \
       --config.model.init=runs/imagenet/resnet50.npz           # runs/scratch3d_paper_stage_2
-  python -m hpe_jax.main --config=configs/scratch3d.py:paper,stage=3  # runs/scratch3d_paper_stage_3
+  hpe-train --config=configs/scratch3d.py:paper,stage=3  # runs/scratch3d_paper_stage_3
 - stage 2 (`--dataset H36M --ratio_3d 0 --weight_3d 1.0 --num_epoch 60 --lr_step 45`): batches of
   32 Human3.6M frames, depth weight 1.0, 60 epochs of its 35,832 training frames (1,120 steps
   each; default_config.H36M_TRAIN_FRAMES), the lr x0.1 after epoch 45; evaluated every 5

@@ -1,13 +1,13 @@
 """The paper's study (Jiang et al., 2026) as it ran it: 2D pre-training against 3D-only training,
 five backbones, three 2D and three 3D datasets, every cell evaluated on every 3D test set.
 
-  python tools/study.py --study=configs/study_paper.py --print_commands   # commands and cost
-  python tools/study.py --study=configs/study_paper.py --launcher=slurm \
+  hpe-study --study=configs/study_paper.py --print_commands   # commands and cost
+  hpe-study --study=configs/study_paper.py --launcher=slurm \
       --slurm_partition=gpu --slurm_gpus_per_node=1 --slurm_cpus_per_task=16 --slurm_time=2880
 
 Every run follows the reference's recipe (recipe 'paper'; configs/*.py:paper): ResNets from
-ImageNet weights (runs/imagenet/<backbone>.npz, made once per backbone by `python
-tools/import_weights.py imagenet <torchvision file> runs/imagenet/<backbone>.npz`), 256 px,
+ImageNet weights (runs/imagenet/<backbone>.npz, made once per backbone by `hpe-import-weights
+imagenet <torchvision file> runs/imagenet/<backbone>.npz`), 256 px,
 batches of 32, Adam at 1e-3.
 - Pre-training: 140 epochs of the 2D set, the lr x0.1 after 90 and 120. The fork trains MPII,
   LSP-Extended and FLIC-Full with the same command (opts.py's defaults: `--num_epochs 140

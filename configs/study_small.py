@@ -4,9 +4,9 @@ Two backbones (ResNet-18 and -34 at a quarter of their width, 96 px inputs), two
 (the synthetic people seen from near eye level, and `synthetic_humans/overhead`, cameras looking
 down from 30-60 degrees, which makes the generalisation matrix meaningful), two 3D step budgets,
 one seed: 16 cells and 2 pre-training runs (its time and results: README.md, "Studies"):
-  python tools/study.py --study=configs/study_small.py   # report in runs/study_small/report/
-  python tools/study.py --study=configs/study_small.py --print_commands   # the commands instead
-  python tools/study.py --study=configs/study_small.py --data_dir=DIR   # datasets built in DIR
+  hpe-study --study=configs/study_small.py   # report in runs/study_small/report/
+  hpe-study --study=configs/study_small.py --print_commands   # the commands instead
+  hpe-study --study=configs/study_small.py --data_dir=DIR   # datasets built in DIR
 """
 
 import ml_collections

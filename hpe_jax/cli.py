@@ -8,10 +8,12 @@ shows the command's docstring and flags however it was started.
   if __name__ == '__main__':
     run()
 
-Commands (hpe_jax.main, .evaluate, .predict, hpe_jax.tools.*) define their flags at import and
-import the library lazily inside `main`, so that `--help` and flag errors stay fast; library
-modules define no flags. A command starts as `python -m hpe_jax.X`, as an installed console
-script (hpe-*) or through a tools/*.py shim: the same `run()` in each case.
+Commands (hpe_jax/commands/*.py, and the developer tools tools/*.py) define their flags at import
+and import the library lazily inside `main`, so that `--help` and flag errors stay fast; library
+modules define no flags. A command starts as its installed console script (hpe-build-dataset:
+hpe_jax/commands/build_dataset.py), as `python -m hpe_jax.commands.build_dataset`, as `python -m
+hpe_jax.main` (the alias of hpe-train) or, for a developer tool, as `python tools/X.py`: the same
+`run()` in each case.
 """
 
 from __future__ import annotations
@@ -133,8 +135,8 @@ def lend_usage(module_name: str) -> None:
   """Makes absl's usage text (`--help`, usage errors) that of the command `module_name`.
 
   absl takes the text from sys.modules['__main__'].__doc__ and lists the flags of the module at
-  sys.argv[0]; a console-script wrapper or a tools/*.py shim is `__main__` there, with neither the
-  docstring nor the flags. Nothing to do when the command itself runs as `__main__`.
+  sys.argv[0]; a console-script wrapper or the hpe_jax/main.py alias is `__main__` there, with
+  neither the docstring nor the flags. Nothing to do when the command itself runs as `__main__`.
   """
   for module in {module_name, sys.argv[0]}:  # --help lists it with the command's own flags
     flags.FLAGS.register_key_flag_for_module(module, flags.FLAGS['compile_cache'])

@@ -71,7 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.depth = False  # depth output (the 3D stages)
   # ImageNet ResNet weights for the backbone at the start of a run that neither resumes nor has an
   # init_from: a torchvision state_dict (.pth/.pt, needs torch) or an .npz of
-  # tools/import_weights.py imagenet. '' = random initialisation; 'scratch' = random, chosen
+  # hpe-import-weights imagenet. '' = random initialisation; 'scratch' = random, chosen
   # against a recipe that asks for 'imagenet' (the :paper configs: ImageNet weights required).
   c.model.init = ''
 
@@ -383,7 +383,7 @@ def _check_model_init(c: ml_collections.ConfigDict) -> None:
     npz = f'runs/imagenet/{name}.npz'
     raise ConfigError(
       f'this recipe starts {name} from ImageNet weights, as the reference does: make them once '
-      f'with `python tools/import_weights.py imagenet {files[name][1]} {npz}` '
+      f'with `hpe-import-weights imagenet {files[name][1]} {npz}` '
       f"(torchvision's file, {torch_import.TORCHVISION_URL}{files[name][1]}; the older "
       f"{files[name][0]} holds the same tensors; the tool needs pip install -e '.[torch]') and add "
       f'--config.model.init={npz}, or add --config.model.init=scratch to train from random '
@@ -391,7 +391,7 @@ def _check_model_init(c: ml_collections.ConfigDict) -> None:
     )
   if not os.path.isfile(init):
     raise ConfigError(
-      f'model.init={init!r} is not a file: give an .npz of tools/import_weights.py '
+      f'model.init={init!r} is not a file: give an .npz of hpe-import-weights '
       "imagenet or a torchvision .pth, or 'scratch'"
     )
 

@@ -76,11 +76,6 @@ def transform_points(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
   )
 
 
-def affine_scale(affine: np.ndarray) -> np.ndarray:
-  """(..., 2, 3) -> (...,): the isotropic scale of a similarity affine."""
-  return np.sqrt(np.abs(np.linalg.det(np.asarray(affine)[..., :2])))
-
-
 def project(
   points_3d: np.ndarray, intrinsics: np.ndarray, distortion: np.ndarray | None = None
 ) -> np.ndarray:

@@ -6,8 +6,8 @@ Each loss is a float32 scalar and stays finite, with finite gradients, when its 
 The objective sums the losses of LOSSES, by name. A new loss is a function here, its term (what
 it reads of `Inputs`) and a `Loss` entry in LOSSES; a weighted one also gets its weight field in
 LossConfig and, under the same name, in default_config.py's train fields; its test goes in
-tests/test_losses.py. The PyTorch peer (hpe_jax/perf/torch_peer.py) computes every term in torch,
-under the same name, for hpe-compare-peer.
+tests/test_losses.py. The PyTorch peer (tools/lib/torch_peer.py) computes every term in torch,
+under the same name, for tools/compare_peer.py.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class Inputs:
   """What the terms read, for one batch: jax arrays here, torch tensors in the PyTorch peer
   (where maps are NCHW)."""
 
-  batch: dict  # the training batch (hpe_jax.perf.benchmark.random_batch lays it out)
+  batch: dict  # the training batch (tools/lib/benchmark.py's random_batch lays it out)
   config: LossConfig
   heatmaps: Any  # (S, B, h, w, J): every supervised output
   size: int  # of the (square) heatmaps

@@ -1,6 +1,6 @@
-"""hpe-analyze (hpe_jax.analysis.analyze_run, hpe_jax.analyze): the synthetic squat clip's true
-joints give exactly its repetitions and their angles; the files it writes read back; bad input is
-a one-line error or a stated skip."""
+"""hpe-analyze (hpe_jax.analysis.analyze_run, hpe_jax.commands.analyze): the synthetic squat
+clip's true joints give exactly its repetitions and their angles; the files it writes read back;
+bad input is a one-line error or a stated skip."""
 
 from __future__ import annotations
 
@@ -210,7 +210,7 @@ def test_the_command_prints_the_counts_and_refuses_bad_flags(squat_truth, tmp_pa
     [
       sys.executable,
       '-m',
-      'hpe_jax.analyze',
+      'hpe_jax.commands.analyze',
       squat_truth['jsonl'],
       '--reps=knee_flexion_right',
       f'--analysis_dir={out}',
@@ -223,7 +223,7 @@ def test_the_command_prints_the_counts_and_refuses_bad_flags(squat_truth, tmp_pa
   assert f'repetitions of knee_flexion_right: track 0: {REPS}, track 1: {REPS}' in result.stdout
   assert (out / 'report.html').is_file()
   result = subprocess.run(
-    [sys.executable, '-m', 'hpe_jax.analyze', squat_truth['jsonl'], '--reps=elbow'],
+    [sys.executable, '-m', 'hpe_jax.commands.analyze', squat_truth['jsonl'], '--reps=elbow'],
     capture_output=True,
     text=True,
     check=False,

@@ -1,5 +1,5 @@
 """The demo clip: a readable video as asked, deterministic, people drawn where their labels say,
-walking or squatting a given number of times, and the boxes file that `hpe_jax.predict --boxes`
+walking or squatting a given number of times, and the boxes file that `hpe-predict --boxes`
 reads; and its command."""
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
 
 def _command(*flags: str) -> subprocess.CompletedProcess:
   return subprocess.run(
-    [sys.executable, '-m', 'hpe_jax.tools.make_clip', *flags],
+    [sys.executable, '-m', 'hpe_jax.commands.make_clip', *flags],
     capture_output=True,
     text=True,
     timeout=120,

@@ -35,7 +35,7 @@ def test_a_directory_that_cannot_be_made_is_a_warning_not_an_error(capsys):
 
 
 def _predict(workdir, out_dir, image, *flags, env=None):
-  command = [sys.executable, '-m', 'hpe_jax.predict', f'--workdir={workdir}']
+  command = [sys.executable, '-m', 'hpe_jax.commands.predict', f'--workdir={workdir}']
   command += [f'--out_dir={out_dir}', *flags, image]
   environment = {**os.environ, 'JAX_DEBUG_LOG_MODULES': 'jax._src.compiler', **(env or {})}
   start = time.perf_counter()

@@ -173,9 +173,8 @@ def test_paper_recipes_need_imagenet_weights_or_an_explicit_opt_out(tmp_path):
     c = _load(name, 'paper')
     with pytest.raises(default_config.ConfigError) as error:
       default_config.validate(c)
-    assert (
-      'python tools/import_weights.py imagenet resnet50-0676ba61.pth runs/imagenet/resnet50.npz'
-    ) in str(error.value)
+    command = 'hpe-import-weights imagenet resnet50-0676ba61.pth runs/imagenet/resnet50.npz'
+    assert command in str(error.value)
     assert '--config.model.init=scratch' in str(error.value) and '\n' not in str(error.value)
     c.model.init = default_config.SCRATCH
     default_config.validate(c)

@@ -140,7 +140,7 @@ def test_cli_errors_are_one_line(tmp_path, tiny_depth_run):
     ([f'--workdir={tiny_depth_run}', '--batch_size=0'], '--batch_size=0'),
   ):
     run = subprocess.run(
-      [sys.executable, '-m', 'hpe_jax.evaluate', *args],
+      [sys.executable, '-m', 'hpe_jax.commands.evaluate', *args],
       cwd=REPO,
       capture_output=True,
       text=True,

@@ -1,4 +1,4 @@
-"""The deployable model: `python -m hpe_jax.export` writes a file that `load_exported` runs without
+"""The deployable model: `hpe-export` writes a file that `load_exported` runs without
 Flax or the model code, predicting what the live model (`inference.load`) predicts."""
 
 import json
@@ -144,7 +144,7 @@ def _one_line(error: errors.HpeError, *words: str) -> None:
 def test_a_missing_file_is_named(tmp_path):
   with pytest.raises(exported.ExportError) as e:
     inference.load_exported(str(tmp_path / 'none.hpe'))
-  _one_line(e.value, 'none.hpe', 'no such file', 'hpe_jax.export')
+  _one_line(e.value, 'none.hpe', 'no such file', 'hpe-export')
 
 
 def test_a_file_that_is_not_an_export_is_refused(tmp_path, tiny_depth_run):
@@ -224,10 +224,16 @@ def test_command_line_errors_are_one_line(model_file, tmp_path):
   photo = str(tmp_path / 'photo.jpg')
   cv2.imwrite(photo, np.zeros((40, 30, 3), np.uint8))
   for args, words in (
-    (('hpe_jax.predict', f'--model={model_file}', '--workdir=runs/x', photo), 'exactly one'),
-    (('hpe_jax.predict', photo), 'exactly one'),
-    (('hpe_jax.predict', f'--model={tmp_path / "none.hpe"}', photo), 'no such file'),
-    (('hpe_jax.export', f'--workdir={tmp_path}', f'--out={tmp_path / "m.hpe"}'), 'config.json'),
+    (
+      ('hpe_jax.commands.predict', f'--model={model_file}', '--workdir=runs/x', photo),
+      'exactly one',
+    ),
+    (('hpe_jax.commands.predict', photo), 'exactly one'),
+    (('hpe_jax.commands.predict', f'--model={tmp_path / "none.hpe"}', photo), 'no such file'),
+    (
+      ('hpe_jax.commands.export', f'--workdir={tmp_path}', f'--out={tmp_path / "m.hpe"}'),
+      'config.json',
+    ),
   ):
     result = _command(*args)
     assert result.returncode == 2, result.stderr

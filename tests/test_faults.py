@@ -574,7 +574,8 @@ def test_an_empty_manual_dir_is_one_line(tmp_path):
   result = subprocess.run(
     [
       sys.executable,
-      os.path.join(REPO, 'tools', 'build_dataset.py'),
+      '-m',
+      'hpe_jax.commands.build_dataset',
       'lsp_extended',
       f'--manual_dir={tmp_path / "downloads"}',
       f'--data_dir={tmp_path / "tfds"}',

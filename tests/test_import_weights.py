@@ -3,7 +3,7 @@ reference workdirs.
 
 torch is needed only to read .pth files: the reference networks' weights, an input and torch's
 outputs on it are committed arrays (tests/fixtures/torch_import, written by
-`python tools/make_torch_fixtures.py`, described in hpe_jax/models/torch_reference.py). The
+`python tools/make_torch_fixtures.py`, described in tools/lib/torch_reference.py). The
 tests taking the `torch` fixture, skipped without torch, check that the fixtures equal what that
 command writes now and that .pth files read as the same arrays.
 """
@@ -33,7 +33,7 @@ from hpe_jax.training import train
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(REPO, 'tests', 'fixtures', 'torch_import')
 NUM_JOINTS = 16
-# The fixtures' networks (hpe_jax.models.torch_reference.MODELS): file stem -> ResNet, width, head.
+# The fixtures' networks (tools/lib/torch_reference.py's MODELS): file stem -> ResNet, width, head.
 REFERENCE_MODELS = {
   'reference_resnet18': ('resnet18', 2, 8),
   'reference_resnet50': ('resnet50', 2, 8),
@@ -313,13 +313,14 @@ def test_reference_checkpoint_becomes_a_workdir_that_grafts_exactly(
 
 
 def test_command_refuses_in_one_line(tmp_path):
-  """hpe-import-weights (through its tools/ shim) ends a refusal with one `error:` line, exit 2."""
+  """hpe-import-weights ends a refusal with one `error:` line, exit 2."""
   workdir = tmp_path / 'used'
   (workdir / 'checkpoints' / '0').mkdir(parents=True)
   result = subprocess.run(
     [
       sys.executable,
-      os.path.join(REPO, 'tools', 'import_weights.py'),
+      '-m',
+      'hpe_jax.commands.import_weights',
       'reference',
       os.path.join(FIXTURES, 'reference_resnet18.npz'),
       f'--workdir={workdir}',

@@ -11,13 +11,13 @@ import cv2
 import numpy as np
 
 from hpe_jax import default_config
-from hpe_jax.perf import pipeline_benchmark
+from tools.lib import benchmark_pipeline
 
 
 def test_pipeline_rates_count_images_per_core(data_dir):
   config = tiny_config(data_dir, depth=True)
   run = default_config.describe(config)
-  lines = list(pipeline_benchmark.pipeline_rates(run, [0], batches=2, repeats=1))
+  lines = list(benchmark_pipeline.pipeline_rates(run, [0], batches=2, repeats=1))
   assert [line['workers'] for line in lines] == [0]
   line = lines[0]
   assert line['measure'] == 'pipeline' and line['train_3d'] == line['train_2d']
@@ -28,7 +28,7 @@ def test_pipeline_rates_count_images_per_core(data_dir):
 def test_part_times_cover_the_whole_and_restore_opencvs_threads(data_dir):
   config = tiny_config(data_dir, depth=True)
   threads = cv2.getNumThreads()
-  line = pipeline_benchmark.part_times(default_config.describe(config), images=32)
+  line = benchmark_pipeline.part_times(default_config.describe(config), images=32)
   assert cv2.getNumThreads() == threads
   times = line['ms_per_image']
   parts = ('read', 'parse', 'decode', 'warp_and_labels', 'batch')

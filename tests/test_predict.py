@@ -67,7 +67,7 @@ def _read_rgb(path):
 
 
 def _predict_command(workdir, *args):
-  return [sys.executable, '-m', 'hpe_jax.predict', f'--workdir={workdir}', *args]
+  return [sys.executable, '-m', 'hpe_jax.commands.predict', f'--workdir={workdir}', *args]
 
 
 @pytest.fixture(scope='module')

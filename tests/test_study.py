@@ -237,7 +237,8 @@ def test_print_commands_in_dependency_order(tiny_study, data_dir, tmp_path):
   output = subprocess.run(
     [
       sys.executable,
-      'tools/study.py',
+      '-m',
+      'hpe_jax.commands.study',
       f'--study={tiny_study.flag}',
       f'--study_dir={fresh_dir}',
       '--print_commands',
@@ -250,16 +251,16 @@ def test_print_commands_in_dependency_order(tiny_study, data_dir, tmp_path):
   lines, _ = _commands_and_table(output.splitlines())
   export, *commands = [shlex.split(line) for line in lines]
   assert export[0] == 'export' and not os.path.exists(fresh_dir)  # printing runs nothing
-  assert [c[:3] for c in commands] == [['python', '-m', 'hpe_jax.main']] * 2 + [
-    ['python', '-m', 'hpe_jax.evaluate'],
-    ['python', '-m', 'hpe_jax.main'],
-    ['python', '-m', 'hpe_jax.evaluate'],
+  assert [c[:3] for c in commands] == [['python', '-m', 'hpe_jax.commands.train']] * 2 + [
+    ['python', '-m', 'hpe_jax.commands.evaluate'],
+    ['python', '-m', 'hpe_jax.commands.train'],
+    ['python', '-m', 'hpe_jax.commands.evaluate'],
   ]
   trains = []
   for command in commands:
     args = dict(arg[2:].split('=', 1) for arg in command[3:])
     assert args['workdir'].startswith(fresh_dir)
-    if command[2] == 'hpe_jax.evaluate':
+    if command[2] == 'hpe_jax.commands.evaluate':
       assert [a for a in command if a.startswith('--dataset=')] == [
         f'--dataset={OWN_EVAL}',
         f'--dataset={OTHER_EVAL}',
@@ -304,7 +305,8 @@ def test_print_commands_write_nothing_and_carry_the_data_dir(tmp_path):
   output = subprocess.run(
     [
       sys.executable,
-      'tools/study.py',
+      '-m',
+      'hpe_jax.commands.study',
       f'--study={flag}',
       f'--study_dir={root / "fresh"}',
       f'--data_dir={data_dir}',
@@ -320,10 +322,10 @@ def test_print_commands_write_nothing_and_carry_the_data_dir(tmp_path):
   export, *commands = [shlex.split(line) for line in lines]
   assert export[0] == 'export' and len(commands) == 5
   for command in commands:
-    if command[2] == 'hpe_jax.main':
+    if command[2] == 'hpe_jax.commands.train':
       assert f'--config.data.data_dir={data_dir}' in command
     else:  # the splits resolved without building: the same as the built dataset's
-      assert command[2] == 'hpe_jax.evaluate' and f'--data_dir={data_dir}' in command
+      assert command[2] == 'hpe_jax.commands.evaluate' and f'--data_dir={data_dir}' in command
       assert [a for a in command if a.startswith('--dataset=')] == [
         f'--dataset={OWN_EVAL}',
         f'--dataset={OTHER_EVAL}',
@@ -530,7 +532,7 @@ def test_the_paper_study_costs_images_and_gpu_hours(paper_plan):
 
 
 def test_a_study_refuses_to_start_without_its_imagenet_weights(paper_plan):
-  with pytest.raises(study.StudyError, match='import_weights.py imagenet resnet18-f37072fd.pth'):
+  with pytest.raises(study.StudyError, match='hpe-import-weights imagenet resnet18-f37072fd.pth'):
     runner.check_start_weights(paper_plan[0])
 
 
@@ -858,7 +860,7 @@ def test_slurm_needs_its_commands(tmp_path, monkeypatch):
 )
 def test_launcher_flag_errors_are_one_line(args, message, tmp_path):
   result = subprocess.run(
-    [sys.executable, 'tools/study.py', f'--study={tmp_path / "any.py"}', *args],
+    [sys.executable, '-m', 'hpe_jax.commands.study', f'--study={tmp_path / "any.py"}', *args],
     cwd=REPO,
     capture_output=True,
     text=True,

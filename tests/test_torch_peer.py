@@ -1,7 +1,7 @@
-"""The PyTorch peer (hpe_jax.perf.torch_peer) trains what hpe_jax trains: same losses, same
+"""The PyTorch peer (tools/lib/torch_peer.py) trains what hpe_jax trains: same losses, same
 networks.
 
-Speed is compared by hpe-compare-peer (hpe_jax.perf.compare), not here.
+Speed is compared by tools/compare_peer.py (tools/lib/compare_peer.py), not here.
 """
 
 import os
@@ -21,9 +21,9 @@ torch = pytest.importorskip(
   'torch', reason='torch is not installed: pip install -e ".[torch]" to check the PyTorch peer'
 )
 
-from hpe_jax.perf import benchmark  # noqa: E402  (after the skip: compare needs torch)
-from hpe_jax.perf import compare  # noqa: E402
-from hpe_jax.perf import torch_peer  # noqa: E402
+from tools.lib import benchmark  # noqa: E402  (after the skip: compare_peer needs torch)
+from tools.lib import compare_peer  # noqa: E402
+from tools.lib import torch_peer  # noqa: E402
 
 J = 16
 LOSS_CONFIG = losses.LossConfig(sigma=2.0, depth_weight=0.1, geometric_weight=0.01)
@@ -163,7 +163,7 @@ def test_compare_peer_parts_run_what_the_steps_run():
   library defines no flags (the commands do), so nothing collides."""
   config = _tiny_finetune_config()
   batch = _batch(np.random.default_rng(0), batch_size=4)
-  parts = compare.hpe_jax_parts(config, batch)
+  parts = compare_peer.hpe_jax_parts(config, batch)
   forward_loss = float(parts['forward']())
   grads = nnx.to_pure_dict(parts['forward_backward']())
   _, metrics = benchmark.JaxTrainStep(config, batch).step()

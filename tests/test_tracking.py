@@ -144,7 +144,7 @@ def test_filter_errors_and_dtype():
 # --- the defaults on synthetic 30 fps joints ---------------------------------------------------
 
 
-def _run(params, signal, times, scale):
+def _smooth(params, signal, times, scale):
   f = tracking.OneEuroFilter(params)
   return np.stack([f(t, x, scale) for t, x in zip(times, signal)])
 
@@ -154,7 +154,7 @@ def test_defaults_halve_the_noise_of_a_still_joint():
   rng = np.random.default_rng(1)
   # Noise of 2% of the box side (4 px on a 200 px person), about a pose network's jitter.
   raw = np.array([320.0, 240.0]) + rng.normal(0, 0.02 * SIDE, (len(times), 16, 2))
-  smoothed = _run(tracking.OneEuroParams(), raw, times, SIDE)
+  smoothed = _smooth(tracking.OneEuroParams(), raw, times, SIDE)
   after = times >= 1.0
   # Each coordinate's std over time, averaged over the joints.
   ratio = smoothed[after].std(axis=0).mean() / raw[after].std(axis=0).mean()
@@ -167,7 +167,7 @@ def test_defaults_lag_little_at_speed():
   speed = 1.0  # box sides per second
   raw = np.broadcast_to((100 + speed * SIDE * times)[:, None, None], (len(times), 16, 2))
   params = tracking.OneEuroParams()
-  lag = (raw - _run(params, raw, times, SIDE))[times >= 1.0] / SIDE  # box sides
+  lag = (raw - _smooth(params, raw, times, SIDE))[times >= 1.0] / SIDE  # box sides
   # A plain low-pass at min_cutoff trails a ramp by speed * tau = speed / (2 pi min_cutoff) in the
   # steady state: 0.16 box sides here. The speed term should cut that at least in half.
   plain_lag = speed / (2 * math.pi * params.min_cutoff)
@@ -180,7 +180,7 @@ def test_defaults_lag_little_at_speed():
     fc = params.min_cutoff + params.beta * speed * (1 + 1 / (2 * math.pi * fc * dt))
   np.testing.assert_allclose(lag, speed / (2 * math.pi * fc), rtol=1e-3)  # 0.047 box sides
   # With beta = 0 the same ramp trails by the plain low-pass's lag, so the bound is not loose.
-  plain = (raw - _run(tracking.OneEuroParams(beta=0.0), raw, times, SIDE))[times >= 1.0] / SIDE
+  plain = (raw - _smooth(tracking.OneEuroParams(beta=0.0), raw, times, SIDE))[times >= 1.0] / SIDE
   np.testing.assert_allclose(plain, plain_lag, rtol=1e-2)
 
 

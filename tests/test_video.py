@@ -100,7 +100,7 @@ def boxes_run(pan, tiny_depth_run):
   command = [
     sys.executable,
     '-m',
-    'hpe_jax.predict',
+    'hpe_jax.commands.predict',
     f'--workdir={tiny_depth_run}',
     f'--boxes={boxes_file}',
     f'--out_dir={out_dir}',
@@ -182,7 +182,7 @@ def predictor(tiny_depth_run):
   return inference.load(tiny_depth_run, batch_size=4)
 
 
-def _run(predictor, source, out_dir, **kwargs) -> tuple[dict, list[dict]]:
+def _predict_video(predictor, source, out_dir, **kwargs) -> tuple[dict, list[dict]]:
   os.makedirs(out_dir, exist_ok=True)
   run = {'workdir': 'test', 'step': predictor.step, 'depth': predictor.has_depth}
   summary = video.predict_video(
@@ -200,7 +200,9 @@ def _run(predictor, source, out_dir, **kwargs) -> tuple[dict, list[dict]]:
 
 @pytest.fixture(scope='module')
 def whole_frame_run(predictor, pan):
-  return _run(predictor, video.open_source(pan['video']), os.path.join(pan['dir'], 'whole'))
+  return _predict_video(
+    predictor, video.open_source(pan['video']), os.path.join(pan['dir'], 'whole')
+  )
 
 
 def test_whole_frame_batched_predictions_equal_one_frame_at_a_time(whole_frame_run, predictor, pan):
@@ -218,7 +220,7 @@ def test_whole_frame_batched_predictions_equal_one_frame_at_a_time(whole_frame_r
 
 def test_smoothing_is_the_one_euro_filter_of_each_track(whole_frame_run, predictor, pan):
   params = tracking.OneEuroParams(min_cutoff=0.5, beta=0.5)
-  _, smoothed = _run(
+  _, smoothed = _predict_video(
     predictor,
     video.open_source(pan['video']),
     os.path.join(pan['dir'], 'smooth'),
@@ -246,7 +248,7 @@ def test_a_live_source_takes_frames_as_they_come_with_clock_times(predictor, pan
   source = video.Source(
     **{**source.__dict__, 'name': 'camera 0', 'stem': 'camera0', 'frames': None}
   )
-  summary, lines = _run(predictor, source, os.path.join(pan['dir'], 'live'))
+  summary, lines = _predict_video(predictor, source, os.path.join(pan['dir'], 'live'))
   assert summary['frames'] == FRAMES == len(lines)
   times = [line['time_s'] for line in lines]
   # Clock times (to 0.1 ms in the file): frames decoded faster than that may share one.
@@ -269,7 +271,9 @@ class _InterruptedPredictor:
 
 def test_ctrl_c_leaves_every_file_whole_with_the_frames_done(predictor, pan):
   out_dir = os.path.join(pan['dir'], 'interrupted')
-  summary, lines = _run(_InterruptedPredictor(predictor), video.open_source(pan['video']), out_dir)
+  summary, lines = _predict_video(
+    _InterruptedPredictor(predictor), video.open_source(pan['video']), out_dir
+  )
   assert summary['interrupted'] and summary['frames'] == 8  # two calls of 4 frames
   assert [line['frame'] for line in lines] == list(range(8))
   assert len(_decoded(summary['files']['mp4'])) == 8
@@ -283,7 +287,7 @@ def test_a_full_disk_is_one_error_naming_the_file(predictor, pan, monkeypatch):
   paths = video.output_paths(out_dir, 'pan')
   monkeypatch.setattr(video, 'output_paths', lambda *args: {**paths, 'jsonl': '/dev/full'})
   with pytest.raises(video.VideoError, match='cannot write /dev/full .*space') as error:
-    _run(predictor, video.open_source(pan['video']), out_dir)
+    _predict_video(predictor, video.open_source(pan['video']), out_dir)
   assert isinstance(error.value, errors.HpeError) and '\n' not in str(error.value)
 
 
@@ -331,19 +335,19 @@ def test_video_errors_are_one_line_before_the_model_loads(tmp_path, args, messag
   not_a_video.write_text('not a video')
   args = [str(not_a_video) if a == 'NOT_A_VIDEO' else a for a in args]
   # The workdir holds no run: the input errors come first.
-  command = [sys.executable, '-m', 'hpe_jax.predict', f'--workdir={tmp_path}', *args]
+  command = [sys.executable, '-m', 'hpe_jax.commands.predict', f'--workdir={tmp_path}', *args]
   process = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
   assert process.returncode == 2 and message in process.stderr, process.stderr
   assert len(process.stderr.strip().splitlines()) == 1, process.stderr
 
 
 def test_video_benchmark_times_every_stage_on_a_tiny_model(pan):
-  from hpe_jax.perf import video_benchmark
+  from tools.lib import benchmark_video
 
   with_peer = importlib.util.find_spec('torch') is not None  # the peer needs torch
   config = tiny_config('', depth=True)
   logged = []
-  lines = video_benchmark.benchmark_video(
+  lines = benchmark_video.benchmark_video(
     config,
     video_path=pan['video'],
     batch_size=4,
@@ -371,7 +375,7 @@ def test_a_partial_device_call_is_padded_to_a_power_of_two_at_most_the_batch(pre
 def test_a_second_run_into_the_same_directory_replaces_the_files(whole_frame_run, predictor, pan):
   first, _ = whole_frame_run
   out_dir = os.path.dirname(first['files']['jsonl'])
-  summary, lines = _run(predictor, video.open_source(pan['video']), out_dir)
+  summary, lines = _predict_video(predictor, video.open_source(pan['video']), out_dir)
   assert summary['files'] == first['files'] and len(lines) == FRAMES
   assert len(_decoded(summary['files']['mp4'])) == FRAMES
 
@@ -380,20 +384,26 @@ def test_a_second_run_into_the_same_directory_replaces_the_files(whole_frame_run
   'command, message',
   [
     (
-      ['hpe_jax.tools.benchmark_video', '--config=configs/finetune.py', '--boxes=b.json'],
+      ['tools.benchmark_video', '--config=configs/finetune.py', '--boxes=b.json'],
       '--boxes goes with --video',
     ),
     (
       [
-        'hpe_jax.tools.benchmark_video',
+        'tools.benchmark_video',
         '--config=configs/finetune.py',
         '--nopeer',
         '--min_ratio_eager=1.2',
       ],
       '--min_ratio_eager needs --peer',
     ),
-    (['hpe_jax.predict', '--workdir=w', '--step=latest', 'a.mp4'], "'latest' is not a step"),
-    (['hpe_jax.predict', '--model=m.hpe', '--step=3', 'a.mp4'], '--step picks a checkpoint'),
+    (
+      ['hpe_jax.commands.predict', '--workdir=w', '--step=latest', 'a.mp4'],
+      "'latest' is not a step",
+    ),
+    (
+      ['hpe_jax.commands.predict', '--model=m.hpe', '--step=3', 'a.mp4'],
+      '--step picks a checkpoint',
+    ),
   ],
   ids=['benchmark-boxes-without-video', 'benchmark-ratio-without-peer', 'bad-step', 'step-model'],
 )

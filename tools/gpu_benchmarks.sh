@@ -44,9 +44,9 @@ paper=(--config=configs/finetune.py:paper --config.init_from= --config.model.ini
 measure step_fp32 python tools/benchmark.py "${paper[@]}" "${extra[@]}"
 measure step_bf16 python tools/benchmark.py "${paper[@]}" --config.model.dtype=bfloat16 "${extra[@]}"
 
-prepare python tools/build_dataset.py lsp_extended --manual_dir="$realdata/lspet" \
+prepare python -m hpe_jax.commands.build_dataset lsp_extended --manual_dir="$realdata/lspet" \
   --data_dir="$data" --allow_missing
-prepare python tools/build_dataset.py synthetic_humans --config=large --data_dir="$data"
+prepare python -m hpe_jax.commands.build_dataset synthetic_humans --config=large --data_dir="$data"
 measure pipeline_bf16 python tools/benchmark_pipeline.py "${paper[@]}" \
   --config.model.dtype=bfloat16 --config.data.train_2d=lsp_extended \
   --config.data.train_3d=synthetic_humans/large --config.data.data_dir="$data" \

@@ -4,7 +4,7 @@ command's module doc describes the files).
   result = analyze_run.analyze('predictions/squat.jsonl', up='camera', reps='knee_flexion_left')
 
 The frames file (`<stem>.jsonl`) and its header (`<stem>.json` beside it, written by
-hpe_jax.predict) are read into one dense series per track, from its first frame to its last;
+hpe-predict) are read into one dense series per track, from its first frame to its last;
 joints scoring below `min_score` and frames the track is absent from are NaN, and every value
 computed from them stays NaN: gaps are reported, never filled.
 """

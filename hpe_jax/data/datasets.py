@@ -87,7 +87,7 @@ def resolve(
     if getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None) or not build_if_missing:
       raise DatasetError(
         f'dataset {name!r} is not built in {data_dir}. Build it with\n'
-        f'  python tools/build_dataset.py {name} --manual_dir=DIR --data_dir={data_dir}\n'
+        f'  hpe-build-dataset {name} --manual_dir=DIR --data_dir={data_dir}\n'
         f'or point --config.data.data_dir (or ${_ENV_DATA_DIR}) at the directory that holds it.'
       )
     print(f'Building {name} in {data_dir} (first use; it needs no download)...', flush=True)

@@ -1,4 +1,4 @@
-"""Evaluation results as Markdown tables (what `python -m hpe_jax.evaluate` prints and saves)."""
+"""Evaluation results as Markdown tables (what `hpe-evaluate` prints and saves)."""
 
 from __future__ import annotations
 

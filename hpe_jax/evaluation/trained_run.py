@@ -1,4 +1,4 @@
-"""Evaluating a trained run on built datasets (what `python -m hpe_jax.evaluate` does): the
+"""Evaluating a trained run on built datasets (what `hpe-evaluate` does): the
 results of each dataset go to <workdir>/eval/<dataset>.json and .md (a Markdown table, per action
 where the split names actions)."""
 

@@ -4,7 +4,7 @@ imports no hpe_jax.training; training's evaluation uses its predict step).
   from hpe_jax import inference
   model = inference.load('runs/finetune')
   result = model.predict(image, box=(x, y, w, h))  # (H, W, 3) uint8 RGB; a COCO-style box
-  model = inference.load_exported('model.hpe')     # the same, from `python -m hpe_jax.export`
+  model = inference.load_exported('model.hpe')     # the same, from `hpe-export`
 
   crops.py        the square crop around a person box and back to image pixels (numpy, OpenCV)
   boxes.py        person boxes from a detector's COCO results file, and box checks
@@ -23,7 +23,7 @@ imports no hpe_jax.training; training's evaluation uses its predict step).
   video_writer.py H.264 MP4 files browsers play, through PyAV (`H264Writer`)
   tracking.py     people tracked across frames, One-Euro smoothing (numpy)
   predict_run.py  images, videos and a camera in one call (`predict_files`: images alone),
-                  what `hpe_jax.predict` runs
+                  what `hpe-predict` runs
   visualize.py    draw the 2D skeleton over an image, plot the 3D one
 
 The names below are imported on first use, so that `load_exported` runs without Flax or the

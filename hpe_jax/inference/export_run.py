@@ -1,5 +1,5 @@
 """A trained run's predict step serialised with `jax.export` into one file, weights included,
-that `exported.load_exported` runs without Flax or our model code (`python -m hpe_jax.export`).
+that `exported.load_exported` runs without Flax or our model code (`hpe-export`).
 
 The module is StableHLO lowered for every platform asked for (CPU and CUDA by default), with a
 symbolic batch dimension; the weights are its first argument, stored beside it in the file (see

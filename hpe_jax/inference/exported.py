@@ -1,4 +1,4 @@
-"""A trained model exported by `python -m hpe_jax.export`, loaded and run with jax and numpy
+"""A trained model exported by `hpe-export`, loaded and run with jax and numpy
 alone: no Flax and none of our model code.
 
   from hpe_jax import inference
@@ -90,18 +90,8 @@ class ExportedModel(pose_model.PoseModel):
     return {key: np.asarray(value) for key, value in outputs.items()}
 
 
-def read_header(path: str) -> dict:
-  """The JSON header of an exported model (without loading its module or weights).
-
-  Raises:
-    ExportError: `path` is missing, not an exported model, or of another format version.
-  """
-  with _open(path) as archive:
-    return _header(path, archive)
-
-
 def load_exported(path: str) -> ExportedModel:
-  """Loads a model written by `python -m hpe_jax.export`.
+  """Loads a model written by `hpe-export`.
 
   Raises:
     ExportError: `path` is missing, not an exported model, of another format version, damaged,
@@ -134,15 +124,13 @@ def load_exported(path: str) -> ExportedModel:
 def _open(path: str) -> zipfile.ZipFile:
   if not os.path.isfile(path):
     raise ExportError(
-      f'{path}: no such file (an exported model is written by '
-      'python -m hpe_jax.export --workdir=RUN --out=FILE)'
+      f'{path}: no such file (an exported model is written by hpe-export --workdir=RUN --out=FILE)'
     )
   try:
     return zipfile.ZipFile(path)
   except (zipfile.BadZipFile, OSError) as e:
     raise ExportError(
-      f'{path} is not an exported model ({e}): write one with '
-      'python -m hpe_jax.export --workdir=RUN --out=FILE'
+      f'{path} is not an exported model ({e}): write one with hpe-export --workdir=RUN --out=FILE'
     ) from None
 
 
@@ -154,7 +142,7 @@ def _header(path: str, archive: zipfile.ZipFile) -> dict:
   if not isinstance(header, dict) or header.get('format') != FORMAT:
     raise ExportError(
       f'{path} is not an exported model (a zip without our {HEADER}): write one with '
-      'python -m hpe_jax.export --workdir=RUN --out=FILE'
+      'hpe-export --workdir=RUN --out=FILE'
     )
   version = header.get('format_version')
   if version != FORMAT_VERSION:

@@ -1,5 +1,5 @@
 """Predicting on image files: every person of every image, and per image a 2D overlay, a 3D plot
-(models with depth) and the joints as JSON (what `python -m hpe_jax.predict` does with images; its
+(models with depth) and the joints as JSON (what `hpe-predict` does with images; its
 module doc describes the files). The images and their people come checked (`inputs.check`), the
 model loaded (`loading.load_model`): `predict_run` does both first.
 """

@@ -1,5 +1,5 @@
 """What predicting asks of a model, however it was loaded: `predictor.Predictor` (a run's weights,
-through Flax) and `exported.ExportedModel` (a `python -m hpe_jax.export` file, jax and numpy
+through Flax) and `exported.ExportedModel` (an `hpe-export` file, jax and numpy
 alone) are both a `PoseModel`, and the image and video loops take either.
 
 A model subclasses `PoseModel` and writes `run_network`; `predict_inputs` and `predict` are

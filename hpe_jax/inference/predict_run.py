@@ -1,4 +1,4 @@
-"""What `python -m hpe_jax.predict` does with its inputs: images, videos and a camera checked
+"""What `hpe-predict` does with its inputs: images, videos and a camera checked
 before the model loads (`inputs.check`), the model loaded once (`loading.load_model`), then every
 image (`image_loop.predict_images`) and every video or camera (`video.predict_video`) predicted
 into one output directory, and last what the output format adds (`outputs.FORMATS`: with coco,
@@ -145,7 +145,7 @@ def predict_files(
       person per image.
     out_dir: the output directory; None: `outputs.default_out_dir`.
     on_saved: called with each result as soon as its files are written.
-    model: instead of `workdir`, a file of `python -m hpe_jax.export` (`exported.load_exported`:
+    model: instead of `workdir`, a file of `hpe-export` (`exported.load_exported`:
       neither Flax nor the model code is imported).
     boxes_file: instead of `boxes`, a detector's boxes file (`boxes.read_boxes`): every kept box
       is a person; images without one are skipped with a warning, boxes wholly outside their

@@ -42,7 +42,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   if config is None:
     raise checkpoint.CheckpointError(
       f'{workdir} is not a training run: it has no config.json. Pass the --workdir of a run '
-      'made by python -m hpe_jax.main (or by tools/import_weights.py).'
+      'made by hpe-train (or by hpe-import-weights).'
     )
   return config
 
@@ -137,8 +137,7 @@ def load(
   _, step = checkpoint.find_checkpoint(
     workdir,
     step,
-    hint='Train the run (python -m hpe_jax.main) or convert weights into it '
-    '(tools/import_weights.py) first.',
+    hint='Train the run (hpe-train) or convert weights into it (hpe-import-weights) first.',
     best=best,
   )
   for key, value in (('flip_test', flip_test), ('subpixel', subpixel)):

@@ -1,5 +1,5 @@
 """From a model's outputs to joints: the flip test, the heatmap readout and the jit-compiled
-predict step that training's evaluation, `hpe_jax.evaluate` and `hpe_jax.predict` all run."""
+predict step that training's evaluation, `hpe-evaluate` and `hpe-predict` all run."""
 
 from __future__ import annotations
 

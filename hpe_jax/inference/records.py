@@ -13,7 +13,7 @@ from hpe_jax.inference import visualize
 
 NO_DEPTH_NOTE = (
   'this run predicts 2D only (model.depth=False): 3D joints need a run fine-tuned '
-  'with depth (python -m hpe_jax.main --config=configs/finetune.py)'
+  'with depth (hpe-train --config=configs/finetune.py)'
 )
 
 

@@ -1,7 +1,7 @@
 """Predicting on a video file or a live camera: frames decoded on a background thread, people
 predicted in batches through the model's jitted predict step, and each frame's record and overlay
 written in order by a second background thread, so that decoding, the device and the writing
-overlap (what `python -m hpe_jax.predict VIDEO` and `--camera=N` do; its module doc describes the
+overlap (what `hpe-predict VIDEO` and `--camera=N` do; its module doc describes the
 files).
 
   source = video.open_source('walk.mp4')           # or video.open_source(0): camera 0

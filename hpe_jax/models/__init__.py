@@ -15,7 +15,7 @@ in tests/test_models.py. Everything else finds it by name: config validation, tr
 the benchmarks and the study. Its constructor takes the model config fields the entry lists (new
 fields get a default in default_config.py) plus num_joints, with_depth, dtype and rngs, and
 returns the outputs above. Optional: a multiply-adds count (the study's cost table scales by it;
-0 without), and a PyTorch peer in hpe_jax/perf/torch_peer.py's PEERS (hpe-compare-peer).
+0 without), and a PyTorch peer in tools/lib/torch_peer.py's PEERS (tools/compare_peer.py).
 """
 
 from __future__ import annotations

@@ -364,7 +364,7 @@ def _set_aside(directory: str, step: int) -> str:
 
 
 INIT_FROM_HINT = (
-  'Train the 2D stage first (python -m hpe_jax.main --config=configs/pretrain.py),'
+  'Train the 2D stage first (hpe-train --config=configs/pretrain.py),'
   " point --config.init_from at its workdir, or set --config.init_from='' to "
   'start from scratch.'
 )

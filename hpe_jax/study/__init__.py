@@ -1,11 +1,11 @@
 """Studies: 2D pre-training vs 3D-only training across backbones, datasets, seeds and budgets.
 
-  python tools/study.py --study=configs/study_small.py [--study_dir=runs/study_small] \
+  hpe-study --study=configs/study_small.py [--study_dir=runs/study_small] \
       [--data_dir=DIR] [--print_commands] [--report_only] [--quiet] [--launcher=slurm ...]
 
 A study config's `get_config(arg)` lists the axes (spec.FIELDS). Every combination of them is a
 cell (plan.py): a fine-tuning run started from a shared pre-training run, or a 3D-only run, then
-evaluated by hpe_jax.evaluate on its own 3D dataset and on every other dataset of the study.
+evaluated by hpe-evaluate on its own 3D dataset and on every other dataset of the study.
 Everything runs as the `python -m ...` commands that --print_commands shows, here one after the
 other (runner.py) or as Slurm jobs (slurm.py); a re-run skips what is finished and resumes what
 was interrupted (status.py, processes.py). The report (results table, generalisation matrix,

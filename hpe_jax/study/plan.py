@@ -69,7 +69,8 @@ class Run:
   def train_command(self, python: str = 'python') -> list[str]:
     data_dir = [f'--config.{DATA_DIR_FIELD}={self.data_dir}'] if self.data_dir else []
     return (
-      [python, '-m', 'hpe_jax.main', f'--config={self.config_file}', f'--workdir={self.workdir}']
+      [python, '-m', 'hpe_jax.commands.train', f'--config={self.config_file}']
+      + [f'--workdir={self.workdir}']
       + [f'--config.{k}={v}' for k, v in self.flags]
       + data_dir
     )
@@ -110,7 +111,7 @@ class Cell:
   def eval_command(self, datasets: list[str], python: str = 'python') -> list[str]:
     data_dir = [f'--data_dir={self.run.data_dir}'] if self.run.data_dir else []
     return (
-      [python, '-m', 'hpe_jax.evaluate', f'--workdir={self.run.workdir}']
+      [python, '-m', 'hpe_jax.commands.evaluate', f'--workdir={self.run.workdir}']
       + [f'--dataset={name}' for name in datasets]
       + data_dir
     )
@@ -179,7 +180,7 @@ def _config_model(config_flag: str) -> ml_collections.ConfigDict:
   return default_config.load_config(os.path.join(CONFIGS_DIR, name), arg or None)
 
 
-def _run(config_flag: str, overrides: tuple, **fields) -> Run:
+def _make_run(config_flag: str, overrides: tuple, **fields) -> Run:
   """A Run of configs/`config_flag`; its batch size and compute from that config, the
   overrides and its model.name flag."""
   config = _config_model(config_flag)
@@ -228,7 +229,7 @@ def _pretrain_runs(
           tag = f'{steps}steps'
           recipe = (('train.num_steps', str(steps)), ('train.lr_drop_steps', _lr_drop(steps)))
           recipe += _imagenet_flags(axes, backbone)
-        runs[backbone, dataset_2d, seed] = _run(
+        runs[backbone, dataset_2d, seed] = _make_run(
           'pretrain.py:paper' if paper else 'pretrain.py',
           overrides,
           workdir=os.path.join(
@@ -273,7 +274,7 @@ def _paper_stages(
     schedule = default_config.reference_schedule(stage, num_2d, axes.train_size(dataset_3d))
     start_flags = (('init_from', start),) if start else _imagenet_flags(axes, backbone)
     stages.append(
-      _run(
+      _make_run(
         f'{config}:paper,stage={stage}',
         overrides,
         workdir=f'{cell_dir}__stage{stage}',
@@ -345,7 +346,7 @@ def _cells(
               steps_total = sum(r.num_steps for r in (*earlier, run))
             else:
               earlier, steps_total = (), steps
-              run = _run(
+              run = _make_run(
                 'finetune.py' if pretrain else 'scratch3d.py',
                 overrides,
                 workdir=workdir,

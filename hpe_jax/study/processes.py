@@ -155,7 +155,7 @@ def check_evaluated(results: dict[str, str], tag: str) -> None:
   missing = [name for name, path in results.items() if not os.path.isfile(path)]
   if missing:
     directory = os.path.dirname(next(iter(results.values())))
-    raise ProcessError(f'{tag} hpe_jax.evaluate wrote no results for {missing} in {directory}')
+    raise ProcessError(f'{tag} hpe-evaluate wrote no results for {missing} in {directory}')
 
 
 def wait_for_jobs(result_files: tuple[str, ...]) -> None:

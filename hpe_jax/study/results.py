@@ -23,7 +23,7 @@ from hpe_jax.study import plots
 from hpe_jax.study import processes
 from hpe_jax.study import status
 
-# What the report shows of each evaluation (keys of hpe_jax.evaluate's json files): the
+# What the report shows of each evaluation (keys of hpe-evaluate's json files): the
 # legacy and fork figures are the ones the paper and its fork publish.
 METRICS = ('mpjpe', 'pa_mpjpe', 'pck', 'mpjpe_legacy', 'mpjpe_fork')
 # The report's plots and what each shows.
@@ -266,7 +266,7 @@ def _time_summary(plan: plan_lib.Plan) -> str:
     return 'nothing has run yet.'
   ran_here = (
     f'{progress.duration(study.get("seconds", 0.0))} of wall time over '
-    f'{study.get("invocations", 0)} invocation(s) of tools/study.py that ran something '
+    f'{study.get("invocations", 0)} invocation(s) of hpe-study that ran something '
     "(dataset builds, compilation, training and evaluation). Of that, the runs' processes: "
   )
   # Cluster jobs (slurm.py) add to their runs' records only.
@@ -287,7 +287,7 @@ def _results_markdown(plan: plan_lib.Plan, rows: list[dict], plotted: list[str])
   lines = [
     f'# Study {plan.name}: 2D pre-training vs 3D-only training',
     '',
-    f'`python tools/study.py --study={plan.flag} --study_dir={plan.study_dir}{data_dir}` '
+    f'`hpe-study --study={plan.flag} --study_dir={plan.study_dir}{data_dir}` '
     f'({datetime.datetime.now():%Y-%m-%d %H:%M}): {len(plan.cells) - len(pending)} of '
     f'{len(plan.cells)} cells finished.',
     '',

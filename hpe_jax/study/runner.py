@@ -225,7 +225,7 @@ def check_start_weights(plan: plan_lib.Plan) -> None:
       files = torch_import.TORCHVISION_IMAGENET_FILES.get(run.backbone, ('<file>.pth',) * 2)
       raise spec.StudyError(
         f'{run.description} starts from {path}, which is not there: make it once with '
-        f"`python tools/import_weights.py imagenet {files[1]} {path}` (torchvision's file, "
+        f"`hpe-import-weights imagenet {files[1]} {path}` (torchvision's file, "
         f'{torch_import.TORCHVISION_URL}{files[1]}; needs pip install -e ".[torch]")'
       )
 

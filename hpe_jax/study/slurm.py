@@ -2,7 +2,7 @@
 through submitit, started by Slurm after the job it depends on (afterok): a fine-tune after its
 pre-training, an evaluation after its training.
 
-  python tools/study.py --study=configs/study_small.py --launcher=slurm --slurm_partition=gpu
+  hpe-study --study=configs/study_small.py --launcher=slurm --slurm_partition=gpu
       --slurm_time=120 --slurm_extra=account=abc   (one command line)
 
 Each job runs the command the local runner would run (runner.Process.command, from the plan), in

@@ -1,4 +1,4 @@
-"""What the Slurm jobs of a study ask for (the --slurm_* flags of tools/study.py), checked, and
+"""What the Slurm jobs of a study ask for (the --slurm_* flags of hpe-study), checked, and
 submitit's Slurm executor that asks for it. No JAX here: a bad flag is reported at once.
 """
 

@@ -4,7 +4,7 @@ A dataset module supplies a reader that parses the files a user downloads into `
 (MPII-16 joints in 0-based original pixels); this base turns them into the stored example format
 of `hpe_jax.data.features`. It never drops anything silently: missing images are an error (or,
 with `allow_missing`, a counted skip), unreadable images, people without annotated joints and
-joints outside their image are counted in the builder's `report` (tools/build_dataset.py prints it
+joints outside their image are counted in the builder's `report` (hpe-build-dataset prints it
 and saves it beside the data).
 """
 

@@ -1,5 +1,5 @@
 """A short video of procedural people walking across a static scene, or squatting in place, with
-exact labels: a demo input for `hpe_jax.predict` (and its throughput) that may be published,
+exact labels: a demo input for `hpe-predict` (and its throughput) that may be published,
 since no dataset image is in it.
 
   labels = clip.write_clip('demo.mp4', frames=90, boxes_path='demo_boxes.json')
@@ -430,7 +430,7 @@ def _open_writer(path: str, fps: float, width: int, height: int) -> video_writer
 
 def boxes_json(boxes: np.ndarray) -> list[dict]:
   """The boxes (frames, people, 4) x, y, w, h as a COCO detection-results list that
-  `hpe_jax.predict --boxes` reads for a video: one entry per person per frame, pixels rounded to
+  `hpe-predict --boxes` reads for a video: one entry per person per frame, pixels rounded to
   0.1; a person entirely outside a frame (no box area) has no entry there."""
   entries = []
   for frame, frame_boxes in enumerate(boxes):
@@ -513,7 +513,7 @@ def write_clip(
 
 
 def write_truth(labels: dict, jsonl_path: str | os.PathLike, video: str | None = None) -> None:
-  """Writes a clip's true joints as the frames file hpe_jax.predict writes for a video (and its
+  """Writes a clip's true joints as the frames file hpe-predict writes for a video (and its
   header beside it, <stem>.json): what `hpe-analyze` reads, so that an analysis of the truth can
   be set against one of the predictions. Every joint scores 1; joints_3d are relative to the
   pelvis, in mm, as predicted; track p is person p.

@@ -4,7 +4,7 @@ The reference architectures in torch.nn, layer for layer and parameter for param
 hpe_jax.models builds them (NCHW where hpe_jax is NHWC), and the method's losses (REFERENCE.md 1)
 as vectorised torch, equal to hpe_jax.losses.compute_losses (tests/test_torch_peer.py), so
 both systems train the same network on the same objective with Adam. torch stays optional: only
-hpe_jax.perf.compare (hpe-compare-peer) and tests import this module.
+compare_peer.py (tools/compare_peer.py) and tests import this module.
 
 Train-step modes (`PeerTrainStep`):
 - eager: float32, NCHW, no compilation: how the reference trains;
@@ -12,7 +12,7 @@ Train-step modes (`PeerTrainStep`):
   and bfloat16 autocast when the config computes in bfloat16. A part that fails to compile runs
   eagerly instead, with a printed note.
 
-  hpe-compare-peer --config=configs/finetune.py --config.model.width=64 \\
+  python tools/compare_peer.py --config=configs/finetune.py --config.model.width=64 \\
       --config.model.head_channels=256 --config.data.image_size=128 --config.train.batch_size=8
 """
 
@@ -401,7 +401,7 @@ TERMS = {'heatmap': _heatmap_term, 'depth': _depth_term, 'geometric': _geometric
 
 def compute_losses(outputs: dict, batch: dict, loss_config) -> tuple[torch.Tensor, dict]:
   """hpe_jax.losses.compute_losses on torch tensors: heatmaps (S, B, J, h, w), depth_map
-  (B, J, h, w) or depth (B, J); the batch as hpe_jax.perf.benchmark.random_batch lays it out;
+  (B, J, h, w) or depth (B, J); the batch as benchmark.random_batch lays it out;
   `loss_config` a hpe_jax LossConfig. -> (weighted total, {'loss', '<name>_loss' for each of
   hpe_jax.losses.LOSSES the outputs allow})."""
   heatmaps = outputs['heatmaps']
@@ -513,7 +513,7 @@ class PeerTrainStep:
     loss.backward()
     return loss.detach()
 
-  def _run(self, part: str):
+  def _run_part(self, part: str):
     """Runs one part; the first time, a part whose compilation fails goes back to eager."""
     if part in self._settled:
       return self._parts[part]()
@@ -536,8 +536,8 @@ class PeerTrainStep:
 
   def step(self) -> torch.Tensor:
     self.optimizer.zero_grad(set_to_none=True)
-    loss = self._run('forward+losses+backward')
-    self._run('adam')
+    loss = self._run_part('forward+losses+backward')
+    self._run_part('adam')
     return loss
 
   def forward_losses(self) -> torch.Tensor:

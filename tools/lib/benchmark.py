@@ -1,8 +1,8 @@
 """Train-step throughput of a config on the devices present: compile time and images/s.
 
 The batch is random and already in device memory, so this measures the step alone
-(hpe_jax.perf.pipeline_benchmark measures the input pipeline). Timings are medians over repeats,
-each synchronised. hpe_jax.perf.compare times the PyTorch peer with the same helpers.
+(benchmark_pipeline.py measures the input pipeline). Timings are medians over repeats,
+each synchronised. compare_peer.py times the PyTorch peer with the same helpers.
 """
 
 from __future__ import annotations

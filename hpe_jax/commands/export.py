@@ -1,13 +1,14 @@
 r"""Exports a trained run's model into one file that runs with jax and numpy alone.
 
-  python -m hpe_jax.export --workdir=runs/finetune --out=runs/finetune/model.hpe \
-      [--step=S] [--noflip_test] [--nosubpixel] [--platforms=cpu,cuda]
+  hpe-export --workdir=runs/finetune --out=runs/finetune/model.hpe [--step=S] [--noflip_test] \
+      [--nosubpixel] [--platforms=cpu,cuda]
 
-The file (a zip) holds the predict step serialised with jax.export (StableHLO for each platform
-of --platforms, any batch size), the weights beside it and a JSON header (input size, joints,
-readout, depth, the run and step it came from, format version). Use it with
+(`python -m hpe_jax.commands.export` is the same.) The file (a zip) holds the predict step
+serialised with jax.export (StableHLO for each platform of --platforms, any batch size), the
+weights beside it and a JSON header (input size, joints, readout, depth, the run and step it came
+from, format version). Use it with
 
-  python -m hpe_jax.predict --model=runs/finetune/model.hpe photo.jpg
+  hpe-predict --model=runs/finetune/model.hpe photo.jpg
 
 or from Python, without Flax or the model code:
 

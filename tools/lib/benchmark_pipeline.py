@@ -28,8 +28,8 @@ from hpe_jax import default_config
 from hpe_jax.data import datasets
 from hpe_jax.data import features
 from hpe_jax.data import pipeline
-from hpe_jax.perf import benchmark
 from hpe_jax.training import step as step_lib
+from tools.lib import benchmark
 
 
 def median_rate(

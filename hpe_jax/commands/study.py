@@ -8,10 +8,9 @@
   hpe-study --study=configs/study_small.py --launcher=slurm   # Slurm jobs (submitit), e.g.
       with --slurm_partition=gpu --slurm_time=120 --slurm_extra=account=abc
 
-(`python tools/study.py` and `python -m hpe_jax.tools.run_study` are the same.) Re-running
-resumes: finished runs and evaluations are skipped, interrupted ones resume from their latest
-checkpoint. --print_commands builds no dataset and writes nothing. See hpe_jax/study/spec.py for
-the study config's fields.
+(`python -m hpe_jax.commands.study` is the same.) Re-running resumes: finished runs and evaluations
+are skipped, interrupted ones resume from their latest checkpoint. --print_commands builds no
+dataset and writes nothing. See hpe_jax/study/spec.py for the study config's fields.
 
 --launcher=slurm submits every pending process as a Slurm job instead, each started after the
 one it needs (a fine-tune after its pre-training, an evaluation after its training), and returns;

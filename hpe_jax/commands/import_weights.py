@@ -8,7 +8,7 @@ an hpe_jax run.
   # checkpoint evaluation loads and --config.init_from grafts:
   hpe-import-weights reference model_last.pth --workdir=runs/reference
 
-(`python tools/import_weights.py` and `python -m hpe_jax.tools.import_weights` are the same.)
+(`python -m hpe_jax.commands.import_weights` is the same.)
 Accepted key names (a leading prefix such as 'module.' is found and stripped, or give --prefix):
   ResNet (both):   conv1.weight, bn1.{weight,bias,running_mean,running_var},
                    layer{1-4}.{i}.conv{1-3}.weight, layer{1-4}.{i}.bn{1-3}.*,

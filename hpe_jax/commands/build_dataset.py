@@ -4,11 +4,10 @@
   hpe-build-dataset lsp_extended --manual_dir=~/downloads/lspet --allow_missing
   hpe-build-dataset mpii --help_download      # what to download and how to lay it out
 
-(`python tools/build_dataset.py` and `python -m hpe_jax.tools.build_dataset` are the same.) The
-build shows a progress bar per split and ends with a report per split: examples written, and
-everything skipped with its reason and the first few names. The report is also saved as
-build_report.json in the dataset's directory. Exit codes: 0 built, 2 a problem (one line on stderr
-says which and what to do).
+(`python -m hpe_jax.commands.build_dataset` is the same.) The build shows a progress bar per split
+and ends with a report per split: examples written, and everything skipped with its reason and the
+first few names. The report is also saved as build_report.json in the dataset's directory. Exit
+codes: 0 built, 2 a problem (one line on stderr says which and what to do).
 """
 
 from __future__ import annotations

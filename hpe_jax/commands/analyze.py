@@ -1,13 +1,13 @@
 r"""Analyses the movement in a predicted video: joint angles, repetitions, standard motion files
 and a report a browser opens.
 
-  python -m hpe_jax.predict --workdir=runs/finetune squat.mp4      # writes predictions/squat.jsonl
-  python -m hpe_jax.analyze predictions/squat.jsonl [--reps=knee_flexion_left] [--up=floor] \
-      [--skeleton=h36m17]
-  python -m hpe_jax.predict --workdir=runs/finetune squat.mp4 --analyze --reps=knee_flexion_left
+  hpe-predict --workdir=runs/finetune squat.mp4      # writes predictions/squat.jsonl
+  hpe-analyze predictions/squat.jsonl [--reps=knee_flexion_left] [--up=floor] [--skeleton=h36m17]
+  hpe-predict --workdir=runs/finetune squat.mp4 --analyze --reps=knee_flexion_left
 
-(`hpe-analyze` is the same.) Reads the frames file hpe-predict wrote for a video and its header
-beside it (<stem>.json), and writes <stem>_analysis/ beside them (or --analysis_dir):
+(`python -m hpe_jax.commands.analyze` is the same.) Reads the frames file hpe-predict wrote for a
+video and its header beside it (<stem>.json), and writes <stem>_analysis/ beside them (or
+--analysis_dir):
   angles.csv     one row per frame and track: time_s, frame, track, then every angle in degrees
                  (empty: not measured); pandas.read_csv reads it as is;
   joints.csv     the same rows with every joint's x, y, z in mm (y up, see --up; pelvis at 0) in
@@ -36,7 +36,7 @@ from absl import flags
 
 from hpe_jax import cli
 
-# The analysis flags, shared with `hpe_jax.predict --analyze` (it imports this module).
+# The analysis flags, shared with `hpe-predict --analyze` (commands/predict.py imports them).
 UP = flags.DEFINE_enum(
   'up',
   'camera',

@@ -1,13 +1,14 @@
 r"""Evaluates a trained run on built datasets.
 
-  python -m hpe_jax.evaluate --workdir=runs/finetune [--dataset=human36m:test ...] \
+  hpe-evaluate --workdir=runs/finetune [--dataset=human36m:test ...] \
       [--noflip_test] [--nosubpixel] [--readout_ablation] [--limit=N] [--step=S]
 
-Every dataset defaults to the run's own evaluation split (config.data.eval). For each one, the
-results go to <workdir>/eval/<dataset>.json and .md (a Markdown table, per action where the split
-names actions) and are printed. Predictions use the flip test and the sub-pixel readout unless
-switched off; --readout_ablation also evaluates plain argmax, sub-pixel and flip test alone.
-Evaluation is jit-compiled and batched over the local devices (one process).
+(`python -m hpe_jax.commands.evaluate` is the same.) Every dataset defaults to the run's own
+evaluation split (config.data.eval). For each one, the results go to <workdir>/eval/<dataset>.json
+and .md (a Markdown table, per action where the split names actions) and are printed.
+Predictions use the flip test and the sub-pixel readout unless switched off; --readout_ablation
+also evaluates plain argmax, sub-pixel and flip test alone. Evaluation is jit-compiled and
+batched over the local devices (one process).
 """
 
 from __future__ import annotations

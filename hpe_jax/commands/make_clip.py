@@ -1,20 +1,20 @@
 r"""Renders a short demo video of procedural people walking or squatting, with their boxes and
 exact joints.
 
-  python -m hpe_jax.tools.make_clip --out=demo.mp4 [--boxes=demo_boxes.json] [--frames=90] \
+  hpe-make-clip --out=demo.mp4 [--boxes=demo_boxes.json] [--frames=90] \
       [--width=640 --height=360 --fps=30 --people=2 --seed=0]
-  python -m hpe_jax.tools.make_clip --out=squat.mp4 --motion=squat --reps=5 --frames=300 \
-      --people=1 --truth=squat_truth.jsonl
-  python -m hpe_jax.predict --workdir=RUN demo.mp4 --boxes=demo_boxes.json   # then predict it
-  python -m hpe_jax.analyze squat_truth.jsonl --reps=knee_flexion_left   # --truth: the labels
+  hpe-make-clip --out=squat.mp4 --motion=squat --reps=5 --frames=300 --people=1 \
+      --truth=squat_truth.jsonl
+  hpe-predict --workdir=RUN demo.mp4 --boxes=demo_boxes.json   # then predict it
+  hpe-analyze squat_truth.jsonl --reps=knee_flexion_left   # --truth: the labels
 
-(`python tools/make_clip.py` is the same.) The people, bodies and backgrounds are those the
-synthetic_humans dataset renders (hpe_jax/data/synthetic), so the clip holds no dataset image and
-may be published. The video is H.264 (yuv420p) in MP4, which browsers play; --boxes writes every
-person's box in every frame as a COCO detection-results list with "frame" entries, what
-`hpe_jax.predict --boxes` reads; --truth writes the exact joints as hpe-predict's frames file,
-what `hpe_jax.analyze` reads. The same --seed gives the same clip. Exit codes: 0 written, 2 a
-problem (one line on stderr says which and what to do).
+(`python -m hpe_jax.commands.make_clip` is the same.) The people, bodies and backgrounds are those
+the synthetic_humans dataset renders (hpe_jax/data/synthetic), so the clip holds no dataset image
+and may be published. The video is H.264 (yuv420p) in MP4, which browsers play; --boxes writes
+every person's box in every frame as a COCO detection-results list with "frame" entries, what
+`hpe-predict --boxes` reads; --truth writes the exact joints as hpe-predict's frames file, what
+`hpe-analyze` reads. The same --seed gives the same clip. Exit codes: 0 written, 2 a problem (one
+line on stderr says which and what to do).
 """
 
 from __future__ import annotations

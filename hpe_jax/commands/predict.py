@@ -1,17 +1,18 @@
 r"""Predicts people's poses on images, videos and a live camera with a trained run; saves pictures,
 videos and the joints as JSON.
 
-  python -m hpe_jax.predict --workdir=runs/finetune photo.jpg [more.jpg ...] \
-      [--bbox=x,y,w,h ...] [--out_dir=DIR]
-  python -m hpe_jax.predict --workdir=runs/finetune walk.mp4 [--smooth]   # a video
-  python -m hpe_jax.predict --workdir=runs/finetune --camera=0 [--smooth]  # until Ctrl-C
-  python -m hpe_jax.predict --workdir=runs/finetune --boxes=detections.json \
-      [--box_threshold=0.5] [--format=coco] photos/*.jpg        # many people per image
-  python -m hpe_jax.predict --model=model.hpe photo.jpg ...   # a `python -m hpe_jax.export` file
-  python -m hpe_jax.predict --workdir=runs/finetune squat.mp4 --analyze --reps=knee_flexion_left
+  hpe-predict --workdir=runs/finetune photo.jpg [more.jpg ...] [--bbox=x,y,w,h ...] \
+      [--out_dir=DIR]
+  hpe-predict --workdir=runs/finetune walk.mp4 [--smooth]   # a video
+  hpe-predict --workdir=runs/finetune --camera=0 [--smooth]  # until Ctrl-C
+  hpe-predict --workdir=runs/finetune --boxes=detections.json [--box_threshold=0.5] \
+      [--format=coco] photos/*.jpg        # many people per image
+  hpe-predict --model=model.hpe photo.jpg ...   # a file of hpe-export
+  hpe-predict --workdir=runs/finetune squat.mp4 --analyze --reps=knee_flexion_left
 
-Exactly one of --workdir and --model names the model. Per image, in --out_dir (default
-<workdir>/predictions, or predictions/ beside the --model file):
+(`python -m hpe_jax.commands.predict` is the same.) Exactly one of --workdir and --model names
+the model. Per image, in --out_dir (default <workdir>/predictions, or predictions/ beside the
+--model file):
   <stem>_2d.png  every person's 2D skeleton over the image (rings: joints scoring below 0.3;
                  grey outlines: the boxes);
   <stem>_3d.png  each person's 3D skeleton seen from the front and the side (models with depth);
@@ -37,7 +38,7 @@ early with exit code 130: either way every file is whole, holding the frames don
 filters each person's joints over time (a One-Euro filter: --smooth_min_cutoff, --smooth_beta,
 --smooth_d_cutoff). For many people per frame, give --boxes with "frame" entries (below).
 --analyze then analyses each video's movement into <stem>_analysis/ (joint angles, repetitions,
-TRC/C3D/BVH motion files, report.html: `python -m hpe_jax.analyze --help`), with its flags.
+TRC/C3D/BVH motion files, report.html: `hpe-analyze --help`), with its flags.
 
 One person per image: without --bbox each whole image is the person's box. One --bbox applies to
 every image; otherwise give one --bbox per image, in the order of the images, with --bbox=none
@@ -84,8 +85,8 @@ import sys
 from absl import app
 from absl import flags
 
-from hpe_jax import analyze as analyze_command
 from hpe_jax import cli
+from hpe_jax.commands import analyze as analyze_command
 from hpe_jax.inference import outputs
 from hpe_jax.inference import tracking
 
@@ -95,8 +96,8 @@ _WORKDIR = flags.DEFINE_string(
 _MODEL = flags.DEFINE_string(
   'model',
   None,
-  'Instead of --workdir: a model exported by python -m hpe_jax.export (runs with jax and numpy, '
-  'without the model code).',
+  'Instead of --workdir: a model exported by hpe-export (runs with jax and numpy, without the '
+  'model code).',
 )
 _BBOX = flags.DEFINE_multi_string(
   'bbox',
@@ -166,7 +167,7 @@ _SMOOTH_D_CUTOFF = flags.DEFINE_float(
 _ANALYZE = flags.DEFINE_bool(
   'analyze',
   False,
-  'Videos and cameras: then analyse the movement (hpe_jax.analyze: joint angles, repetitions '
+  'Videos and cameras: then analyse the movement (hpe-analyze: joint angles, repetitions '
   'with --reps, motion files, report.html) into <stem>_analysis/; its flags --up, --reps, '
   '--skeleton, --min_score, --focal_px apply.',
 )

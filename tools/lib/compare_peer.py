@@ -1,12 +1,12 @@
-"""hpe_jax's train step against its PyTorch peer (hpe_jax.perf.torch_peer): same model, same batch.
+"""hpe_jax's train step against its PyTorch peer (torch_peer.py): same model, same batch.
 
 Times, in one run and on the same random batch (uint8 images, joints, masks, depth, has_3d; 2D and
-3D samples as the config mixes them): hpe_jax's jitted train step (hpe_jax.perf.benchmark's), the
-peer in eager float32 (as the reference trains) and the peer tuned (channels_last, torch.compile,
-bfloat16 autocast for a bfloat16 config). Each system is one JSON line, then one line with the
-ratios hpe_jax / peer of images/s. The step time is the median over `repeats` of the mean of
-`steps` steps, after `warmup` steps; the first step's time (with compilation for torch.compile,
-after `lower().compile()` for hpe_jax) is reported apart. Runs on a GPU unchanged (torch.cuda when
+3D samples as the config mixes them): hpe_jax's jitted train step (benchmark.py's), the peer in
+eager float32 (as the reference trains) and the peer tuned (channels_last, torch.compile, bfloat16
+autocast for a bfloat16 config). Each system is one JSON line, then one line with the ratios
+hpe_jax / peer of images/s. The step time is the median over `repeats` of the mean of `steps`
+steps, after `warmup` steps; the first step's time (with compilation for torch.compile, after
+`lower().compile()` for hpe_jax) is reported apart. Runs on a GPU unchanged (torch.cuda when
 available, synchronised around the timing).
 
 Achieved TFLOP/s (and MFU given the device's peak): `xla_*`, hpe_jax's step cost by XLA's cost
@@ -15,7 +15,7 @@ analysis (it counts the sub-pixel head's zero taps and elementwise work) over it
 forward and backward) over each system's step time.
 
 Needs torch. On a GPU, set XLA_PYTHON_CLIENT_PREALLOCATE=false before jax starts its backend so
-that the peer, in the same process, finds memory (hpe-compare-peer does).
+that the peer, in the same process, finds memory (tools/compare_peer.py does).
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from hpe_jax import losses
 from hpe_jax.errors import ConfigError
 from hpe_jax.models import interface
 from hpe_jax.models import xla_cpu
-from hpe_jax.perf import benchmark
-from hpe_jax.perf import torch_peer
 from hpe_jax.training import step as step_lib
+from tools.lib import benchmark
+from tools.lib import torch_peer
 
 PEER_MODES = ('eager', 'tuned')
 

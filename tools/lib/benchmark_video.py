@@ -9,7 +9,7 @@ Each measurement is one JSON line:
 - `predict_step`: people/s of hpe_jax's jitted predict step (`Predictor.predict_inputs`: device
   transfer, the network, the flip test when on, the heatmap readout, the copy back) on a batch of
   the video's crops;
-- `torch_eager_forward`: people/s of the peer's (hpe_jax.perf.torch_peer) eager float32 forward
+- `torch_eager_forward`: people/s of the peer's (torch_peer.py) eager float32 forward
   pass in evaluation mode under torch.inference_mode on the same batch, twice (the image and its
   mirror) when the flip test is on: the network alone, as the reference runs it;
 and a summary line with predict_step / torch_eager_forward.
@@ -36,7 +36,7 @@ from hpe_jax.inference import boxes as boxes_lib
 from hpe_jax.inference import crops
 from hpe_jax.inference import predictor as predictor_lib
 from hpe_jax.inference import video
-from hpe_jax.perf import benchmark
+from tools.lib import benchmark
 
 
 def fresh_predictor(config: ml_collections.ConfigDict, batch_size: int):
@@ -100,8 +100,8 @@ def time_peer_forward(config: ml_collections.ConfigDict, inputs: np.ndarray, tim
   """The eager peer's forward pass on `inputs` (and on their mirror with the flip test)."""
   import torch  # pylint: disable=g-import-not-at-top  (torch stays optional)
 
-  from hpe_jax.perf import compare  # pylint: disable=g-import-not-at-top
-  from hpe_jax.perf import torch_peer  # pylint: disable=g-import-not-at-top
+  from tools.lib import compare_peer  # pylint: disable=g-import-not-at-top
+  from tools.lib import torch_peer  # pylint: disable=g-import-not-at-top
 
   device = torch_peer.default_device()
   model = torch_peer.create_model(config.model, with_depth=config.model.depth).to(device).eval()
@@ -123,7 +123,7 @@ def time_peer_forward(config: ml_collections.ConfigDict, inputs: np.ndarray, tim
 
   times = timing(forward, sync)
   return {
-    'device': compare.torch_device_name(device),
+    'device': compare_peer.torch_device_name(device),
     'torch': torch.__version__,
     'step_ms': round(times['step_s'] * 1e3, 2),
     'people_per_s': round(len(inputs) / times['step_s'], 1),

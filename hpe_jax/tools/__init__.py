@@ -1,1 +1,0 @@
-"""The commands beyond training, evaluation and prediction: thin launchers of the library."""
