@@ -3,7 +3,7 @@
 Quick preset on the embedded synthetic data (minutes on a 2-core CPU):
   hpe-train --config=configs/pretrain.py
 The reference recipe (ResNet-50 from ImageNet weights, 256 px, batch 32, MPII, 140 epochs of
-696 steps, drops at 90 and 120; README "Reproducing the paper"):
+696 steps, drops at 90 and 120; docs/paper.md):
   hpe-train --config=configs/pretrain.py:paper \
       --config.model.init=runs/imagenet/resnet50.npz   # workdir runs/pretrain_paper
 """

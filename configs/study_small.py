@@ -3,7 +3,7 @@
 Two backbones (ResNet-18 and -34 at a quarter of their width, 96 px inputs), two 3D datasets
 (the synthetic people seen from near eye level, and `synthetic_humans/overhead`, cameras looking
 down from 30-60 degrees, which makes the generalisation matrix meaningful), two 3D step budgets,
-one seed: 16 cells and 2 pre-training runs (its time and results: README.md, "Studies"):
+one seed: 16 cells and 2 pre-training runs (its time and results: docs/studies.md):
   hpe-study --study=configs/study_small.py   # report in runs/study_small/report/
   hpe-study --study=configs/study_small.py --print_commands   # the commands instead
   hpe-study --study=configs/study_small.py --data_dir=DIR   # datasets built in DIR

@@ -41,7 +41,7 @@ class Angle:
     plane: None: the 3D angle between segment and reference; 'sagittal': seen from the side,
       positive forward; 'frontal': seen from the front, positive towards the person's right.
     side_axis: (right, left) joint names whose line is the body's side axis (for a plane).
-    definition: what it measures, for the README and the report.
+    definition: what it measures, for docs/movement_analysis.md and the report.
   """
 
   name: str

@@ -22,11 +22,11 @@ video and its header beside it (<stem>.json), and writes <stem>_analysis/ beside
                  (Blender, Maya, MotionBuilder);
   report.html    one self-contained page: the overlay video, the plots, the tables.
 A straight limb, an upright trunk and a level head are 0 degrees; hpe_jax/analysis/angles.py
-defines every angle (the README lists them). Joints scoring below --min_score and frames a track
-is missing from leave gaps: nothing is filled in. A run without depth (2D only) gives the angles
-as seen in the image and no motion files, said once. Tracks seen in fewer than 10 frames are
-skipped with a line saying so. Exit codes: 0 written, 2 a problem (one line on stderr says which
-and what to do).
+defines every angle (docs/movement_analysis.md lists them). Joints scoring below --min_score and
+frames a track is missing from leave gaps: nothing is filled in. A run without depth (2D only)
+gives the angles as seen in the image and no motion files, said once. Tracks seen in fewer than
+10 frames are skipped with a line saying so. Exit codes: 0 written, 2 a problem (one line on
+stderr says which and what to do).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ REPS = flags.DEFINE_string(
   'reps',
   None,
   'Count repetitions of this angle, e.g. knee_flexion_left (squats), elbow_flexion_right '
-  '(curls); the angles: hpe_jax/analysis/angles.py or the README.',
+  '(curls); the angles: hpe_jax/analysis/angles.py or docs/movement_analysis.md.',
 )
 SKELETON = flags.DEFINE_enum(
   'skeleton',

@@ -399,8 +399,8 @@ def _published_markdown(rows: list[dict]) -> list[str]:
   return [
     '## Beside the published figures',
     '',
-    "mm; the paper's `mpjpe_legacy` is the reference's readout and protocol (README, \"Which "
-    'figure to compare"), on its own validation images.',
+    "mm; the paper's `mpjpe_legacy` is the reference's readout and protocol (docs/paper.md, "
+    '"Which figure to compare with which published number"), on its own validation images.',
     '',
     _markdown_table(['cell', 'metric', 'published', 'ours'], table),
   ]
