@@ -13,6 +13,17 @@ import tempfile
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='hpe_jax_tests_jit_')
   atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
+# Every compiled program goes in it, also the small ones (a model's initialisers), so that each
+# command a test runs reads back what this process or an earlier command compiled.
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+# The tests compile hundreds of tiny programs and run each a few times: LLVM's optimisations of
+# their CPU code cost more than they save (they took a third of the suite's time). The programs
+# (HLO) are the same, only their machine code is less optimised; unless $XLA_FLAGS sets the
+# level, it is 0 here and in the commands the tests run.
+if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = (
+    os.environ.get('XLA_FLAGS', '') + ' --xla_backend_optimization_level=0'
+  ).strip()
 
 import numpy as np
 import pytest
@@ -72,7 +83,9 @@ def tiny_config(data_dir: str, *, depth: bool = False, **overrides):
 
 
 def tiny_main_command(workdir, data_dir: str, *overrides: str) -> list[str]:
-  """The `python -m hpe_jax.main` command of a tiny 2D run (no evaluation) in `workdir`."""
+  """The `python -m hpe_jax.main` command of a tiny 2D run (no evaluation) in `workdir`: the
+  train step of `tiny_config(data_dir)`, so that it reads that step back from the compilation
+  cache (configs/pretrain.py's learning-rate drop would make it another program)."""
   return [
     sys.executable,
     '-m',
@@ -88,6 +101,7 @@ def tiny_main_command(workdir, data_dir: str, *overrides: str) -> list[str]:
     '--config.train.batch_size=8',
     '--config.data.threads=1',
     '--config.train.log_every=1',
+    '--config.train.lr_drop_steps=()',
     *overrides,
   ]
 

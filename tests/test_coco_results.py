@@ -237,12 +237,10 @@ def _video(path: str, frames: int) -> None:
   writer.release()
 
 
-def test_predicting_images_and_a_video_writes_results_cocoeval_scores(tmp_path):
-  """The real predict path on a tiny untrained model: two images then a video's three frames
+def test_predicting_images_and_a_video_writes_results_cocoeval_scores(tiny_depth_run, tmp_path):
+  """The real predict path on the session's tiny run: two images then a video's three frames
   numbered on; scored against ground truth equal to the predictions themselves, AP is 1."""
-  from test_predict import _make_run
-
-  workdir = _make_run(str(tmp_path / 'run'), depth=True)
+  workdir = tiny_depth_run
   rng = np.random.default_rng(0)
   images = [str(tmp_path / 'a.jpg'), str(tmp_path / 'b.png')]
   for path in images:

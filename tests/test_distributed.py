@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -46,13 +47,15 @@ def _losses(workdir: str) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k.endswith('loss')} for line in f]
 
 
+# Three training commands at once (a minute on 2 cores). The fast suite keeps the in-process check
+# of the sharded step: test_train.py's test_four_devices_give_the_loss_and_gradients_of_one.
+@pytest.mark.slow
 def test_two_processes_log_the_losses_of_one(data_dir, tmp_path):
   port = str(_free_port())
 
   def start(workdir, process_id, devices):
-    env = dict(
-      os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}', JAX_PLATFORMS='cpu'
-    )
+    flags = f'{os.environ.get("XLA_FLAGS", "")} --xla_force_host_platform_device_count={devices}'
+    env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS='cpu')
     return subprocess.Popen(
       [sys.executable, '-c', _TRAIN, data_dir, str(workdir), str(process_id), port],
       env=env,

@@ -76,7 +76,9 @@ def get_config(arg=None):
 
 @pytest.fixture(scope='module')
 def tiny_study(data_dir, tmp_path_factory):
-  """The tiny study run once: its config flag, study dir, plan and progress lines."""
+  """The tiny study run once: its config flag, study dir, plan and progress lines. Its three
+  trainings and two evaluations are commands of their own (a minute): the tests that use it are
+  marked slow; the fast ones run the runner on stand-in processes (fake_command)."""
   root = tmp_path_factory.mktemp('study')
   flag = str(root / 'tiny_study.py')
   with open(flag, 'w') as f:
@@ -108,6 +110,7 @@ def read_eval(workdir: str, dataset: str) -> dict:
     return json.load(f)
 
 
+@pytest.mark.slow
 def test_first_run_trains_everything_and_reports_matching_numbers(tiny_study):
   assert sum(': training' in line for line in tiny_study.log) == 3  # 1 pre-training + 2 cells
   report = os.path.join(tiny_study.study_dir, 'report')
@@ -141,6 +144,7 @@ def test_first_run_trains_everything_and_reports_matching_numbers(tiny_study):
   assert '2 of 2 cells finished' in markdown and "pretraining = ('2d', 'none')" in markdown
 
 
+@pytest.mark.slow
 def test_generalisation_matrix_is_complete(tiny_study):
   with open(os.path.join(tiny_study.study_dir, 'report', 'generalisation.csv'), newline='') as f:
     header, *rows = list(csv.reader(f))
@@ -152,6 +156,7 @@ def test_generalisation_matrix_is_complete(tiny_study):
   assert all(float(value) > 0 for row in rows for value in row[1:])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['compute.png', 'backbone.png', 'generalisation.png'])
 def test_plots_are_png_images(tiny_study, name):
   path = os.path.join(tiny_study.study_dir, 'report', name)
@@ -162,6 +167,7 @@ def test_plots_are_png_images(tiny_study, name):
   assert pixels.shape[2] in (3, 4)
 
 
+@pytest.mark.slow
 def test_second_run_skips_everything(tiny_study):
   before = run_files(tiny_study.study_dir)
   lines = []
@@ -177,6 +183,7 @@ def test_second_run_skips_everything(tiny_study):
   assert study.read_time(tiny_study.study_dir)['invocations'] == 1  # nothing ran: not counted
 
 
+@pytest.mark.slow
 def test_a_deleted_evaluation_is_the_only_thing_redone(tiny_study):
   scratch = next(cell for cell in tiny_study.plan.cells if cell.pretraining == 'none')
   os.remove(trained_run.result_path(scratch.run.workdir, OTHER_EVAL))
@@ -202,6 +209,7 @@ def test_a_deleted_evaluation_is_the_only_thing_redone(tiny_study):
   assert updated['eval_s'] > record['eval_s'] and updated['train_s'] == record['train_s']
 
 
+@pytest.mark.slow
 def test_report_only_rebuilds_the_report(tiny_study):
   report = os.path.join(tiny_study.study_dir, 'report')
   for name in REPORT_FILES:
@@ -226,6 +234,7 @@ def _commands_and_table(lines: list[str]) -> tuple[list[str], list[str]]:
   return lines[:first], [line[2:] for line in lines[first + 1 :]]
 
 
+@pytest.mark.slow
 def test_print_commands_in_dependency_order(tiny_study, data_dir, tmp_path):
   finished = []
   study.run(tiny_study.flag, tiny_study.study_dir, print_commands=True, log=finished.append)
@@ -332,6 +341,7 @@ def test_print_commands_write_nothing_and_carry_the_data_dir(tmp_path):
       ]
 
 
+@pytest.mark.slow
 def test_the_data_dir_flag_overrides_the_study_config(tiny_study, tmp_path):
   plan = study.plan_study(
     tiny_study.flag, str(tmp_path / 'other'), data_dir=str(tmp_path), plan_only=True
@@ -352,6 +362,7 @@ def test_the_data_dir_flag_overrides_the_study_config(tiny_study, tmp_path):
   ) == [study.pending_commands(tiny_study.plan)[0]]
 
 
+@pytest.mark.slow
 def test_changed_overrides_are_refused(tiny_study, data_dir, tmp_path):
   changed = tmp_path / 'changed.py'
   changed.write_text(study_source(data_dir, log_every=2))
@@ -675,6 +686,7 @@ def test_slurm_jobs_start_after_the_ones_they_need_and_a_rerun_resubmits_failure
   assert lines == ['Every process of study tiny_study has finished (5).']
 
 
+@pytest.mark.slow
 def test_a_slurm_job_runs_the_local_runners_command(tiny_study, tmp_path):
   scratch = next(cell for cell in tiny_study.plan.cells if cell.pretraining == 'none')
   os.remove(trained_run.result_path(scratch.run.workdir, OTHER_EVAL))
@@ -943,6 +955,7 @@ def test_a_report_before_any_cell_finished_shows_no_plots(fresh_plan):
   assert '.png' not in markdown and 'No plots yet' in markdown
 
 
+@pytest.mark.slow
 def test_the_report_links_the_plots_it_wrote(tiny_study):
   with open(os.path.join(tiny_study.study_dir, 'report', 'results.md')) as f:
     links = re.findall(r'!\[\w+\]\((\w+\.png)\)', f.read())

@@ -79,10 +79,15 @@ def test_finetune_grafts_the_2d_weights_and_reports_3d_metrics(pretrained, data_
 @pytest.mark.parametrize(
   'overrides',
   [
-    {'model.name': 'hourglass', 'model.num_stacks': 2, 'model.hourglass_features': 16},
-    {'model.dtype': 'bfloat16'},
+    # Each compiles a train step of its own (the hourglass for most of a minute): slow. The fast
+    # suite checks their forward passes (test_models.py) and trains resnet18 in float32.
+    pytest.param(
+      {'model.name': 'hourglass', 'model.num_stacks': 2, 'model.hourglass_features': 16},
+      id='hourglass',
+      marks=pytest.mark.slow,
+    ),
+    pytest.param({'model.dtype': 'bfloat16'}, id='bfloat16', marks=pytest.mark.slow),
   ],
-  ids=['hourglass', 'bfloat16'],
 )
 def test_other_models_and_bfloat16_train_from_scratch(data_dir, tmp_path, overrides):
   config = tiny_config(data_dir, depth=True, **{'train.num_steps': 2, **overrides})
@@ -144,6 +149,7 @@ def test_graft_from_a_path_without_checkpoints_says_what_to_do(tmp_path):
     checkpoint.find_checkpoint(str(tmp_path))
 
 
+@pytest.mark.slow  # three commands of 30 steps; test_sigkill_after_a_logged_step_... is its twin
 def test_resume_after_sigkill_logs_each_step_once_with_the_same_losses(data_dir, tmp_path):
   args = (
     '--config.train.num_steps=30',
@@ -176,6 +182,61 @@ def test_resume_after_sigkill_logs_each_step_once_with_the_same_losses(data_dir,
     {k: v for k, v in r.items() if k not in ('images_per_s', 'time')} for r in records
   ]
   assert untimed(_records(interrupted)) == untimed(expected)
+
+
+# A tiny run (`pretrained`'s config) that kills itself with SIGKILL once step 4 is logged and the
+# checkpoint of step 3 is on disk. argv: data_dir, workdir, the tests' folder (conftest).
+_KILLED_AFTER_STEP_4 = textwrap.dedent("""
+    import os, signal, sys, time
+    sys.path.insert(0, sys.argv[3])
+    from conftest import tiny_config
+    from hpe_jax.storage import workdir as workdir_lib
+    from hpe_jax.training import train
+
+    data_dir, workdir = sys.argv[1], sys.argv[2]
+    write = workdir_lib.MetricsLog.write
+
+    def write_then_die(self, record):
+      written = write(self, record)
+      if record['step'] == 4 and 'split' not in record:
+        while not os.path.isdir(os.path.join(workdir, 'checkpoints', '3')):  # saved async
+          time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGKILL)
+      return written
+
+    workdir_lib.MetricsLog.write = write_then_die
+    train.train_and_evaluate(tiny_config(data_dir), workdir)
+""")
+
+
+def test_sigkill_after_a_logged_step_resumes_with_each_step_once_and_the_same_losses(
+  pretrained, data_dir, tmp_path
+):
+  """The SIGKILL resume on `pretrained`'s 6 steps (the fast twin of the test above): killed with
+  step 4 logged past the checkpoint of step 3, then resumed, the run logs what `pretrained` did."""
+  interrupted = tmp_path / 'interrupted'
+  process = subprocess.run(
+    [
+      sys.executable,
+      '-c',
+      _KILLED_AFTER_STEP_4,
+      data_dir,
+      str(interrupted),
+      os.path.dirname(__file__),
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert process.returncode == -signal.SIGKILL, process.stderr[-3000:]
+  assert [r['step'] for r in _records(interrupted)] == [1, 2, 3, 4]
+  assert checkpoint.manager(interrupted / 'checkpoints', read_only=True).latest_step() == 3
+
+  train.train_and_evaluate(tiny_config(data_dir), str(interrupted))
+  untimed = lambda records: [
+    {k: v for k, v in r.items() if k not in ('images_per_s', 'time')} for r in records
+  ]
+  assert untimed(_records(interrupted)) == untimed(_records(pretrained))
 
 
 def test_sigterm_saves_a_checkpoint_at_the_current_step(data_dir, tmp_path):
