@@ -25,6 +25,8 @@ if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
     os.environ.get('XLA_FLAGS', '') + ' --xla_backend_optimization_level=0'
   ).strip()
 
+import cv2
+import h5py
 import numpy as np
 import pytest
 
@@ -33,19 +35,56 @@ from hpe_jax import geometry
 from hpe_jax.data import pipeline
 
 TINY_DATASET = 'synthetic_humans/tiny'
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TESTS)
 
 
 def realdata_dir() -> str | None:
   """$HPE_REALDATA or ../shared/realdata beside the repo, if present."""
-  here = os.path.dirname(os.path.abspath(__file__))
   for path in (
     os.environ.get('HPE_REALDATA', ''),
-    os.path.join(here, '..', '..', 'shared', 'realdata'),
+    os.path.join(REPO, '..', 'shared', 'realdata'),
   ):
     if path and os.path.isdir(path):
       return path
   return None
+
+
+def photo_path(directory) -> str:
+  """A real MPII photo if realdata is present, else a synthetic JPEG (so nothing is skipped)."""
+  realdata = realdata_dir()
+  images = os.path.join(realdata or '', 'mpii', 'images')
+  if realdata and os.path.isdir(images) and os.listdir(images):
+    return os.path.join(images, sorted(os.listdir(images))[0])
+  path = os.path.join(directory, 'synthetic.jpg')
+  rng = np.random.default_rng(0)
+  cv2.imwrite(path, cv2.GaussianBlur(rng.integers(0, 256, (360, 480, 3), np.uint8), (9, 9), 3))
+  return path
+
+
+TWO_PEOPLE_PHOTO = '052475643.jpg'  # MPII: two men seated side by side, 854 x 480
+# valid.h5 annotates only the man on the left in this photo; the man on the right's box
+# (x, y, w, h) is read off the photo, around his head, hands and shoes.
+RIGHT_MAN_BOX = (455.0, 100.0, 145.0, 352.0)
+
+
+def annotated_box(realdata: str, image_name: str) -> tuple[float, ...]:
+  """The box of the person valid.h5 annotates in `image_name`: the extent of the annotated
+  joints widened by 10% on each side (as a detector's box reaches past the joints).
+
+  valid.h5's center and scale (side = 200 * scale) give a padded square instead, wide enough here
+  to reach past the other man's centre: a detector's box is tight.
+  """
+  with h5py.File(os.path.join(realdata, 'mpii', 'valid.h5')) as f:
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in f['imgname'][:]]
+    [row] = [i for i, name in enumerate(names) if name == image_name]
+    part = f['part'][row]
+  part = part[(part > 0).all(1)]  # (0, 0): not annotated
+  low, high = part.min(0), part.max(0)
+  margin = 0.1 * (high - low)
+  x, y = low - margin
+  w, h = high - low + 2 * margin
+  return (float(x), float(y), float(w), float(h))
 
 
 @pytest.fixture(scope='session')

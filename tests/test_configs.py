@@ -5,11 +5,12 @@ import subprocess
 import sys
 import time
 
+from conftest import REPO
 import pytest
 
 from hpe_jax import default_config
 
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+CONFIGS = os.path.join(REPO, 'configs')
 
 
 def _load(name, arg=None):

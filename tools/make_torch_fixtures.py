@@ -2,9 +2,9 @@
 
   python tools/make_torch_fixtures.py [--out=tests/fixtures/torch_import]
 
-tests/test_import_weights.py checks our import of PyTorch weights against these files, so it runs
-without torch; where torch is installed it also checks that they equal what this command writes now.
-The seeds are fixed: a rerun gives the same weights and images, and outputs equal to float32
+tests/models/test_import_weights.py checks our import of PyTorch weights against these files, so it
+runs without torch; where torch is installed it also checks that they equal what this command writes
+now. The seeds are fixed: a rerun gives the same weights and images, and outputs equal to float32
 rounding. What the files hold: tools/lib/torch_reference.py. Exit codes: 0 written, 2 torch is not
 installed.
 """

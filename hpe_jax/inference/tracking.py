@@ -55,9 +55,9 @@ def iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
 class OneEuroParams:
   """The One-Euro filter's parameters.
 
-  The defaults were chosen on synthetic 30 fps joints (tests/test_tracking.py): min_cutoff = 1 Hz
-  cuts a still joint's noise (std 2% of the box side) to 0.34 of its std, the test asking for at
-  most half; beta = 1 raises the cutoff with speed so that a joint moving 1 box side per second
+  The defaults were chosen on synthetic 30 fps joints (tests/inference/test_tracking.py): min_cutoff
+  = 1 Hz cuts a still joint's noise (std 2% of the box side) to 0.34 of its std, the test asking for
+  at most half; beta = 1 raises the cutoff with speed so that a joint moving 1 box side per second
   trails by 0.047 box sides (47 ms), where a plain 1 Hz low-pass (beta = 0) trails by 0.16.
 
   Attributes:

@@ -11,11 +11,11 @@ A model built with depth has exactly the parameters of one without, plus some wh
 
 A new backbone is a module here (its network, and SIZE_MULTIPLE: the input sizes it takes are
 multiples of it) and one `Backbone` entry in BACKBONES below, under its model.name; its test goes
-in tests/test_models.py. Everything else finds it by name: config validation, training, inference,
-the benchmarks and the study. Its constructor takes the model config fields the entry lists (new
-fields get a default in default_config.py) plus num_joints, with_depth, dtype and rngs, and
-returns the outputs above. Optional: a multiply-adds count (the study's cost table scales by it;
-0 without), and a PyTorch peer in tools/lib/torch_peer.py's PEERS (tools/compare_peer.py).
+in tests/models/test_models.py. Everything else finds it by name: config validation, training,
+inference, the benchmarks and the study. Its constructor takes the model config fields the entry
+lists (new fields get a default in default_config.py) plus num_joints, with_depth, dtype and rngs,
+and returns the outputs above. Optional: a multiply-adds count (the study's cost table scales by
+it; 0 without), and a PyTorch peer in tools/lib/torch_peer.py's PEERS (tools/compare_peer.py).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ _STOCK = jax.make_user_context(default_value=False)
 # XLA:CPU hands convolutions to YNNPACK by default, whose kernels were slower than XLA's own
 # (Eigen) ones for our layers, forward and gradients (BENCHMARKS.md): YNNPACK keeps only the
 # dots and reductions (BatchNorm statistics), where it is the faster. A jaxlib that drops the
-# option fails at compilation, naming it (tests/test_train.py checks it).
+# option fails at compilation, naming it (tests/training/test_train.py checks it).
 _YNN_FUSIONS = ('LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT', 'LIBRARY_FUSION_TYPE_REDUCE')
 CPU_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ','.join(_YNN_FUSIONS)}
 

@@ -2,7 +2,7 @@
 
 The reference architectures in torch.nn, layer for layer and parameter for parameter as
 hpe_jax.models builds them (NCHW where hpe_jax is NHWC), and the method's losses (REFERENCE.md 1)
-as vectorised torch, equal to hpe_jax.losses.compute_losses (tests/test_torch_peer.py), so
+as vectorised torch, equal to hpe_jax.losses.compute_losses (tests/tools/test_torch_peer.py), so
 both systems train the same network on the same objective with Adam. torch stays optional: only
 compare_peer.py (tools/compare_peer.py) and tests import this module.
 

@@ -1,7 +1,7 @@
 """The reference's ResNet pose network in torch.nn, with its parameter names, and the fixtures of
 the weight-import tests made with it (this module needs torch).
 
-tests/test_import_weights.py checks hpe_jax.models.torch_import against this network without
+tests/models/test_import_weights.py checks hpe_jax.models.torch_import against this network without
 torch: `make_fixtures` runs tiny randomised ones and keeps their weights, an input and their
 outputs as arrays, which `python tools/make_torch_fixtures.py` writes to
 tests/fixtures/torch_import:

@@ -12,7 +12,8 @@ Conventions:
 - Joint order: Human3.6M-17 (joints.H36M17). The official files hold 32 joints; `H36M32_TO_17`
   takes the standard subset, which is also what mmpose's npz stores. Left/right was checked on
   real frames: the r_* joints are the person's right (S1 seen from behind and S7 facing the
-  camera, checked by eye; tests/test_human36m.py checks that the nose lies in front of the body).
+  camera, checked by eye; tests/data/test_human36m.py checks that the nose lies in front of the
+  body).
 - 2D joints are the projection of the 17 3D joints through the camera, lens distortion (k, p)
   included, mapped to MPII-16 afterwards (the derived thorax is the midpoint of the projected
   shoulders, within a fraction of a pixel of the projected 3D midpoint). So they are where the

@@ -14,7 +14,7 @@ h5 truncates them to whole pixels):
    the order of the validation json, for the validation head sizes.
 3. h5 (Newell): `train.h5` + `valid.h5`.
 
-Conventions, established on the real files (tests/test_mpii.py checks each):
+Conventions, established on the real files (tests/data/test_mpii.py checks each):
 - Every encoding keeps the official coordinates, 1-based as in MATLAB (the top-left pixel's centre
   is (1, 1)); readers subtract 1. The person box centre (objpos, json `center`) shares this
   convention. The json joints equal the standard evaluator's ground truth (`pos_gt_src` of

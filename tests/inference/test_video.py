@@ -15,14 +15,15 @@ import subprocess
 import sys
 
 import av
+from conftest import REPO
+from conftest import RIGHT_MAN_BOX
+from conftest import TWO_PEOPLE_PHOTO
+from conftest import annotated_box
 from conftest import realdata_dir
 from conftest import tiny_config
 import cv2
 import numpy as np
 import pytest
-from test_predict import RIGHT_MAN_BOX
-from test_predict import TWO_PEOPLE_PHOTO
-from test_predict import _annotated_box
 
 from hpe_jax import errors
 from hpe_jax import inference
@@ -32,7 +33,6 @@ from hpe_jax.inference import tracking
 from hpe_jax.inference import video
 from hpe_jax.inference import video_writer
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMES = 20
 FPS = 12.5
 PAN_PX = 8  # photo pixels the window moves per frame
@@ -48,7 +48,7 @@ def _pan_video(directory: str) -> tuple[str, np.ndarray]:
     result = clip.write_clip(path, frames=FRAMES, width=320, height=240, fps=FPS)
     return path, np.asarray(result['boxes'], np.float64)
   image = cv2.imread(photo)  # 854 x 480: the window is 640 x 480, halved
-  people = np.array([_annotated_box(realdata, TWO_PEOPLE_PHOTO), RIGHT_MAN_BOX])
+  people = np.array([annotated_box(realdata, TWO_PEOPLE_PHOTO), RIGHT_MAN_BOX])
   writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'mp4v'), FPS, (320, 240))
   frame_boxes = []
   for index in range(FRAMES):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import zipfile
 
+from conftest import REPO
 from conftest import realdata_dir
 import cv2
 import numpy as np
@@ -22,7 +23,6 @@ from hpe_jax.inference import predict_run
 from hpe_jax.models import xla_cpu
 from hpe_jax.storage import checkpoint
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BOX = (100, 40, 150, 260)  # x, y, w, h: inside every MPII test photo
 # The live model runs the XLA:CPU forms of the layers, the export the stock ones
 # (export_run.export_predictor says why): the same arithmetic up to float32 rounding, so the

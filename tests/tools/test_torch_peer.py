@@ -6,6 +6,7 @@ Speed is compared by tools/compare_peer.py (tools/lib/compare_peer.py), not here
 
 import os
 
+from conftest import REPO
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -72,11 +73,7 @@ def _to_torch_layout(outputs):
 
 def _tiny_finetune_config():
   """configs/finetune.py at width 8, head 16, 64 px, batch 4."""
-  config = default_config.load_config(
-    os.path.join(
-      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'finetune.py'
-    )
-  )
+  config = default_config.load_config(os.path.join(REPO, 'configs', 'finetune.py'))
   config.model.update(width=8, head_channels=16)
   config.data.image_size = 64
   config.train.batch_size = 4

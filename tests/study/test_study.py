@@ -1,7 +1,7 @@
 """The study runner on a tiny study: run, report, skip, re-evaluate, commands, config errors,
 Slurm jobs (submitit), plots.
 
-python -m pytest -q tests/test_study.py
+python -m pytest -q tests/study/test_study.py
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sys
 import time
 import types
 
+from conftest import REPO
 from conftest import TINY_DATASET
 from matplotlib import image as mpimg
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -33,7 +34,6 @@ from hpe_jax.study import runner
 from hpe_jax.study import slurm
 from hpe_jax.study import slurm_options
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OWN_EVAL = f'{TINY_DATASET}:test'
 OTHER_EVAL = f'{TINY_DATASET}:train_2d'  # another split as a second evaluation dataset Y
 STEPS = 2

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+from conftest import TESTS
 import numpy as np
 import pytest
 
@@ -240,7 +241,7 @@ def test_an_imported_reference_checkpoint_predicts_and_analyses(squat_truth, tmp
 
   workdir = str(tmp_path / 'reference')
   reference_run.import_reference(
-    os.path.join(os.path.dirname(__file__), 'fixtures', 'torch_import', 'reference_resnet18.npz'),
+    os.path.join(TESTS, 'fixtures', 'torch_import', 'reference_resnet18.npz'),
     workdir,
     input_format='rgb',
     image_size=64,

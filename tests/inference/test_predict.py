@@ -10,6 +10,11 @@ import shutil
 import subprocess
 import sys
 
+from conftest import REPO
+from conftest import RIGHT_MAN_BOX
+from conftest import TWO_PEOPLE_PHOTO
+from conftest import annotated_box
+from conftest import photo_path
 from conftest import realdata_dir
 from conftest import tiny_config
 import cv2
@@ -29,7 +34,6 @@ from hpe_jax.inference import visualize
 from hpe_jax.storage import checkpoint
 from hpe_jax.training import step as step_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BOX = (100, 40, 150, 260)  # x, y, w, h: a box well inside every test image
 
 
@@ -50,18 +54,6 @@ def _make_run(workdir: str, depth: bool) -> str:
   return workdir
 
 
-def _photo(directory) -> str:
-  """A real MPII photo if realdata is present, else a synthetic JPEG (so nothing is skipped)."""
-  realdata = realdata_dir()
-  images = os.path.join(realdata or '', 'mpii', 'images')
-  if realdata and os.path.isdir(images) and os.listdir(images):
-    return os.path.join(images, sorted(os.listdir(images))[0])
-  path = os.path.join(directory, 'synthetic.jpg')
-  rng = np.random.default_rng(0)
-  cv2.imwrite(path, cv2.GaussianBlur(rng.integers(0, 256, (360, 480, 3), np.uint8), (9, 9), 3))
-  return path
-
-
 def _read_rgb(path):
   return cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
 
@@ -75,7 +67,7 @@ def cli_run(tmp_path_factory):
   """One CLI call on a photo (whole) and a copy of it under another name (with BOX)."""
   directory = tmp_path_factory.mktemp('predict')
   workdir = _make_run(str(directory / 'run'), depth=True)
-  photo = _photo(str(directory))
+  photo = photo_path(str(directory))
   boxed = str(directory / 'boxed.jpg')
   shutil.copyfile(photo, boxed)
   process = subprocess.run(
@@ -219,7 +211,7 @@ def test_two_images_whose_outputs_would_collide_are_refused_before_loading(tmp_p
 
 def test_a_2d_only_run_writes_the_overlay_and_2d_json_and_says_3d_needs_fine_tuning(tmp_path):
   workdir = _make_run(str(tmp_path / 'run2d'), depth=False)
-  image = _photo(str(tmp_path))
+  image = photo_path(str(tmp_path))
   out_dir = str(tmp_path / 'out')
   [result] = predict_run.predict_files(workdir, [image], [BOX], out_dir=out_dir)
   assert result['files']['3d'] is None
@@ -235,7 +227,7 @@ def test_a_2d_only_run_writes_the_overlay_and_2d_json_and_says_3d_needs_fine_tun
 
 def test_an_out_dir_that_cannot_be_created_fails_with_one_line_naming_it(tmp_path):
   workdir = _make_run(str(tmp_path / 'run'), depth=False)
-  image = _photo(str(tmp_path))
+  image = photo_path(str(tmp_path))
   blocker = tmp_path / 'a_file'
   blocker.write_text('not a directory')
   out_dir = str(blocker / 'out')
@@ -266,30 +258,6 @@ def test_inference_imports_nothing_of_training():
 
 # --- Many people from a detector's boxes file (--boxes) ---
 
-TWO_PEOPLE_PHOTO = '052475643.jpg'  # MPII: two men seated side by side, 854 x 480
-# valid.h5 annotates only the man on the left in this photo; the man on the right's box
-# (x, y, w, h) is read off the photo, around his head, hands and shoes.
-RIGHT_MAN_BOX = (455.0, 100.0, 145.0, 352.0)
-
-
-def _annotated_box(realdata: str, image_name: str) -> tuple[float, ...]:
-  """The box of the person valid.h5 annotates in `image_name`: the extent of the annotated
-  joints widened by 10% on each side (as a detector's box reaches past the joints).
-
-  valid.h5's center and scale (side = 200 * scale) give a padded square instead, wide enough here
-  to reach past the other man's centre: a detector's box is tight.
-  """
-  with h5py.File(os.path.join(realdata, 'mpii', 'valid.h5')) as f:
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in f['imgname'][:]]
-    [row] = [i for i, name in enumerate(names) if name == image_name]
-    part = f['part'][row]
-  part = part[(part > 0).all(1)]  # (0, 0): not annotated
-  low, high = part.min(0), part.max(0)
-  margin = 0.1 * (high - low)
-  x, y = low - margin
-  w, h = high - low + 2 * margin
-  return (float(x), float(y), float(w), float(h))
-
 
 @pytest.fixture(scope='module')
 def people_run(tiny_depth_run, tmp_path_factory):
@@ -304,7 +272,7 @@ def people_run(tiny_depth_run, tmp_path_factory):
   two = os.path.join(images, TWO_PEOPLE_PHOTO)
   edge = os.path.join(images, '004645041.jpg')  # 1280 x 720
   empty = os.path.join(images, '051423444.jpg')
-  left_box = _annotated_box(realdata, TWO_PEOPLE_PHOTO)
+  left_box = annotated_box(realdata, TWO_PEOPLE_PHOTO)
   entries = [
     # image_id: the number of the file's name (as COCO's 000000001163.jpg is 1163).
     {'image_id': 52475643, 'bbox': list(left_box), 'score': 0.98, 'category_id': 1},

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 
+from conftest import REPO
 from conftest import tiny_config
 from flax import nnx
 import jax
@@ -30,7 +31,6 @@ from hpe_jax.storage import checkpoint
 from hpe_jax.training import reference_run
 from hpe_jax.training import train
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(REPO, 'tests', 'fixtures', 'torch_import')
 NUM_JOINTS = 16
 # The fixtures' networks (tools/lib/torch_reference.py's MODELS): file stem -> ResNet, width, head.

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+from conftest import REPO
 from conftest import TINY_DATASET
 from conftest import tiny_config
 import jax
@@ -22,7 +23,6 @@ from hpe_jax.evaluation import trained_run
 from hpe_jax.inference import readout
 from hpe_jax.training import step as step_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADLINE = ('pck', 'pckh', 'mpjpe', 'pa_mpjpe')
 
 

@@ -10,6 +10,8 @@ import sys
 import textwrap
 import time
 
+from conftest import REPO
+from conftest import TESTS
 from conftest import TINY_DATASET
 from conftest import tiny_config
 from conftest import tiny_main_command
@@ -25,8 +27,6 @@ from hpe_jax.models import xla_cpu
 from hpe_jax.storage import checkpoint
 from hpe_jax.training import step as step_lib
 from hpe_jax.training import train
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _records(workdir):
@@ -222,7 +222,7 @@ def test_sigkill_after_a_logged_step_resumes_with_each_step_once_and_the_same_lo
       _KILLED_AFTER_STEP_4,
       data_dir,
       str(interrupted),
-      os.path.dirname(__file__),
+      TESTS,
     ],
     capture_output=True,
     text=True,
@@ -304,7 +304,7 @@ _DEVICES_SCRIPT = textwrap.dedent("""
 
 def test_four_devices_give_the_loss_and_gradients_of_one(data_dir):
   out = subprocess.run(
-    [sys.executable, '-c', _DEVICES_SCRIPT, data_dir, os.path.dirname(os.path.abspath(__file__))],
+    [sys.executable, '-c', _DEVICES_SCRIPT, data_dir, TESTS],
     check=True,
     capture_output=True,
     text=True,

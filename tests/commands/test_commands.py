@@ -17,9 +17,8 @@ import sys
 import sysconfig
 import tomllib
 
+from conftest import REPO
 import pytest
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 with open(os.path.join(REPO, 'pyproject.toml'), 'rb') as f:
   SCRIPTS = tomllib.load(f)['project']['scripts']  # name -> 'module:function'

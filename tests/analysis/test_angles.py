@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import pathlib
 
+from conftest import REPO
 import numpy as np
 import pytest
 
@@ -264,7 +265,7 @@ def test_a_movement_resting_high_counts_dips():
 
 
 def test_the_guide_defines_every_angle_as_the_registry_does():
-  guide = pathlib.Path(__file__).parent.parent / 'docs' / 'movement_analysis.md'
+  guide = pathlib.Path(REPO) / 'docs' / 'movement_analysis.md'
   table = guide.read_text()
   for angle in angles.ANGLES:
     assert f'`{angle.name}`' in table and f'| {angle.definition} |' in table, angle.name

@@ -6,12 +6,12 @@ import subprocess
 import sys
 import time
 
+from conftest import REPO
+from conftest import photo_path
 import jax
 import pytest
 
 from hpe_jax import compile_cache
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_the_default_directory_follows_the_environment(monkeypatch, tmp_path):
@@ -46,9 +46,7 @@ def _predict(workdir, out_dir, image, *flags, env=None):
 
 @pytest.fixture(scope='module')
 def image(tmp_path_factory):
-  from test_predict import _photo
-
-  return _photo(str(tmp_path_factory.mktemp('photo')))
+  return photo_path(str(tmp_path_factory.mktemp('photo')))
 
 
 def test_a_second_predict_reads_the_compiled_step_back(tiny_depth_run, image, tmp_path):

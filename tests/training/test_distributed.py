@@ -11,10 +11,9 @@ import subprocess
 import sys
 import textwrap
 
+from conftest import TESTS
 import numpy as np
 import pytest
-
-TESTS = os.path.dirname(os.path.abspath(__file__))
 
 # argv: data_dir, workdir, process id or -1 (one process), coordinator port.
 _TRAIN = textwrap.dedent(

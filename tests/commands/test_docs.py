@@ -12,8 +12,8 @@ heading of it.
 Each command's flags come from a fresh interpreter that imports its module, as the command itself
 does: commands define their flags at import into absl's global FLAGS, and several define the same
 names (--workdir, --step, --config, ...), which absl refuses to define twice in one process. The
-commands import without jax (tests/test_commands.py), so each listing takes a fraction of a second,
-a few at a time.
+commands import without jax (tests/commands/test_commands.py), so each listing takes a fraction of
+a second, a few at a time.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ import subprocess
 import sys
 import tomllib
 
+import conftest
 import ml_collections
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(conftest.REPO)
 DOCS = [REPO / 'README.md', *sorted((REPO / 'docs').glob('*.md'))]
 
 with open(REPO / 'pyproject.toml', 'rb') as f:
