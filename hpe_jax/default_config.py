@@ -9,7 +9,6 @@ import dataclasses
 import importlib.util
 import os
 import re
-import sys
 
 import ml_collections
 

@@ -14,9 +14,6 @@ import json
 import os
 import sys
 
-from absl import flags
-from ml_collections import config_flags
-
 from hpe_jax import cli
 
 # `python tools/X.py` puts tools/ on the path, not the repository root that holds tools.lib.
@@ -24,11 +21,9 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:
   sys.path.insert(0, _REPO)
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:arg]).')
-_STEPS = flags.DEFINE_integer('steps', 20, 'Timed steps per repeat.', lower_bound=1)
-_REPEATS = flags.DEFINE_integer(
-  'repeats', 3, 'Timed repeats; the median is reported.', lower_bound=1
-)
+from tools.lib import timing_flags  # noqa: E402  (after the path)
+
+_CONFIG, _STEPS, _REPEATS = timing_flags.define()
 
 
 def main(args: list[str]) -> None:

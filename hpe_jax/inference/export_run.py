@@ -15,7 +15,6 @@ import os
 from typing import Callable
 import zipfile
 
-from flax import nnx
 import jax
 from jax import export as jax_export
 import jax.numpy as jnp

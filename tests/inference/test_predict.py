@@ -20,7 +20,6 @@ from conftest import tiny_config
 import cv2
 from flax import nnx
 import grain
-import h5py
 import numpy as np
 import pytest
 

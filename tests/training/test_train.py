@@ -10,7 +10,6 @@ import sys
 import textwrap
 import time
 
-from conftest import REPO
 from conftest import TESTS
 from conftest import TINY_DATASET
 from conftest import tiny_config
@@ -25,7 +24,6 @@ from hpe_jax import models
 from hpe_jax.models import layers
 from hpe_jax.models import xla_cpu
 from hpe_jax.storage import checkpoint
-from hpe_jax.training import step as step_lib
 from hpe_jax.training import train
 
 
