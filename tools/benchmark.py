@@ -14,6 +14,8 @@ import json
 import os
 import sys
 
+from absl import flags
+
 from hpe_jax import cli
 
 # `python tools/X.py` puts tools/ on the path, not the repository root that holds tools.lib.
@@ -24,6 +26,7 @@ if _REPO not in sys.path:
 from tools.lib import timing_flags  # noqa: E402  (after the path)
 
 _CONFIG, _STEPS, _REPEATS = timing_flags.define()
+flags.adopt_module_key_flags(timing_flags)  # --help lists them
 
 
 def main(args: list[str]) -> None:

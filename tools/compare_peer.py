@@ -36,6 +36,7 @@ if _REPO not in sys.path:
 from tools.lib import timing_flags  # noqa: E402  (after the path)
 
 _CONFIG, _STEPS, _REPEATS = timing_flags.define()
+flags.adopt_module_key_flags(timing_flags)  # --help lists them
 _PEERS = flags.DEFINE_list('peers', ['eager', 'tuned'], 'Peer modes to time: eager, tuned.')
 _WARMUP = flags.DEFINE_integer(
   'warmup',
