@@ -25,6 +25,10 @@ if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
     os.environ.get('XLA_FLAGS', '') + ' --xla_backend_optimization_level=0'
   ).strip()
 
+# The tests run in one process per core (pyproject's addopts): on a GPU, each takes the memory it
+# needs rather than JAX's default 75% of it, which would leave the second process none.
+os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+
 import cv2
 import h5py
 import numpy as np

@@ -198,6 +198,7 @@ def test_paper_recipes_need_imagenet_weights_or_an_explicit_opt_out(tmp_path):
     default_config.validate(_load(name))
 
 
+@pytest.mark.slow
 def test_missing_imagenet_weights_stop_the_command_at_once(tmp_path):
   """One line, exit 2, before jax is imported (which alone takes seconds) or a workdir made."""
   start = time.perf_counter()
@@ -263,6 +264,7 @@ def test_bad_arg_values_are_named():
     (['--config=configs/pretrain.py', '--config.train.foo=1'], "no config field 'foo'"),
   ],
 )
+@pytest.mark.slow
 def test_command_line_config_errors_are_one_line(flags, message):
   """Before any model or data is touched: exit 2 and one line, not absl's traceback."""
   result = subprocess.run(

@@ -233,6 +233,7 @@ def test_the_command_prints_the_counts_and_refuses_bad_flags(squat_truth, tmp_pa
   assert result.stderr.strip().count('\n') == 0 and 'elbow_flexion_left' in result.stderr
 
 
+@pytest.mark.slow
 def test_an_imported_reference_checkpoint_predicts_and_analyses(squat_truth, tmp_path):
   """The real-world path: the reference's released network (here the committed fixture's,
   random weights) imported with hpe-import-weights, then predict and analyze on a video."""

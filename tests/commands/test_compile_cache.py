@@ -49,6 +49,7 @@ def image(tmp_path_factory):
   return photo_path(str(tmp_path_factory.mktemp('photo')))
 
 
+@pytest.mark.slow
 def test_a_second_predict_reads_the_compiled_step_back(tiny_depth_run, image, tmp_path):
   cache = tmp_path / 'cache'
   # Every step is worth caching here: the tiny model compiles in a fraction of a second.
@@ -61,6 +62,7 @@ def test_a_second_predict_reads_the_compiled_step_back(tiny_depth_run, image, tm
   print(f'predict: {first_s:.2f} s compiling, {second_s:.2f} s from the cache')
 
 
+@pytest.mark.slow
 def test_off_compiles_every_time_and_writes_nothing(tiny_depth_run, image, tmp_path):
   cache = tmp_path / 'cache'
   env = {'HPE_JAX_CACHE_DIR': str(cache), 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}

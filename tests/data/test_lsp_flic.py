@@ -120,6 +120,7 @@ def lspet_build(realdata, tmp_path_factory):
   return builder, _records(builder, 'train')
 
 
+@pytest.mark.slow
 def test_lspet_build_counts_missing_images(lspet_build):
   builder, records = lspet_build
   assert len(records) == 2000

@@ -238,6 +238,7 @@ def test_missing_images_are_an_error(tmp_path):
     _build(tmp_path, tmp_path / 'tfds')
 
 
+@pytest.mark.slow
 def test_finetune_end_to_end_on_the_fixture(data_dir, tmp_path):
   """A fusion fine-tune mixing synthetic 2D samples with this 3D dataset trains and reports
   the 3D protocols, per action and split by occlusion."""

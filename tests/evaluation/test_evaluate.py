@@ -132,6 +132,7 @@ def test_readout_flags_select_the_readout(tiny_depth_run):
     assert result[key] == pytest.approx(argmax[key], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path, tiny_depth_run):
   for args, message in (
     ([f'--workdir={tmp_path}'], 'no config.json'),

@@ -220,6 +220,7 @@ def _command(*args: str) -> subprocess.CompletedProcess:
   )
 
 
+@pytest.mark.slow
 def test_command_line_errors_are_one_line(model_file, tmp_path):
   photo = str(tmp_path / 'photo.jpg')
   cv2.imwrite(photo, np.zeros((40, 30, 3), np.uint8))

@@ -224,6 +224,7 @@ def test_a_2d_only_run_writes_the_overlay_and_2d_json_and_says_3d_needs_fine_tun
   assert 'fine-tuned' in record['note_3d'] and len(person['joints_2d']) == joints.NUM_JOINTS
 
 
+@pytest.mark.slow
 def test_an_out_dir_that_cannot_be_created_fails_with_one_line_naming_it(tmp_path):
   workdir = _make_run(str(tmp_path / 'run'), depth=False)
   image = photo_path(str(tmp_path))

@@ -407,6 +407,7 @@ def test_a_second_run_into_the_same_directory_replaces_the_files(whole_frame_run
   ],
   ids=['benchmark-boxes-without-video', 'benchmark-ratio-without-peer', 'bad-step', 'step-model'],
 )
+@pytest.mark.slow
 def test_flag_errors_are_one_line(command, message):
   process = subprocess.run(
     [sys.executable, '-m', *command], capture_output=True, text=True, cwd=REPO

@@ -120,7 +120,13 @@ def fresh_resnet18():
   return _pure_state(_model_config('resnet18', 2))
 
 
-@pytest.mark.parametrize('stem', sorted(REFERENCE_MODELS))
+@pytest.mark.parametrize(
+  'stem',
+  [
+    pytest.param(stem, marks=[pytest.mark.slow] if stem != 'reference_resnet18' else [])
+    for stem in sorted(REFERENCE_MODELS)
+  ],
+)
 def test_imported_reference_model_gives_the_torch_outputs(stem):
   arch, width, head_channels = REFERENCE_MODELS[stem]
   state_dict = _fixture(stem)
@@ -312,6 +318,7 @@ def test_reference_checkpoint_becomes_a_workdir_that_grafts_exactly(
   assert "no place for: ['offsets']" in errors[2]
 
 
+@pytest.mark.slow
 def test_command_refuses_in_one_line(tmp_path):
   """hpe-import-weights ends a refusal with one `error:` line, exit 2."""
   workdir = tmp_path / 'used'
@@ -436,6 +443,7 @@ def test_pth_files_read_as_their_arrays(
     assert_same(state_dict, npz_read[0])
 
 
+@pytest.mark.slow
 def test_model_init_scratch_trains_from_random_weights_and_says_so(data_dir, tmp_path, capsys):
   """The explicit opt-out of a recipe's ImageNet start: no file is read, the log and config.json
   say it."""
@@ -446,6 +454,7 @@ def test_model_init_scratch_trains_from_random_weights_and_says_so(data_dir, tmp
     assert json.load(f)['model']['init'] == 'scratch'
 
 
+@pytest.mark.slow
 def test_training_with_model_init_starts_from_the_imported_backbone(
   imagenet_resnet18, imagenet_state_dict, data_dir, tmp_path
 ):

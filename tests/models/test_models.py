@@ -208,8 +208,9 @@ def output_shapes(model, size: int) -> dict[str, tuple]:
     ('resnet34', True),
     ('resnet50', False),
     ('resnet50', True),
-    ('resnet101', True),
-    ('resnet152', True),
+    # The deepest two only trace longer (about 3 and 6 s): slow.
+    pytest.param('resnet101', True, marks=pytest.mark.slow),
+    pytest.param('resnet152', True, marks=pytest.mark.slow),
   ],
 )
 def test_resnet_output_shapes(name, with_depth):
@@ -222,8 +223,8 @@ def test_resnet_output_shapes(name, with_depth):
   [
     (1, False, 64),
     (1, True, 64),
-    (2, False, 64),
-    (2, True, 64),
+    pytest.param(2, False, 64, marks=pytest.mark.slow),  # two stacks trace twice as long
+    pytest.param(2, True, 64, marks=pytest.mark.slow),
     (1, True, 128),
   ],
 )
@@ -265,7 +266,7 @@ def test_every_backbone_is_what_its_registry_entry_says(name):
   assert (models.multiply_adds(tiny_config(name)) > 0) == (backbone.multiply_adds is not None)
 
 
-@pytest.mark.parametrize('name', ['resnet18', 'hourglass'])
+@pytest.mark.parametrize('name', ['resnet18', pytest.param('hourglass', marks=pytest.mark.slow)])
 def test_bfloat16_compute_float32_params_and_outputs(name):
   f32 = models.create_model(tiny_config(name), with_depth=True, rngs=nnx.Rngs(0))
   bf16 = models.create_model(tiny_config(name, dtype='bfloat16'), with_depth=True, rngs=nnx.Rngs(1))
@@ -281,7 +282,7 @@ def test_bfloat16_compute_float32_params_and_outputs(name):
     assert np.linalg.norm(got[key] - want[key]) < 0.05 * np.linalg.norm(want[key])
 
 
-@pytest.mark.parametrize('name', ['resnet50', 'hourglass'])
+@pytest.mark.parametrize('name', ['resnet50', pytest.param('hourglass', marks=pytest.mark.slow)])
 def test_depth_model_only_adds_depth_parameters(name):
   config = tiny_config(name, num_stacks=2)
   plain = flat_shapes(nnx.state(abstract_model(config, False)))

@@ -124,6 +124,7 @@ def test_stock_ops_forces_the_stock_forms_on_cpu():
   assert grad.lower(x).as_text() == cpu
 
 
+@pytest.mark.slow
 def test_cpu_and_stock_forms_give_the_same_losses_and_gradients(tiny):
   config, defs, state, batch = tiny
   loss_config = losses.loss_config(config)

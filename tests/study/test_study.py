@@ -301,6 +301,7 @@ def _tree(*directories) -> list[str]:
   )
 
 
+@pytest.mark.slow
 def test_print_commands_write_nothing_and_carry_the_data_dir(tmp_path):
   """A fresh study on a data dir where nothing is built: printing builds no dataset, makes no
   folder and writes no report; every training and evaluation gets --data_dir."""
@@ -630,6 +631,7 @@ def fresh_plan(data_dir, tmp_path):
   return study.plan_study(str(flag), str(tmp_path / 'run'))
 
 
+@pytest.mark.slow
 def test_slurm_jobs_start_after_the_ones_they_need_and_a_rerun_resubmits_failures(fresh_plan):
   plan = fresh_plan
   finetune, scratch = plan.cells

@@ -9,6 +9,7 @@ from conftest import REPO
 from conftest import tiny_config
 import cv2
 import numpy as np
+import pytest
 
 from hpe_jax import default_config
 from tools.lib import benchmark_pipeline
@@ -38,6 +39,7 @@ def test_part_times_cover_the_whole_and_restore_opencvs_threads(data_dir):
   assert line['source'] == config.data.train_2d  # the first 2D source
 
 
+@pytest.mark.slow
 def test_command_prints_one_json_line_per_measurement(data_dir):
   result = subprocess.run(
     [
@@ -67,6 +69,7 @@ def test_command_prints_one_json_line_per_measurement(data_dir):
   assert lines[0]['images_per_s_per_core'] > 0 and lines[1]['ms_per_image']['whole'] > 0
 
 
+@pytest.mark.slow
 def test_gpu_script_time_boxes_every_command_and_needs_an_output_dir(tmp_path):
   script = os.path.join(REPO, 'tools', 'gpu_benchmarks.sh')
   (tmp_path / 'realdata' / 'lspet').mkdir(parents=True)

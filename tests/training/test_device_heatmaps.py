@@ -11,6 +11,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from hpe_jax import default_config
 from hpe_jax import losses as losses_lib
@@ -33,6 +34,7 @@ def _host_heatmaps(joints_input, mask, image_size, map_size, sigma):
   return np.transpose(maps * on_map[..., None, None], (0, 2, 3, 1)).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_device_targets_and_losses_equal_host_rendered_ones(data_dir):
   config = tiny_config(data_dir, depth=True)
   defs, state = step_lib.init_state(config)

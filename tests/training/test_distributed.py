@@ -1,6 +1,6 @@
 """Scale-out on JAX's own runtime: two processes on this machine (jax.distributed over loopback,
 each with 2 simulated CPU devices) train on one 4-device global mesh and log the losses that one
-process with 4 devices logs."""
+process with 4 devices logs; one step sharded over 4 devices gives the loss and gradients of one."""
 
 from __future__ import annotations
 
@@ -46,8 +46,7 @@ def _losses(workdir: str) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k.endswith('loss')} for line in f]
 
 
-# Three training commands at once (a minute on 2 cores). The fast suite keeps the in-process check
-# of the sharded step: test_train.py's test_four_devices_give_the_loss_and_gradients_of_one.
+# Three training commands at once: about a minute on 2 cores.
 @pytest.mark.slow
 def test_two_processes_log_the_losses_of_one(data_dir, tmp_path):
   port = str(_free_port())
@@ -76,3 +75,62 @@ def test_two_processes_log_the_losses_of_one(data_dir, tmp_path):
       np.testing.assert_allclose(b[key], a[key], rtol=2e-5, err_msg=key)
   # Both processes saved the checkpoint together (Orbax's multi-process save).
   assert os.listdir(tmp_path / 'two' / 'checkpoints') == ['3']
+
+
+_DEVICES_SCRIPT = textwrap.dedent("""
+    import jax
+    jax.config.update('jax_num_cpu_devices', 4)
+    import json, sys
+    import numpy as np
+    from flax import nnx
+    sys.path.insert(0, sys.argv[2])
+    from conftest import tiny_config
+    from hpe_jax import default_config
+    from hpe_jax import losses
+    from hpe_jax import models
+    from hpe_jax.data import pipeline
+    from hpe_jax.models import interface
+
+    config = tiny_config(sys.argv[1], depth=True)
+    batch = next(iter(pipeline.train_dataset(default_config.describe(config))))
+    loss_config = losses.LossConfig(depth_weight=0.1, geometric_weight=0.01)
+    results = {}
+    for count in (1, 4):
+      mesh = jax.make_mesh((count,), ('data',), axis_types=(jax.sharding.AxisType.Auto,),
+                           devices=jax.devices()[:count])
+      model = models.create_model(config.model, with_depth=True, rngs=nnx.Rngs(0))
+      graphdef, state = nnx.split(model)
+
+      def loss_and_grads(state, batch):
+        images = interface.normalize_images(batch['image'], 'float32')
+        loss_fn = lambda model: losses.compute_losses(model(images), batch, loss_config)
+        (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(
+            nnx.merge(graphdef, state))
+        return metrics, grads
+
+      sharded = pipeline.to_global(batch, jax.sharding.NamedSharding(
+          mesh, jax.sharding.PartitionSpec('data')))
+      assert len(sharded['image'].sharding.device_set) == count
+      metrics, grads = jax.jit(loss_and_grads)(state, sharded)
+      results[count] = {'metrics': {k: float(v) for k, v in metrics.items()},
+                        'grads': [np.asarray(g).ravel().tolist()
+                                  for g in jax.tree.leaves(grads)]}
+    print(json.dumps(results))
+""")
+
+
+@pytest.mark.slow
+def test_four_devices_give_the_loss_and_gradients_of_one(data_dir):
+  out = subprocess.run(
+    [sys.executable, '-c', _DEVICES_SCRIPT, data_dir, TESTS],
+    check=True,
+    capture_output=True,
+    text=True,
+  )
+  results = json.loads(out.stdout.strip().splitlines()[-1])
+  one, four = results['1'], results['4']
+  for key, value in one['metrics'].items():
+    np.testing.assert_allclose(four['metrics'][key], value, rtol=1e-5, err_msg=key)
+  for g1, g4 in zip(one['grads'], four['grads']):
+    g1, g4 = np.asarray(g1), np.asarray(g4)
+    np.testing.assert_allclose(g4, g1, rtol=1e-5, atol=1e-5 * np.abs(g1).max())

@@ -94,6 +94,7 @@ def _copy(run: str, tmp_path) -> str:
 # ---- 1. divergence --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_divergence_stops_at_once_with_exit_3_and_strict_json(data_dir, tmp_path):
   result = _run_cli(
     tmp_path / 'run', data_dir, '--config.train.lr=1e9', '--config.train.num_steps=20'
@@ -110,6 +111,7 @@ def test_divergence_stops_at_once_with_exit_3_and_strict_json(data_dir, tmp_path
   assert checkpoint.saved_steps(str(tmp_path / 'run' / 'checkpoints')) == []
 
 
+@pytest.mark.slow
 def test_divergence_keeps_the_good_checkpoint_and_a_lower_lr_resumes_from_it(
   data_dir, tmp_path, capsys
 ):
@@ -146,6 +148,7 @@ def test_keep_checkpoints_below_one_is_refused_before_anything_starts(tmp_path):
   assert not (tmp_path / 'run').exists()
 
 
+@pytest.mark.slow
 def test_keep_one_keeps_the_final_checkpoint(data_dir, three_step_run, tmp_path):
   workdir = _copy(three_step_run, tmp_path)
   train.train_and_evaluate(_config(data_dir, **{'train.keep_checkpoints': 1}), workdir)
@@ -288,6 +291,7 @@ def test_finite_labels_masks_joints_and_rejects_a_bad_camera():
 # ---- 4. resume with a changed config ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_model_or_batch_and_keeps_config_json(
   data_dir, three_step_run, tmp_path
 ):
@@ -354,6 +358,7 @@ def test_config_changes_sorts_fields_into_refused_and_accepted():
   assert workdir_lib.config_changes(old, new) == ([], ['train.grad_clip 2.0 -> 1.0'])
 
 
+@pytest.mark.slow
 def test_accepted_changes_keep_the_earlier_config_beside(
   data_dir, three_step_run, tmp_path, capsys
 ):
@@ -374,6 +379,7 @@ def test_accepted_changes_keep_the_earlier_config_beside(
 # ---- 5. one run per workdir ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_busy_workdir_refuses_naming_the_holder(data_dir, tmp_path):
   workdir = tmp_path / 'run'
   os.makedirs(workdir)
@@ -472,6 +478,7 @@ def test_a_save_that_does_not_fit_is_refused_before_writing(tmp_path, monkeypatc
 _LIMIT_FILE_SIZE = 'import resource\nresource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))'
 
 
+@pytest.mark.slow
 def test_a_write_error_mid_save_ends_in_one_line_and_loses_nothing(
   data_dir, three_step_run, tmp_path
 ):
@@ -493,6 +500,7 @@ def test_a_write_error_mid_save_ends_in_one_line_and_loses_nothing(
   assert _train_steps(workdir) == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.slow
 def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(
   data_dir, three_step_run, tmp_path, capfd
 ):
@@ -540,6 +548,7 @@ def test_no_readable_checkpoint_is_an_error_that_moves_nothing(tmp_path):
     ('--config.train.no_such_field=1', 'error: a --config.* override names no config field'),
   ],
 )
+@pytest.mark.slow
 def test_bad_values_are_one_line_before_anything_starts(tmp_path, override, message):
   result = _run_cli(tmp_path / 'run', '', override)
   assert result.returncode == 2 and _last_line(result.stderr).startswith(message), result.stderr
@@ -554,6 +563,7 @@ _WITHOUT_PERMISSION_OVERRIDE = (
 )
 
 
+@pytest.mark.slow
 def test_a_read_only_workdir_is_one_line(data_dir, tmp_path):
   workdir = tmp_path / 'run'
   os.makedirs(workdir)

@@ -96,6 +96,7 @@ def test_parse_step():
     default_config.parse_step('-3')
 
 
+@pytest.mark.slow
 def test_a_run_keeps_its_best_evaluated_checkpoint_besides_the_newest(data_dir, tmp_path):
   import json
 

@@ -101,6 +101,7 @@ def test_a_run_writes_the_points_of_metrics_jsonl_and_prediction_pictures(tiny_d
   assert step == 6 and picture.shape == (64, summaries.NUM_OVERLAYS * 64, 3)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_hides_the_points_past_its_checkpoint_and_logs_its_progress(
   tiny_depth_run, data_dir, tmp_path, capsys
 ):

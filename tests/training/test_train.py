@@ -1,16 +1,11 @@
-"""Training end to end: stages, grafting, exact resume after SIGKILL, 1 vs 4 devices, CLI errors."""
+"""Training end to end: stages, grafting, other models and dtypes, CLI errors, the loop's parts."""
 
 import dataclasses
 import json
 import os
 import re
-import signal
 import subprocess
-import sys
-import textwrap
-import time
 
-from conftest import TESTS
 from conftest import TINY_DATASET
 from conftest import tiny_config
 from conftest import tiny_main_command
@@ -147,175 +142,6 @@ def test_graft_from_a_path_without_checkpoints_says_what_to_do(tmp_path):
     checkpoint.find_checkpoint(str(tmp_path))
 
 
-@pytest.mark.slow  # three commands of 30 steps; test_sigkill_after_a_logged_step_... is its twin
-def test_resume_after_sigkill_logs_each_step_once_with_the_same_losses(data_dir, tmp_path):
-  args = (
-    '--config.train.num_steps=30',
-    '--config.train.checkpoint_every=5',
-    '--config.train.lr_drop_steps=(15,)',
-  )
-  reference = tmp_path / 'uninterrupted'
-  subprocess.run(tiny_main_command(reference, data_dir, *args), check=True, capture_output=True)
-  expected = _records(reference)
-
-  interrupted = tmp_path / 'interrupted'
-  process = subprocess.Popen(
-    tiny_main_command(interrupted, data_dir, *args),
-    stdout=subprocess.DEVNULL,
-    stderr=subprocess.DEVNULL,
-  )
-  deadline = time.time() + 120
-  while not (interrupted / 'checkpoints' / '10').is_dir() and time.time() < deadline:
-    time.sleep(0.02)
-  process.send_signal(signal.SIGKILL)
-  assert process.wait() == -signal.SIGKILL
-  assert len(_records(interrupted)) < 30, 'the run finished before it could be killed'
-  resumed_from = checkpoint.manager(interrupted / 'checkpoints', read_only=True).latest_step()
-  assert resumed_from >= 10
-
-  subprocess.run(tiny_main_command(interrupted, data_dir, *args), check=True, capture_output=True)
-  # Records logged after the checkpoint resumed from are dropped: each step appears once, with
-  # the loss of the uninterrupted run (images_per_s and time aside, which measure the machine).
-  untimed = lambda records: [
-    {k: v for k, v in r.items() if k not in ('images_per_s', 'time')} for r in records
-  ]
-  assert untimed(_records(interrupted)) == untimed(expected)
-
-
-# A tiny run (`pretrained`'s config) that kills itself with SIGKILL once step 4 is logged and the
-# checkpoint of step 3 is on disk. argv: data_dir, workdir, the tests' folder (conftest).
-_KILLED_AFTER_STEP_4 = textwrap.dedent("""
-    import os, signal, sys, time
-    sys.path.insert(0, sys.argv[3])
-    from conftest import tiny_config
-    from hpe_jax.storage import workdir as workdir_lib
-    from hpe_jax.training import train
-
-    data_dir, workdir = sys.argv[1], sys.argv[2]
-    write = workdir_lib.MetricsLog.write
-
-    def write_then_die(self, record):
-      written = write(self, record)
-      if record['step'] == 4 and 'split' not in record:
-        while not os.path.isdir(os.path.join(workdir, 'checkpoints', '3')):  # saved async
-          time.sleep(0.01)
-        os.kill(os.getpid(), signal.SIGKILL)
-      return written
-
-    workdir_lib.MetricsLog.write = write_then_die
-    train.train_and_evaluate(tiny_config(data_dir), workdir)
-""")
-
-
-def test_sigkill_after_a_logged_step_resumes_with_each_step_once_and_the_same_losses(
-  pretrained, data_dir, tmp_path
-):
-  """The SIGKILL resume on `pretrained`'s 6 steps (the fast twin of the test above): killed with
-  step 4 logged past the checkpoint of step 3, then resumed, the run logs what `pretrained` did."""
-  interrupted = tmp_path / 'interrupted'
-  process = subprocess.run(
-    [
-      sys.executable,
-      '-c',
-      _KILLED_AFTER_STEP_4,
-      data_dir,
-      str(interrupted),
-      TESTS,
-    ],
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  assert process.returncode == -signal.SIGKILL, process.stderr[-3000:]
-  assert [r['step'] for r in _records(interrupted)] == [1, 2, 3, 4]
-  assert checkpoint.manager(interrupted / 'checkpoints', read_only=True).latest_step() == 3
-
-  train.train_and_evaluate(tiny_config(data_dir), str(interrupted))
-  untimed = lambda records: [
-    {k: v for k, v in r.items() if k not in ('images_per_s', 'time')} for r in records
-  ]
-  assert untimed(_records(interrupted)) == untimed(_records(pretrained))
-
-
-def test_sigterm_saves_a_checkpoint_at_the_current_step(data_dir, tmp_path):
-  workdir = tmp_path / 'preempted'
-  args = ('--config.train.num_steps=500', '--config.train.checkpoint_every=1000')
-  process = subprocess.Popen(
-    tiny_main_command(workdir, data_dir, *args),
-    stdout=subprocess.PIPE,
-    stderr=subprocess.DEVNULL,
-    text=True,
-  )
-  for line in process.stdout:  # the first logged step: training is under way
-    if line.startswith('step 3/'):
-      process.send_signal(signal.SIGTERM)
-      break
-  output = process.stdout.read()
-  assert process.wait() == 130
-  assert 'checkpoint saved. Run the same command to resume' in output
-  last_logged = _records(workdir)[-1]['step']
-  saved = checkpoint.manager(workdir / 'checkpoints', read_only=True).latest_step()
-  assert 3 <= saved == last_logged < 500
-
-
-_DEVICES_SCRIPT = textwrap.dedent("""
-    import jax
-    jax.config.update('jax_num_cpu_devices', 4)
-    import json, sys
-    import numpy as np
-    from flax import nnx
-    sys.path.insert(0, sys.argv[2])
-    from conftest import tiny_config
-    from hpe_jax import default_config
-    from hpe_jax import losses
-    from hpe_jax import models
-    from hpe_jax.data import pipeline
-    from hpe_jax.models import interface
-
-    config = tiny_config(sys.argv[1], depth=True)
-    batch = next(iter(pipeline.train_dataset(default_config.describe(config))))
-    loss_config = losses.LossConfig(depth_weight=0.1, geometric_weight=0.01)
-    results = {}
-    for count in (1, 4):
-      mesh = jax.make_mesh((count,), ('data',), axis_types=(jax.sharding.AxisType.Auto,),
-                           devices=jax.devices()[:count])
-      model = models.create_model(config.model, with_depth=True, rngs=nnx.Rngs(0))
-      graphdef, state = nnx.split(model)
-
-      def loss_and_grads(state, batch):
-        images = interface.normalize_images(batch['image'], 'float32')
-        loss_fn = lambda model: losses.compute_losses(model(images), batch, loss_config)
-        (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(
-            nnx.merge(graphdef, state))
-        return metrics, grads
-
-      sharded = pipeline.to_global(batch, jax.sharding.NamedSharding(
-          mesh, jax.sharding.PartitionSpec('data')))
-      assert len(sharded['image'].sharding.device_set) == count
-      metrics, grads = jax.jit(loss_and_grads)(state, sharded)
-      results[count] = {'metrics': {k: float(v) for k, v in metrics.items()},
-                        'grads': [np.asarray(g).ravel().tolist()
-                                  for g in jax.tree.leaves(grads)]}
-    print(json.dumps(results))
-""")
-
-
-def test_four_devices_give_the_loss_and_gradients_of_one(data_dir):
-  out = subprocess.run(
-    [sys.executable, '-c', _DEVICES_SCRIPT, data_dir, TESTS],
-    check=True,
-    capture_output=True,
-    text=True,
-  )
-  results = json.loads(out.stdout.strip().splitlines()[-1])
-  one, four = results['1'], results['4']
-  for key, value in one['metrics'].items():
-    np.testing.assert_allclose(four['metrics'][key], value, rtol=1e-5, err_msg=key)
-  for g1, g4 in zip(one['grads'], four['grads']):
-    g1, g4 = np.asarray(g1), np.asarray(g4)
-    np.testing.assert_allclose(g4, g1, rtol=1e-5, atol=1e-5 * np.abs(g1).max())
-
-
 @pytest.mark.parametrize(
   'override, message',
   [
@@ -326,6 +152,7 @@ def test_four_devices_give_the_loss_and_gradients_of_one(data_dir):
     ('--workdir=/proc/hpe_jax_run', '--workdir=/proc/hpe_jax_run cannot be created'),
   ],
 )
+@pytest.mark.slow
 def test_cli_errors_are_one_clear_message(data_dir, tmp_path, override, message):
   result = subprocess.run(
     tiny_main_command(tmp_path / 'run', data_dir, override), capture_output=True, text=True
