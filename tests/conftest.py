@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import sys
@@ -147,6 +148,23 @@ def tiny_main_command(workdir, data_dir: str, *overrides: str) -> list[str]:
     '--config.train.lr_drop_steps=()',
     *overrides,
   ]
+
+
+@pytest.fixture(scope='session')
+def tiny_2d_run(data_dir, tmp_path_factory) -> str:
+  """The workdir of `tiny_config(data_dir)` trained: 6 steps, checkpoints 3 and 6 (grafting,
+  resuming)."""
+  from hpe_jax.training import train
+
+  workdir = str(tmp_path_factory.mktemp('tiny_2d_run'))
+  train.train_and_evaluate(tiny_config(data_dir), workdir)
+  return workdir
+
+
+def metrics_records(workdir) -> list[dict]:
+  """The records of a run's metrics.jsonl, in order."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
 
 
 @pytest.fixture(scope='session')

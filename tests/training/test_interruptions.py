@@ -1,8 +1,6 @@
 """Interrupted training: a SIGKILL resumes with each step once and the same losses, SIGTERM saves
 the current step."""
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,24 +8,13 @@ import textwrap
 import time
 
 from conftest import TESTS
+from conftest import metrics_records
 from conftest import tiny_config
 from conftest import tiny_main_command
 import pytest
 
 from hpe_jax.storage import checkpoint
 from hpe_jax.training import train
-
-
-def _records(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f]
-
-
-@pytest.fixture(scope='module')
-def pretrained(data_dir, tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp('pretrain'))
-  train.train_and_evaluate(tiny_config(data_dir), workdir)
-  return workdir
 
 
 @pytest.mark.slow  # three commands of 30 steps; test_sigkill_after_a_logged_step_... is its twin
@@ -39,7 +26,7 @@ def test_resume_after_sigkill_logs_each_step_once_with_the_same_losses(data_dir,
   )
   reference = tmp_path / 'uninterrupted'
   subprocess.run(tiny_main_command(reference, data_dir, *args), check=True, capture_output=True)
-  expected = _records(reference)
+  expected = metrics_records(reference)
 
   interrupted = tmp_path / 'interrupted'
   process = subprocess.Popen(
@@ -52,7 +39,7 @@ def test_resume_after_sigkill_logs_each_step_once_with_the_same_losses(data_dir,
     time.sleep(0.02)
   process.send_signal(signal.SIGKILL)
   assert process.wait() == -signal.SIGKILL
-  assert len(_records(interrupted)) < 30, 'the run finished before it could be killed'
+  assert len(metrics_records(interrupted)) < 30, 'the run finished before it could be killed'
   resumed_from = checkpoint.manager(interrupted / 'checkpoints', read_only=True).latest_step()
   assert resumed_from >= 10
 
@@ -62,10 +49,10 @@ def test_resume_after_sigkill_logs_each_step_once_with_the_same_losses(data_dir,
   untimed = lambda records: [
     {k: v for k, v in r.items() if k not in ('images_per_s', 'time')} for r in records
   ]
-  assert untimed(_records(interrupted)) == untimed(expected)
+  assert untimed(metrics_records(interrupted)) == untimed(expected)
 
 
-# A tiny run (`pretrained`'s config) that kills itself with SIGKILL once step 4 is logged and the
+# A tiny run (`tiny_2d_run`'s config) that kills itself with SIGKILL once step 4 is logged and the
 # checkpoint of step 3 is on disk. argv: data_dir, workdir, the tests' folder (conftest).
 _KILLED_AFTER_STEP_4 = textwrap.dedent("""
     import os, signal, sys, time
@@ -91,10 +78,10 @@ _KILLED_AFTER_STEP_4 = textwrap.dedent("""
 
 
 def test_sigkill_after_a_logged_step_resumes_with_each_step_once_and_the_same_losses(
-  pretrained, data_dir, tmp_path
+  tiny_2d_run, data_dir, tmp_path
 ):
-  """The SIGKILL resume on `pretrained`'s 6 steps (the fast twin of the test above): killed with
-  step 4 logged past the checkpoint of step 3, then resumed, the run logs what `pretrained` did."""
+  """The SIGKILL resume on `tiny_2d_run`'s 6 steps (the fast twin of the test above): killed with
+  step 4 logged past the checkpoint of step 3, then resumed, the run logs what `tiny_2d_run` did."""
   interrupted = tmp_path / 'interrupted'
   process = subprocess.run(
     [
@@ -110,14 +97,14 @@ def test_sigkill_after_a_logged_step_resumes_with_each_step_once_and_the_same_lo
     timeout=300,
   )
   assert process.returncode == -signal.SIGKILL, process.stderr[-3000:]
-  assert [r['step'] for r in _records(interrupted)] == [1, 2, 3, 4]
+  assert [r['step'] for r in metrics_records(interrupted)] == [1, 2, 3, 4]
   assert checkpoint.manager(interrupted / 'checkpoints', read_only=True).latest_step() == 3
 
   train.train_and_evaluate(tiny_config(data_dir), str(interrupted))
   untimed = lambda records: [
     {k: v for k, v in r.items() if k not in ('images_per_s', 'time')} for r in records
   ]
-  assert untimed(_records(interrupted)) == untimed(_records(pretrained))
+  assert untimed(metrics_records(interrupted)) == untimed(metrics_records(tiny_2d_run))
 
 
 @pytest.mark.slow
@@ -137,6 +124,6 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step(data_dir, tmp_path):
   output = process.stdout.read()
   assert process.wait() == 130
   assert 'checkpoint saved. Run the same command to resume' in output
-  last_logged = _records(workdir)[-1]['step']
+  last_logged = metrics_records(workdir)[-1]['step']
   saved = checkpoint.manager(workdir / 'checkpoints', read_only=True).latest_step()
   assert 3 <= saved == last_logged < 500

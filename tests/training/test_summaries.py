@@ -2,11 +2,11 @@
 warning about evaluating on another dataset than the run trains on."""
 
 import collections
-import json
 import os
 import shutil
 import struct
 
+from conftest import metrics_records
 from conftest import tiny_config
 import cv2
 import numpy as np
@@ -61,11 +61,6 @@ def _shown(events: list) -> tuple[dict, dict]:
   return scalars, images
 
 
-def _records(workdir: str) -> list[dict]:
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f]
-
-
 def _expected(records: list[dict]) -> dict:
   """{tag: [(step, value, time)]} of metrics.jsonl's records, as summaries tags them."""
   expected = collections.defaultdict(list)
@@ -85,7 +80,7 @@ def _assert_same_points(shown: dict, expected: dict) -> None:
 
 
 def test_a_run_writes_the_points_of_metrics_jsonl_and_prediction_pictures(tiny_depth_run):
-  records = _records(tiny_depth_run)
+  records = metrics_records(tiny_depth_run)
   times = [r['time'] for r in records]
   assert all(isinstance(t, float) for t in times) and times == sorted(times)
   scalars, images = _shown(_events(os.path.join(tiny_depth_run, summaries.LOG_DIR)))
@@ -109,10 +104,10 @@ def test_a_resumed_run_hides_the_points_past_its_checkpoint_and_logs_its_progres
   shutil.copytree(tiny_depth_run, workdir)
   # As if killed after logging step 6 but before its checkpoint: the run resumes from step 3.
   shutil.rmtree(os.path.join(workdir, 'checkpoints', '6'))
-  before = _records(workdir)
+  before = metrics_records(workdir)
   train.train_and_evaluate(tiny_config(data_dir, depth=True, **{'train.num_steps': 4}), workdir)
   out = capsys.readouterr().out
-  records = _records(workdir)
+  records = metrics_records(workdir)
   assert [r['step'] for r in records] == [1, 2, 3, 4, 4]
   assert records[:3] == before[:3]
 

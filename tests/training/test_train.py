@@ -1,12 +1,12 @@
 """Training end to end: stages, grafting, other models and dtypes, CLI errors, the loop's parts."""
 
 import dataclasses
-import json
 import os
 import re
 import subprocess
 
 from conftest import TINY_DATASET
+from conftest import metrics_records
 from conftest import tiny_config
 from conftest import tiny_main_command
 from flax import nnx
@@ -22,20 +22,8 @@ from hpe_jax.storage import checkpoint
 from hpe_jax.training import train
 
 
-def _records(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f]
-
-
-@pytest.fixture(scope='module')
-def pretrained(data_dir, tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp('pretrain'))
-  train.train_and_evaluate(tiny_config(data_dir), workdir)
-  return workdir
-
-
-def test_pretrain_logs_losses_and_2d_metrics(pretrained):
-  records = _records(pretrained)
+def test_pretrain_logs_losses_and_2d_metrics(tiny_2d_run):
+  records = metrics_records(tiny_2d_run)
   steps = [r for r in records if 'loss' in r]
   assert [r['step'] for r in steps] == list(range(1, 7))
   assert all(np.isfinite(r['loss']) and r['loss'] > 0 for r in steps)
@@ -43,14 +31,14 @@ def test_pretrain_logs_losses_and_2d_metrics(pretrained):
   assert final['split'] == f'{TINY_DATASET}:test' and final['num_examples'] == 32
   assert 0 <= final['pck'] <= 1 and 0 <= final['pck_mean_pose'] <= 1
   assert 'mpjpe' not in final  # a 2D model has no depth
-  assert sorted(os.listdir(os.path.join(pretrained, 'checkpoints'))) == ['3', '6']
+  assert sorted(os.listdir(os.path.join(tiny_2d_run, 'checkpoints'))) == ['3', '6']
 
 
-def test_finetune_grafts_the_2d_weights_and_reports_3d_metrics(pretrained, data_dir, tmp_path):
-  config = tiny_config(data_dir, depth=True, init_from=pretrained)
+def test_finetune_grafts_the_2d_weights_and_reports_3d_metrics(tiny_2d_run, data_dir, tmp_path):
+  config = tiny_config(data_dir, depth=True, init_from=tiny_2d_run)
   workdir = str(tmp_path)
   train.train_and_evaluate(config, workdir)
-  final = _records(workdir)[-1]
+  final = metrics_records(workdir)[-1]
   for key in (
     'mpjpe',
     'pa_mpjpe',
@@ -65,7 +53,7 @@ def test_finetune_grafts_the_2d_weights_and_reports_3d_metrics(pretrained, data_
   assert final['pa_mpjpe'] <= final['mpjpe']
   assert 0 <= final['auc_3d'] <= final['pck3d_150'] <= 1
   assert 'per_action' not in final  # the synthetic people do no named actions
-  steps = [r for r in _records(workdir) if 'loss' in r]
+  steps = [r for r in metrics_records(workdir) if 'loss' in r]
   assert all('depth_loss' in r and 'geometric_loss' in r for r in steps)
 
 
@@ -85,7 +73,7 @@ def test_finetune_grafts_the_2d_weights_and_reports_3d_metrics(pretrained, data_
 def test_other_models_and_bfloat16_train_from_scratch(data_dir, tmp_path, overrides):
   config = tiny_config(data_dir, depth=True, **{'train.num_steps': 2, **overrides})
   final = train.train_and_evaluate(config, str(tmp_path))
-  steps = [r for r in _records(tmp_path) if 'loss' in r]
+  steps = [r for r in metrics_records(tmp_path) if 'loss' in r]
   assert len(steps) == 2 and all(np.isfinite(r['depth_loss']) for r in steps)
   assert np.isfinite(final['mpjpe'])
 
@@ -105,14 +93,14 @@ def _flat(tree, prefix=''):
   return out
 
 
-def test_graft_copies_every_shared_weight_and_keeps_fresh_depth_parts(pretrained, data_dir):
+def test_graft_copies_every_shared_weight_and_keeps_fresh_depth_parts(tiny_2d_run, data_dir):
   config = tiny_config(data_dir)
   saved = _flat(_model_state(config, False))  # the shapes; values come from the checkpoint
   fresh = _model_state(config, True)
-  grafted, new_keys = checkpoint.graft(pretrained, fresh)
+  grafted, new_keys = checkpoint.graft(tiny_2d_run, fresh)
   grafted, fresh = _flat(grafted), _flat(fresh)
   assert new_keys == ['depth_conv/bias', 'depth_conv/kernel']
-  mngr = checkpoint.manager(os.path.join(pretrained, 'checkpoints'), read_only=True)
+  mngr = checkpoint.manager(os.path.join(tiny_2d_run, 'checkpoints'), read_only=True)
   trained = _flat(
     mngr.restore(
       6, args=checkpoint.ocp.args.Composite(state=checkpoint.ocp.args.StandardRestore())
@@ -126,15 +114,15 @@ def test_graft_copies_every_shared_weight_and_keeps_fresh_depth_parts(pretrained
   assert not np.array_equal(grafted['heatmap_conv/kernel'], fresh['heatmap_conv/kernel'])
 
 
-def test_graft_onto_another_architecture_lists_the_disagreements(pretrained, data_dir):
+def test_graft_onto_another_architecture_lists_the_disagreements(tiny_2d_run, data_dir):
   config = tiny_config(data_dir, **{'model.name': 'resnet34'})
   with pytest.raises(checkpoint.CheckpointError) as error:
-    checkpoint.graft(pretrained, _model_state(config, True))
+    checkpoint.graft(tiny_2d_run, _model_state(config, True))
   message = str(error.value)
   assert 'missing from the checkpoint' in message and 'backbone/layer1/2/conv1/kernel' in message
   wider = tiny_config(data_dir, **{'model.width': 16})
   with pytest.raises(checkpoint.CheckpointError, match='shape mismatches: .*stem_conv/kernel'):
-    checkpoint.graft(pretrained, _model_state(wider, True))
+    checkpoint.graft(tiny_2d_run, _model_state(wider, True))
 
 
 def test_graft_from_a_path_without_checkpoints_says_what_to_do(tmp_path):
