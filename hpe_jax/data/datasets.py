@@ -7,12 +7,15 @@ A comma-separated list names several sources for one role (`mpii,lsp_extended`).
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import glob
+import logging
 import os
 import shutil
 import sys
 
+from google.protobuf import message
 import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.proto import tf_example_pb2
@@ -29,6 +32,18 @@ _ENV_DATA_DIR = 'HPE_DATA_DIR'
 
 class DatasetError(errors.HpeError, RuntimeError):
   """A dataset cannot be used as asked; the message says what to do."""
+
+
+class _BuildNotesFilter(logging.Filter):
+  """Drops TFDS's warning that a dataset's version folder has no dataset_info.json yet: it came
+  twice with every first build (the folder being built), and `resolve` builds or reports a
+  dataset that is not built."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith('Variant folder ')
+
+
+logging.getLogger('absl').addFilter(_BuildNotesFilter())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +108,7 @@ def resolve(
     print(f'Building {name} in {data_dir} (first use; it needs no download)...', flush=True)
     prepare(builder)
     builder = _builder(name, data_dir)  # another process may have built it meanwhile
+    print(f'Built {name} in {builder.data_dir}.', flush=True)
   if split.partition('[')[0] not in builder.info.splits:
     raise DatasetError(
       f'dataset {name!r} has no split {split!r}; it has {", ".join(sorted(builder.info.splits))}'
@@ -122,11 +138,19 @@ def prepare(builder: tfds.core.DatasetBuilder, **download_and_prepare_kwargs) ->
     if not (sys.stdout.isatty() and sys.stderr.isatty()):
       # TFDS's bars redraw with carriage returns: a log file gets a line per update.
       tfds.disable_progress_bar()
+    # TFDS prints 'Downloading and preparing dataset Unknown size (download: Unknown size, ...)'
+    # before a build and '... downloaded and prepared ...' after it: our builders download
+    # nothing (they read the files a user downloaded, or generate their examples); the callers
+    # say what is built where.
+    builder._log_download_bytes = lambda: None  # pylint: disable=protected-access
+    builder._log_download_done = lambda: None  # pylint: disable=protected-access
     builder.download_and_prepare(**download_and_prepare_kwargs)
 
 
 def data_source(ref: DatasetRef) -> ExampleSource:
-  """Random-access source over one split; images stay encoded JPEG bytes."""
+  """Random-access source over one split; images stay encoded JPEG bytes. A damaged file of the
+  split (bytes changed, cut short) is a DatasetError naming it and how to rebuild the dataset,
+  when it is read."""
   return ExampleSource(
     tfds.data_source(
       ref.name,
@@ -134,8 +158,22 @@ def data_source(ref: DatasetRef) -> ExampleSource:
       data_dir=ref.data_dir,
       decoders={'image': tfds.decode.SkipDecoding()},
       builder_kwargs={'file_format': 'array_record'},
-    )
+    ),
+    ref,
   )
+
+
+def rebuild_hint(ref: DatasetRef, directory: str) -> str:
+  """How to rebuild the dataset of `ref`, built in `directory` (its version folder)."""
+  name, _, config = ref.name.partition('/')
+  command = f'hpe-build-dataset {name}' + (f' --config={config}' if config else '')
+  if getattr(tfds.builder_cls(name), 'MANUAL_DOWNLOAD_INSTRUCTIONS', None):
+    command += ' --manual_dir=DIR'
+  return f'delete {directory} and rebuild it: {command} --data_dir={ref.data_dir}'
+
+
+# What array_record (Riegeli) and protobuf raise for a file whose bytes are not what was written.
+_DAMAGE_ERRORS = (RuntimeError, OSError, ValueError, message.DecodeError)
 
 
 class ExampleSource:
@@ -149,19 +187,44 @@ class ExampleSource:
   by TFDS. Picklable (grain's worker processes get a copy).
   """
 
-  def __init__(self, tfds_source):
+  def __init__(self, tfds_source, ref: DatasetRef | None = None):
     self._tfds = tfds_source
+    self._ref = ref
     self._spec = _parse_spec(tfds_source.dataset_info.features)
 
   def __len__(self) -> int:
     return len(self._tfds)
 
   def __getitem__(self, index) -> dict:
-    return self.parse(self.record(index))
+    record = self.record(index)
+    try:
+      return self.parse(record)
+    except _DAMAGE_ERRORS as e:
+      raise self._damaged(index, e) from None
 
   def record(self, index) -> bytes:
-    """The stored bytes of example `index`."""
-    return self._tfds.data_source[index]
+    """The stored bytes of example `index`.
+
+    Raises:
+      DatasetError: the file holding it is damaged; the message names it and how to rebuild.
+    """
+    try:
+      return self._tfds.data_source[index]
+    except DatasetError:
+      raise
+    except _DAMAGE_ERRORS as e:
+      raise self._damaged(index, e) from None
+
+  def _damaged(self, index: int, error: BaseException) -> DatasetError:
+    shard = _file_of(self._tfds.data_source, index)
+    directory = os.path.dirname(shard) if shard else ''
+    where = self._ref or self._tfds.split
+    reason = ' '.join(str(error).split())[:160] or type(error).__name__
+    hint = rebuild_hint(self._ref, directory or 'its directory') if self._ref else 'rebuild it'
+    return DatasetError(
+      f'{shard or "a file of " + str(where)} cannot be read (example {index} of {where}: '
+      f'{reason}); {hint}'
+    )
 
   def parse(self, record: bytes) -> dict:
     """Stored bytes -> the example, as `source[index]` gives it."""
@@ -177,6 +240,16 @@ class ExampleSource:
   @property
   def dataset_info(self):
     return self._tfds.dataset_info
+
+
+def _file_of(array_record_source, index: int) -> str:
+  """The file holding record `index` of an array_record data source ('' if it cannot tell)."""
+  instructions = getattr(array_record_source, '_read_instructions', None)
+  if not instructions:
+    return ''
+  ends = np.cumsum([instruction.num_records for instruction in instructions])
+  position = bisect.bisect_right(ends, index)
+  return instructions[min(position, len(instructions) - 1)].filename
 
 
 def _parse_spec(feature_dict) -> dict | None:

@@ -16,6 +16,7 @@ from hpe_jax import inference
 from hpe_jax.data import datasets
 from hpe_jax.evaluation import report
 from hpe_jax.evaluation import scoring
+from hpe_jax.storage import checkpoint
 from hpe_jax.storage import workdir as workdir_lib
 
 # name -> (flip_test, subpixel) of the readout ablation
@@ -36,7 +37,7 @@ def evaluate_run(
   workdir: str,
   dataset_names: Sequence[str] = (),
   *,
-  step: int | None = None,
+  step: int | str | None = None,
   flip_test: bool | None = None,
   subpixel: bool | None = None,
   readout_ablation: bool = False,
@@ -50,7 +51,7 @@ def evaluate_run(
   Args:
     workdir: the trained run.
     dataset_names: NAME[/config][:split] of built datasets; empty: the run's data.eval.
-    step: a saved step; None: the latest.
+    step: a saved step; None: the latest; 'best': the best by the run's train.keep_best.
     flip_test, subpixel: override the run's config.eval readout.
     readout_ablation: also evaluate every readout of READOUTS.
     limit: evaluate the first `limit` examples only; 0: all.
@@ -79,8 +80,13 @@ def evaluate_run(
     raise datasets.DatasetError(f'{workdir} has no data.eval split: name one with --dataset')
   # Datasets first: a missing one should fail before the model is built and compiled.
   refs = [datasets.resolve(name, 'eval', data_dir) for name in names]
-  loaded = inference.load(
-    workdir, step=step, flip_test=flip_test, subpixel=subpixel, batch_size=batch_size
+  # The checkpoint is held while it is read: a run still training may delete it meanwhile.
+  loaded = checkpoint.read_held(
+    lambda: inference.load(
+      workdir, step=step, flip_test=flip_test, subpixel=subpixel, batch_size=batch_size
+    ),
+    step,
+    warn=log,
   )
   # Also the reference's readout, for mpjpe_legacy (the ablation's rows keep their own).
   predictor = loaded.with_readout(
@@ -135,8 +141,10 @@ def evaluate_run(
       'subpixel': bool(config.eval.subpixel),
       **results,
     }
-    with open(result_path(workdir, str(ref)), 'w') as f:
-      json.dump(workdir_lib.strict_json(record), f, indent=2, allow_nan=False)
+    workdir_lib.write_atomically(  # a study counts a result file as done
+      result_path(workdir, str(ref)),
+      json.dumps(workdir_lib.strict_json(record), indent=2, allow_nan=False),
+    )
     readout = ' + '.join(
       name
       for name, on in (('flip test', config.eval.flip_test), ('sub-pixel', config.eval.subpixel))

@@ -3,7 +3,13 @@ record of which model it is that every output names (`load_model`)."""
 
 from __future__ import annotations
 
+import sys
+
 from hpe_jax.inference import pose_model
+
+
+def _warn(line: str) -> None:
+  print(line, file=sys.stderr, flush=True)  # stdout may carry the predictions
 
 
 def load_model(
@@ -25,6 +31,10 @@ def load_model(
     loaded = exported.load_exported(model)
     return loaded, {'model': model, 'step': loaded.step, 'depth': loaded.has_depth}
   from hpe_jax.inference import predictor
+  from hpe_jax.storage import checkpoint
 
-  loaded = predictor.load(workdir, step=step, batch_size=batch_size)
+  # The checkpoint is held while it is read: a run still training may delete it meanwhile.
+  loaded = checkpoint.read_held(
+    lambda: predictor.load(workdir, step=step, batch_size=batch_size), step, warn=_warn
+  )
   return loaded, {'workdir': workdir, 'step': loaded.step, 'depth': loaded.has_depth}

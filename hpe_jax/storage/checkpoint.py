@@ -10,10 +10,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import json
 import logging
+import math
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -57,6 +60,20 @@ class CheckpointIOError(CheckpointError):
   last_words = True  # Orbax's failed writer threads report again at interpreter shutdown
 
 
+class StepGoneError(CheckpointError):
+  """The checkpoint being read was deleted meanwhile: its run, still training, keeps only its
+  newest (train.keep_checkpoints) and the best (train.keep_best)."""
+
+  def __init__(self, directory: str, step: int):
+    self.directory, self.step = directory, step
+    left = _steps_now(directory)
+    super().__init__(
+      f'step {step} of {directory} was deleted while it was being read (its run, still '
+      'training, keeps only its newest checkpoints); '
+      + (f'it has {left} now: give one of them' if left else 'no checkpoint is left there')
+    )
+
+
 def manager(
   directory: str,
   *,
@@ -91,15 +108,30 @@ def manager(
     )
   )
   # Handlers registered up front, so that metadata can be read before any restore.
-  with reporting_io_errors(directory, 'opening the checkpoint directory'):
-    return ocp.CheckpointManager(
-      os.path.abspath(directory),
-      options=options,
-      item_handlers={
-        'state': state_handler or ocp.StandardCheckpointHandler(),
-        'data': grain.checkpoint.CheckpointHandler(),
-      },
-    )
+  create = lambda: ocp.CheckpointManager(
+    os.path.abspath(directory),
+    options=options,
+    item_handlers={
+      'state': state_handler or ocp.StandardCheckpointHandler(),
+      'data': grain.checkpoint.CheckpointHandler(),
+    },
+  )
+  if not read_only:
+    with reporting_io_errors(directory, 'opening the checkpoint directory'):
+      return create()
+  for attempt in range(_LISTING_ATTEMPTS):
+    try:
+      with reporting_io_errors(directory, 'reading the checkpoint directory', reading=True):
+        return create()
+    except CheckpointIOError:
+      # Listing the steps reads each one's metadata: a run still training deletes its older
+      # checkpoints meanwhile. Another error, or the same one again, is the error.
+      if attempt == _LISTING_ATTEMPTS - 1 or not os.path.isdir(directory):
+        raise
+  raise AssertionError('unreachable')
+
+
+_LISTING_ATTEMPTS = 5
 
 
 def _preservation(keep: int, best: tuple[str, str] | None):
@@ -127,16 +159,50 @@ def _metric_of(metric: str):
 def best_step(directory: str, best: tuple[str, str]) -> int | None:
   """The saved step of `directory` whose metrics hold the best `best` = (metric, 'min' or 'max')
   value; None if no checkpoint there was saved with that metric."""
+  found = _best_saved(directory, best)
+  return None if found is None else found[1]
+
+
+def _best_saved(directory: str, best: tuple[str, str]) -> tuple[float, int] | None:
+  """(value, step) of the best checkpoint of `directory` by `best`, None without one. A step
+  deleted while its metrics are read (its run still training) is left out."""
   mngr = manager(directory, read_only=True)
   metric, mode = best
   scored = []
   for step in mngr.all_steps():
-    metrics = mngr.metrics(step)
+    try:
+      metrics = mngr.metrics(step)
+    except Exception:  # deleted meanwhile (Orbax fails in many ways), or a real error
+      if os.path.isdir(os.path.join(directory, str(step))):
+        raise
+      continue
     if metrics and metric in metrics:
       scored.append((float(metrics[metric]), step))
   if not scored:
     return None
-  return (min if mode == 'min' else max)(scored)[1]
+  return (min if mode == 'min' else max)(scored)
+
+
+def _best_evaluated(workdir: str, best: tuple[str, str], up_to: int) -> tuple[float, int] | None:
+  """(value, step) of the best evaluation by `best` that a run's workdir/metrics.jsonl records
+  up to step `up_to` (a later one's checkpoint may be being saved), None if none does."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.isfile(path):
+    return None
+  metric, mode = best
+  scored = []
+  with open(path) as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+        value, step = float(record[metric]), int(record['step'])
+      except (ValueError, KeyError, TypeError):  # a training record, or a line torn by a kill
+        continue
+      if 'split' in record and step <= up_to and math.isfinite(value):
+        scored.append((value, step))
+  if not scored:
+    return None
+  return (min if mode == 'min' else max)(scored)
 
 
 # TensorStore (which writes the arrays) reports an OS error inside a ValueError's message.
@@ -160,9 +226,10 @@ def os_error_of(error: BaseException) -> tuple[str, str] | None:
 
 
 @contextlib.contextmanager
-def reporting_io_errors(directory: str, action: str):
+def reporting_io_errors(directory: str, action: str, reading: bool = False):
   """Turns a file-system error inside the block into one CheckpointIOError line naming
-  `directory`, the OS's reason and the file; other errors pass unchanged."""
+  `directory`, the OS's reason and the file; other errors pass unchanged. `reading`: the block
+  only reads (its message says nothing of freeing space)."""
   try:
     yield
   except CheckpointError:
@@ -175,8 +242,12 @@ def reporting_io_errors(directory: str, action: str):
     raise CheckpointIOError(
       f'{action} in {directory} failed: {reason}'
       + (f' ({path})' if path else '')
-      + '. The checkpoints saved before are untouched: free space or fix the permissions, then '
-      'run the same command to resume from the newest'
+      + (
+        ': check that it exists and that you may read it'
+        if reading
+        else '. The checkpoints saved before are untouched: free space or fix the permissions, '
+        'then run the same command to resume from the newest'
+      )
     ) from None
 
 
@@ -363,6 +434,136 @@ def _set_aside(directory: str, step: int) -> str:
   return target
 
 
+def _steps_now(directory: str) -> list[int]:
+  """The steps of `directory` now, [] if it cannot be listed (for messages)."""
+  try:
+    return saved_steps(directory)
+  except Exception:  # pylint: disable=broad-except  (a message's detail)
+    return []
+
+
+# Holds: a reader's hard links to the checkpoint it reads, so that a run still training can
+# delete it meanwhile (train.keep_checkpoints) without failing the read. In a folder beside the
+# checkpoints, named by host and process, removed when the read ends (or by the next reader, if
+# the process that made it is dead).
+_HOLD_PREFIX = '.reading-'
+_HOLDS: list[dict] = []  # one per active `holding` block: {'warn': fn, (dir, step): held dir}
+_PICK_ATTEMPTS = 20
+
+
+@contextlib.contextmanager
+def holding(warn=print):
+  """Within the block, the checkpoint that `find_checkpoint` picks is held until the block ends,
+  and `graft` reads the held copy: a run still training may delete it meanwhile. When the step
+  picked (the newest or the best) is deleted before it is held, the next newest or best is held
+  instead, and `warn` gets a line saying so. Where no hard link can be made beside the checkpoints
+  (no permission to write there, or a file system without them), they are read in place."""
+  holds = {'warn': warn}
+  _HOLDS.append(holds)
+  try:
+    yield
+  finally:
+    _HOLDS.remove(holds)
+    for key, held in holds.items():
+      if key != 'warn':
+        shutil.rmtree(os.path.dirname(held), ignore_errors=True)
+
+
+def read_held(read, step: int | str | None, warn=print, attempts: int = 3):
+  """read() (which finds and reads a checkpoint: `find_checkpoint`, then `graft`) `holding` the
+  checkpoint it picks. If it is deleted while it is read in place anyway (see `holding`) and
+  `step` is None (the newest) or 'best', read() again, on the newest or best then, with a line
+  through `warn`.
+
+  Raises:
+    StepGoneError: the checkpoint of a numbered `step`, or `attempts` in a row, deleted meanwhile.
+  """
+  for attempt in range(attempts):
+    with holding(warn):
+      try:
+        return read()
+      except StepGoneError as e:
+        if isinstance(step, int) or attempt == attempts - 1 or not _steps_now(e.directory):
+          raise
+        warn(
+          f'warning: step {e.step} of {e.directory} was deleted while it was being read (its run '
+          f'is still training); reading the {step or "newest"} of {_steps_now(e.directory)}'
+        )
+  raise AssertionError('unreachable')
+
+
+def _held(directory: str, step: int) -> str | None:
+  """The held copy of `directory`'s `step`, None if it is not held."""
+  key = (os.path.abspath(directory), step)
+  for holds in reversed(_HOLDS):
+    if key in holds:
+      return holds[key]
+  return None
+
+
+def _hold(directory: str, step: int) -> None:
+  """Holds `directory`'s `step` for the innermost `holding` block (nothing outside one).
+
+  Raises:
+    StepGoneError: the step was deleted before it was held.
+  """
+  if not _HOLDS or _held(directory, step):
+    return
+  parent = os.path.dirname(os.path.abspath(directory))
+  _remove_dead_holds(parent)
+  prefix = f'{_HOLD_PREFIX}{socket.gethostname()}-{os.getpid()}-'
+  try:
+    folder = tempfile.mkdtemp(prefix=prefix, dir=parent)
+  except OSError:  # no permission to write there: read in place
+    return
+  source, target = os.path.join(directory, str(step)), os.path.join(folder, str(step))
+  try:
+    _link_tree(source, target)
+  except FileNotFoundError:
+    shutil.rmtree(folder, ignore_errors=True)
+    raise StepGoneError(directory, step) from None
+  except OSError:  # no hard links there (another file system, ...): read in place
+    shutil.rmtree(folder, ignore_errors=True)
+    return
+  if not os.path.isdir(source):  # deleted as it was linked: some files may be missing
+    shutil.rmtree(folder, ignore_errors=True)
+    raise StepGoneError(directory, step)
+  _HOLDS[-1][(os.path.abspath(directory), step)] = target
+
+
+def _link_tree(source: str, target: str) -> None:
+  os.mkdir(target)
+  with os.scandir(source) as entries:
+    for entry in entries:
+      if entry.is_dir(follow_symlinks=False):
+        _link_tree(entry.path, os.path.join(target, entry.name))
+      else:
+        os.link(entry.path, os.path.join(target, entry.name))
+
+
+def _remove_dead_holds(parent: str) -> None:
+  """Removes the holds in `parent` of this host's processes that are no longer running."""
+  host_prefix = f'{_HOLD_PREFIX}{socket.gethostname()}-'
+  try:
+    names = [name for name in os.listdir(parent) if name.startswith(host_prefix)]
+  except OSError:
+    return
+  for name in names:
+    pid = name[len(host_prefix) :].partition('-')[0]
+    if pid.isdigit() and not _running(int(pid)):
+      shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # another user's
+    return True
+  return True
+
+
 INIT_FROM_HINT = (
   'Train the 2D stage first (hpe-train --config=configs/pretrain.py),'
   " point --config.init_from at its workdir, or set --config.init_from='' to "
@@ -378,33 +579,75 @@ def find_checkpoint(
 ) -> tuple[str, int]:
   """A run's workdir or its checkpoint directory -> (checkpoint directory, the step): `step`, the
   latest for None, or for 'best' the best by `best` = (metric, 'min' or 'max'), the run's
-  train.keep_best.
+  train.keep_best. Inside a `holding` block, the step is held (a newer or better one if the
+  step picked is deleted first: a run still training).
 
   Raises:
     CheckpointError: no checkpoint there (the message ends with `hint`), no such step, or no
-      checkpoint saved with the metric for 'best'.
+      checkpoint saved with the metric for 'best', or the best by the run's metrics.jsonl is
+      gone (a worse one is not taken for it).
+    StepGoneError: a numbered step deleted before it could be held.
   """
   directory = os.path.join(path, 'checkpoints')
   if not os.path.isdir(directory):
     directory = path
+  if isinstance(step, int) and _held(directory, step):
+    return directory, step
+  gone = []
+  for _ in range(_PICK_ATTEMPTS):
+    picked = _pick(path, directory, step, hint, best)
+    try:
+      _hold(directory, picked)
+    except StepGoneError:
+      if isinstance(step, int):
+        raise
+      gone.append(picked)
+      continue
+    if gone:
+      _HOLDS[-1]['warn'](
+        f'warning: step {", ".join(map(str, gone))} of {directory} was deleted as it was about '
+        f'to be read (its run is still training); reading step {picked}, the '
+        f'{step or "newest"} now'
+      )
+    return directory, picked
+  raise CheckpointError(
+    f'the checkpoints of {directory} were each deleted before they could be read '
+    f'(steps {gone}): its run, still training, saves and deletes them faster than they are read. '
+    'Read it once it has finished, or train with a larger --config.train.checkpoint_every'
+  )
+
+
+def _pick(path: str, directory: str, step, hint: str, best) -> int:
+  """find_checkpoint's step of `directory`, unheld."""
   steps = manager(directory, read_only=True).all_steps() if os.path.isdir(directory) else []
   if not steps:
     raise CheckpointError(f'{path!r} holds no checkpoint. {hint}')
   if step is None:
-    return directory, max(steps)
+    return max(steps)
   if step == 'best':
-    found = best_step(directory, best) if best is not None else None
+    found = _best_saved(directory, best) if best is not None else None
+    rule = 'none' if best is None else ':'.join(best)
     if found is None:
-      rule = 'none' if best is None else ':'.join(best)
       raise CheckpointError(
         f'{directory} has no best checkpoint (train.keep_best={rule}): none of its steps '
         f'{sorted(steps)} was saved with that evaluation metric; give a step number, or train '
         'with --config.train.eval_every set and train.keep_best on'
       )
-    return directory, found
+    recorded = _best_evaluated(path, best, max(steps))
+    if recorded is not None and recorded[1] not in steps and _better(recorded[0], found[0], best):
+      raise CheckpointError(
+        f'the best checkpoint of {directory} by train.keep_best={rule}, step {recorded[1]} '
+        f'({best[0]} {recorded[0]:.6g} in metrics.jsonl), is gone; the best of those left is step '
+        f'{found[1]} ({best[0]} {found[0]:.6g}): give --step={found[1]} to use it'
+      )
+    return found[1]
   if step not in steps:
     raise CheckpointError(f'{directory} has no step {step}; it has {sorted(steps)}')
-  return directory, step
+  return step
+
+
+def _better(value: float, than: float, best: tuple[str, str]) -> bool:
+  return value < than if best[1] == 'min' else value > than
 
 
 def graft(
@@ -419,7 +662,20 @@ def graft(
   Returns (grafted pure dict, the keys left at their initialisation).
   """
   directory, step = find_checkpoint(path, step, best=best)
-  mngr = manager(directory, read_only=True, state_handler=ocp.PyTreeCheckpointHandler())
+  held = _held(directory, step)
+  try:
+    return _graft(directory, os.path.dirname(held) if held else directory, step, model_state)
+  except CheckpointError:
+    raise
+  except Exception:  # read in place, and deleted meanwhile: Orbax fails in many ways
+    if held or os.path.isdir(os.path.join(directory, str(step))):
+      raise
+    raise StepGoneError(directory, step) from None
+
+
+def _graft(directory: str, read_from: str, step: int, model_state: dict):
+  """graft()'s work on `directory`'s `step`, read from the directory `read_from` (its hold)."""
+  mngr = manager(read_from, read_only=True, state_handler=ocp.PyTreeCheckpointHandler())
   saved = trees.flatten(mngr.item_metadata(step).state['model'])
   fresh = trees.flatten(model_state)
   missing = sorted(set(fresh) - set(saved))

@@ -18,6 +18,7 @@ import contextlib
 import json
 import math
 import os
+import tempfile
 import time
 
 import ml_collections
@@ -77,6 +78,23 @@ def exclusive(workdir: str):
     ) from e
   with held:
     yield
+
+
+def check_writable(directory: str) -> None:
+  """Raises WorkdirError unless a file can be made in `directory` (a run's checkpoints/), where it
+  exists: a run that could not save would otherwise fail only at its first checkpoint. Tried by
+  making a file, which also catches a read-only mount and, for root, an immutable directory."""
+  if not os.path.isdir(directory):
+    return  # made in the workdir, whose lock showed it writable
+  try:
+    handle, probe = tempfile.mkstemp(prefix='.writable.', dir=directory)
+    os.close(handle)
+    os.remove(probe)
+  except OSError as e:
+    raise WorkdirError(
+      f'cannot write in {directory} ({e.strerror or e}), where the run saves its checkpoints: make '
+      'it writable or choose another --workdir'
+    ) from e
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict | None:
@@ -168,10 +186,12 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
       and name[len('config.') : -len('.json')].isdigit()
     ]
     os.replace(path, os.path.join(workdir, f'config.{max(taken, default=0) + 1}.json'))
-  _write_atomically(path, text)
+  write_atomically(path, text)
 
 
-def _write_atomically(path: str, text: str) -> None:
+def write_atomically(path: str, text: str) -> None:
+  """Writes `text` to `path` through a temporary file: an interruption leaves the old file or the
+  new one, never half of one."""
   temporary = path + '.tmp'
   with open(temporary, 'w') as f:
     f.write(text)
@@ -231,7 +251,7 @@ class MetricsLog:
         kept.append(line)
     if not later and not torn:
       return ''
-    _write_atomically(self.path, b''.join(line + b'\n' for line in kept).decode())
+    write_atomically(self.path, b''.join(line + b'\n' for line in kept).decode())
     parts = [f'{later} record(s) after step {step}'] if later else []
     parts += [f'{torn} torn line(s)'] if torn else []
     return f'{self.path}: dropped {" and ".join(parts)}'

@@ -251,7 +251,7 @@ def test_example_source_parses_as_tfds_and_falls_back_to_it_for_other_features(d
 def _tfds_parsing_and_bgr_views(monkeypatch):
   """The pipeline's earlier reading path: TFDS's own parsing, and images decoded BGR and handed on
   as channel-reversed views."""
-  monkeypatch.setattr(datasets, 'ExampleSource', lambda tfds_source: tfds_source)
+  monkeypatch.setattr(datasets, 'ExampleSource', lambda tfds_source, ref=None: tfds_source)
 
   def decode_bgr_view(data):
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
