@@ -15,10 +15,16 @@ dataset and writes nothing. See hpe_jax/study/spec.py for the study config's fie
 --launcher=slurm submits every pending process as a Slurm job instead, each started after the
 one it needs (a fine-tune after its pre-training, an evaluation after its training), and returns;
 running the same command again skips what finished, leaves queued jobs alone and resubmits the
-failed ones; --report_only writes the report of what has finished (hpe_jax/study/slurm.py).
+failed ones, saying why each failed and where its log is; --report_only writes the report of
+what has finished (hpe_jax/study/slurm.py, docs/studies.md).
+
+A damaged record (a half-written evaluation, a time record that is not JSON) is set aside as
+<name>.damaged, said in one line, and what made it is redone.
 
 Exit codes: 0 done, 2 a problem with the study (one line on stderr says which and what to do),
-130 interrupted (run the same command to resume).
+3 (--launcher=slurm) a job failed, was held back after failing the same way twice
+(--retry_failed resubmits it) or will never start as asked (the lines above say why and which
+flag to change), 130 interrupted (run the same command to resume).
 """
 
 from __future__ import annotations
@@ -96,6 +102,12 @@ _SLURM_EXTRA = flags.DEFINE_multi_string(
 _SLURM_LOGS = flags.DEFINE_string(
   'slurm_logs', None, "Where the jobs' scripts and logs go (default <study_dir>/slurm/)."
 )
+_RETRY_FAILED = flags.DEFINE_bool(
+  'retry_failed',
+  False,
+  '--launcher=slurm: resubmit also the processes whose last two jobs failed the same way (a '
+  're-run holds them back otherwise, and exits 3).',
+)
 SLURM_FLAGS = (
   _SLURM_PARTITION,
   _SLURM_GPUS_PER_NODE,
@@ -104,6 +116,7 @@ SLURM_FLAGS = (
   _SLURM_MEM_GB,
   _SLURM_EXTRA,
   _SLURM_LOGS,
+  _RETRY_FAILED,
 )
 
 
@@ -131,7 +144,28 @@ def _launcher():
   options.check()
   from hpe_jax.study import slurm  # pylint: disable=g-import-not-at-top
 
-  return slurm.Launcher(options)
+  return slurm.Launcher(options, retry_failed=_RETRY_FAILED.value)
+
+
+def _set_aside_damaged(log) -> None:
+  """Sets aside the study's damaged records (a half-written evaluation, a time record that is
+  not JSON), one line each, so that the run redoes them; with --print_commands (which writes
+  nothing) raises StudyError naming the first instead."""
+  from hpe_jax.study import plan as plan_lib  # pylint: disable=g-import-not-at-top
+  from hpe_jax.study import results  # pylint: disable=g-import-not-at-top
+  from hpe_jax.study import spec  # pylint: disable=g-import-not-at-top
+
+  plan = plan_lib.plan_study(
+    _STUDY.value, _STUDY_DIR.value, data_dir=_DATA_DIR.value, plan_only=True
+  )
+  damaged = results.damaged_files(plan)
+  if damaged and _PRINT_COMMANDS.value:
+    path, damage, meaning = damaged[0]
+    raise spec.StudyError(
+      f'{path} is damaged ({damage}): run the study without --print_commands, which sets it '
+      f'aside ({meaning}), or delete it'
+    )
+  results.set_aside_damaged(plan, log)
 
 
 def main(args: list[str]) -> None:
@@ -139,7 +173,9 @@ def main(args: list[str]) -> None:
   launcher = _launcher()  # a bad --slurm_* flag is reported before the study's modules load
   from hpe_jax import study  # pylint: disable=g-import-not-at-top  (--help stays fast)
 
+  log = lambda line: print(line, flush=True)
   try:
+    _set_aside_damaged(log)
     study.run(
       _STUDY.value,
       _STUDY_DIR.value,
@@ -147,7 +183,7 @@ def main(args: list[str]) -> None:
       print_commands=_PRINT_COMMANDS.value,
       report_only=_REPORT_ONLY.value,
       echo=not _QUIET.value,
-      log=lambda line: print(line, flush=True),
+      log=log,
       launcher=launcher,
       images_per_s=_IMAGES_PER_S.value,
     )

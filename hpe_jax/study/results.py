@@ -33,6 +33,7 @@ PLOTS = {
   'backbone.png': 'MPJPE on own X against parameters at the largest 3D budget.',
   'generalisation.png': 'the matrix of generalisation.md.',
 }
+DAMAGED_SUFFIX = '.damaged'  # a damaged record set aside (set_aside_damaged)
 
 
 def count_params(workdir: str, cache: dict) -> int:
@@ -55,8 +56,76 @@ def _run_config(workdir: str) -> dict:
     return json.load(f)
 
 
+def _time_record(directory: str) -> dict:
+  """processes.read_time, {} for a damaged record (set_aside_damaged says which)."""
+  try:
+    return processes.read_time(directory)
+  except ValueError:
+    return {}
+
+
+def _read_result(path: str) -> dict | None:
+  """An evaluation's results (hpe-evaluate's json file); None if missing or damaged."""
+  try:
+    value = _load_json(path)
+  except (OSError, ValueError):
+    return None
+  return value if isinstance(value, dict) else None
+
+
+def _load_json(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
+def _damage(path: str) -> str:
+  """What is wrong with the JSON record at `path` ('' if it is a JSON object, or absent)."""
+  try:
+    value = _load_json(path)
+  except FileNotFoundError:
+    return ''
+  except UnicodeDecodeError:
+    return 'not text'
+  except ValueError as e:  # json.JSONDecodeError
+    return f'not JSON, half written? {e}'
+  return '' if isinstance(value, dict) else f'a JSON {type(value).__name__}, not an object'
+
+
+def damaged_files(plan: plan_lib.Plan) -> list[tuple[str, str, str]]:
+  """The study's damaged records (a half-written evaluation, a time record that is not JSON)
+  -> [(path, what is wrong, what setting it aside means)]."""
+  found = []
+  records = {plan.study_dir: "the study's time record starts again"}
+  for run in plan.runs:
+    records[run.workdir] = (
+      "the run's time record starts again, and its flags are no longer checked against the study's"
+    )
+  for directory, meaning in records.items():
+    path = os.path.join(directory, processes.TIME_FILE)
+    if damage := _damage(path):
+      found.append((path, damage, meaning))
+  for cell in plan.cells:
+    for dataset, path in status.result_files(cell, cell.evals).items():
+      if damage := _damage(path):
+        found.append((path, damage, f'the evaluation on {dataset} runs again'))
+  return found
+
+
+def set_aside_damaged(plan: plan_lib.Plan, log) -> list[str]:
+  """Renames each of the study's damaged records (damaged_files) to <name>.damaged, so that what
+  made it is redone (an evaluation) or starts again (a time record), with one line to `log`
+  each -> the paths set aside."""
+  paths = []
+  for path, damage, meaning in damaged_files(plan):
+    os.replace(path, path + DAMAGED_SUFFIX)
+    name = os.path.basename(path) + DAMAGED_SUFFIX
+    log(f'{path} is damaged ({damage}): set aside as {name}; {meaning}.')
+    paths.append(path)
+  return paths
+
+
 def _seconds(workdir: str) -> float:
-  record = processes.read_time(workdir)
+  record = _time_record(workdir)
   return record.get('train_s', 0.0) + record.get('eval_s', 0.0)
 
 
@@ -99,14 +168,13 @@ def collect(plan: plan_lib.Plan) -> list[dict]:
       'images_total': images_3d + pretrain_images,
       'wall_s': wall_s,
       'wall_total_s': wall_s + pretrain_seconds,
-      'device_kind': processes.read_time(workdir).get('device_kind', 'cpu'),
+      'device_kind': _time_record(workdir).get('device_kind', 'cpu'),
     }
     results = {}
     for dataset in cell.evals:
-      path = trained_run.result_path(workdir, dataset)
-      if os.path.isfile(path):
-        with open(path) as f:
-          results[dataset] = json.load(f)
+      result = _read_result(trained_run.result_path(workdir, dataset))
+      if result is not None:
+        results[dataset] = result
     own = results.get(cell.evals[0], {})
     row.update({metric: own.get(metric) for metric in METRICS})
     row['mpjpe_mean_pose'] = own.get('mpjpe_mean_pose')  # predicting the training mean pose
@@ -254,7 +322,7 @@ def write_report(plan: plan_lib.Plan) -> list[str]:
 
 def _time_summary(plan: plan_lib.Plan) -> str:
   """How long the study took, from the time records."""
-  read = processes.read_time
+  read = _time_record
   study = read(plan.study_dir)
   parts = {
     'pre-training': sum(read(r.workdir).get('train_s', 0.0) for r in plan.pretrains),

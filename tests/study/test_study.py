@@ -22,6 +22,12 @@ from matplotlib import image as mpimg
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 import ml_collections
 import pytest
+from study_fakes import BATCH_SIZE
+from study_fakes import OTHER_EVAL
+from study_fakes import STEPS
+from study_fakes import fake_slurm  # noqa: F401  (a fixture)
+from study_fakes import sbatch_options
+from study_fakes import study_source
 import submitit
 
 from hpe_jax import default_config
@@ -35,9 +41,6 @@ from hpe_jax.study import slurm
 from hpe_jax.study import slurm_options
 
 OWN_EVAL = f'{TINY_DATASET}:test'
-OTHER_EVAL = f'{TINY_DATASET}:train_2d'  # another split as a second evaluation dataset Y
-STEPS = 2
-BATCH_SIZE = 8
 REPORT_FILES = (
   'results.md',
   'results.csv',
@@ -47,31 +50,6 @@ REPORT_FILES = (
   'backbone.png',
   'generalisation.png',
 )
-
-
-def study_source(data_dir: str | None, log_every: int = 1) -> str:
-  """A study config file: both pretraining modes, one backbone, one X, one budget of 2 steps;
-  its overrides set data.data_dir unless it is None."""
-  data_dir_override = '' if data_dir is None else f', data_dir={data_dir!r}'
-  return f"""import ml_collections
-
-
-def get_config(arg=None):
-  c = ml_collections.ConfigDict()
-  c.pretraining = ('2d', 'none')
-  c.backbones = ('resnet18',)
-  c.datasets_2d = ({TINY_DATASET!r},)
-  c.datasets_3d = ({TINY_DATASET!r},)
-  c.eval_datasets = ({OTHER_EVAL!r},)
-  c.seeds = (0,)
-  c.steps_3d = ({STEPS},)
-  c.pretrain_steps = {STEPS}
-  c.overrides = dict(
-      model=dict(width=8, head_channels=16),
-      data=dict(image_size=64, threads=1{data_dir_override}),
-      train=dict(batch_size={BATCH_SIZE}, log_every={log_every}, checkpoint_every=100))
-  return c
-"""
 
 
 @pytest.fixture(scope='module')
@@ -571,21 +549,6 @@ for target in targets:
 with open(os.path.join(study_dir, 'times.jsonl'), 'a') as f:
   f.write(json.dumps([os.path.basename(workdir), stage, start, time.time()]) + '\n')
 """
-FAKE_SBATCH = """#!/bin/sh
-# sbatch: keeps the job script and answers with the next job id (or refuses, as told)
-if [ -f "$FAKE_SLURM/refuse" ]; then cat "$FAKE_SLURM/refuse" >&2; exit 1; fi
-id=$(( $(cat "$FAKE_SLURM/last_id" 2>/dev/null || echo 100) + 1 ))
-echo $id > "$FAKE_SLURM/last_id"
-cp "$1" "$FAKE_SLURM/job_$id.sh"
-echo "Submitted batch job $id"
-"""
-FAKE_SQUEUE = """#!/bin/sh
-if [ -f "$FAKE_SLURM/squeue_fails" ]; then echo 'slurm_load_jobs error: timeout' >&2; exit 1; fi
-cat "$FAKE_SLURM/queue" 2>/dev/null; exit 0
-"""
-FAKE_SCANCEL = """#!/bin/sh
-echo "$@" >> "$FAKE_SLURM/cancelled"
-"""
 
 
 def fake_command(process) -> list[str]:
@@ -708,32 +671,6 @@ def test_a_slurm_job_runs_the_local_runners_command(tiny_study, tmp_path):
   assert after['device_kind'] == 'cpu' and after['train_s'] == before['train_s']
 
 
-@pytest.fixture
-def fake_slurm(tmp_path, monkeypatch):
-  """sbatch, squeue, scancel and srun stand-ins on PATH -> their state dir: job_<id>.sh (the
-  scripts sbatch got), queue (what squeue lists: 'id|STATE|reason' lines), cancelled."""
-  bin_dir, state = tmp_path / 'bin', tmp_path / 'fake_slurm'
-  bin_dir.mkdir()
-  state.mkdir()
-  scripts = {'sbatch': FAKE_SBATCH, 'squeue': FAKE_SQUEUE, 'scancel': FAKE_SCANCEL}
-  for name, text in {**scripts, 'srun': '#!/bin/sh\n'}.items():
-    (bin_dir / name).write_text(text)
-    (bin_dir / name).chmod(0o755)
-  monkeypatch.setenv('PATH', f'{bin_dir}{os.pathsep}{os.environ["PATH"]}')
-  monkeypatch.setenv('FAKE_SLURM', str(state))
-  return state
-
-
-def sbatch_options(state, job_id: int) -> dict[str, str]:
-  """The #SBATCH options of the script of job `job_id` ({'partition': 'gpu', ...})."""
-  options = {}
-  for line in (state / f'job_{job_id}.sh').read_text().splitlines():
-    if line.startswith('#SBATCH --'):
-      key, _, value = line[len('#SBATCH --') :].partition('=')
-      options[key] = value
-  return options
-
-
 def test_slurm_jobs_carry_the_options_and_dependencies(fake_slurm, fresh_plan, tmp_path):
   options = slurm_options.Options(
     partition='gpu',
@@ -823,7 +760,9 @@ def test_slurm_failures_are_one_line(fake_slurm, fresh_plan, tmp_path):
     slurm.launch(fresh_plan, executor, log=lambda line: None)
   assert '\n' not in str(refused.value)
   assert str(refused.value).startswith('sbatch refused the job of [pretrain 1/1]')
-  assert str(refused.value).endswith('Requested time limit is invalid; fix the --slurm_* flags')
+  assert 'Requested time limit is invalid; --slurm_time=1440 (minutes) is over' in str(
+    refused.value
+  )
   (fake_slurm / 'refuse').unlink()
   slurm.launch(fresh_plan, executor, log=lambda line: None)
   (fake_slurm / 'squeue_fails').write_text('')
