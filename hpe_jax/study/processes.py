@@ -1,8 +1,8 @@
 """One process of a study as it runs (a run's training or a cell's evaluation): its environment,
 its log, its time record, the check of what it left, and the cluster job that runs it.
 
-This module imports the standard library only: a cluster job unpickles its StudyJob here and
-starts its command within a second, without loading JAX.
+This module imports the standard library and submitit only: a cluster job unpickles its StudyJob
+here and starts its command within a second, without loading JAX.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import subprocess
 import sys
 import threading
 import time
+
+from submitit import helpers as submitit_helpers
 
 from hpe_jax import errors
 
@@ -83,6 +85,12 @@ def probe_device_kind(env: dict[str, str]) -> str:
   return lines[-1] if probe.returncode == 0 and lines else 'unknown'
 
 
+# Passed on to the run in progress: a scheduler's pre-emption or time limit (SIGTERM, and SIGUSR2,
+# which Slurm sends ahead of them to jobs submitit submits, --signal=USR2@90). The run saves a
+# checkpoint and exits 130.
+PASSED_ON = (signal.SIGTERM, signal.SIGUSR2)
+
+
 def run_process(
   workdir: str,
   stage: str,
@@ -96,23 +104,33 @@ def run_process(
   log,
 ) -> None:
   """Runs one process of a run (stage 'train' or 'eval'), streaming its output to
-  <workdir>/study.log (and, with echo, to `log`), and adds its wall time to the run's time record
-  (with `identity`, the run's flags), also when interrupted. Raises ProcessError if it fails."""
+  <workdir>/study.log (and, with echo, to `log`), and adds its wall time to the run's time record,
+  also when interrupted. The record takes `identity` (the run's flags) only once the run has a
+  checkpoint: a process that failed before it saved one does not tie the workdir to its flags.
+
+  SIGTERM and SIGUSR2 go on to the process (Ctrl-C reaches it directly, in the same process
+  group). After a SIGUSR2, once the process has saved and ended unfinished, the Python handler
+  this displaced runs (submitit's, which requeues the job). Raises ProcessError if the process
+  fails."""
   os.makedirs(workdir, exist_ok=True)
   tail = collections.deque(maxlen=12)
   start = time.perf_counter()
   log_path = os.path.join(workdir, LOG_FILE)
+  received = []
   with open(log_path, 'a') as log_file:
     log_file.write(f'$ {shlex.join(command)}\n')
     log_file.flush()
     child = subprocess.Popen(
       command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
-    # SIGTERM (a scheduler's pre-emption or time limit) goes on to the run, which saves a
-    # checkpoint; Ctrl-C reaches it directly (same process group).
-    previous = None
+
+    def pass_on(signum, _):
+      received.append(signum)
+      child.send_signal(signum)
+
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-      previous = signal.signal(signal.SIGTERM, lambda signum, _: child.send_signal(signum))
+      previous = {sig: signal.signal(sig, pass_on) for sig in PASSED_ON}
     try:
       for line in child.stdout:
         log_file.write(line)
@@ -121,14 +139,20 @@ def run_process(
           log('    ' + line.rstrip('\n'))
     finally:
       child.wait()
-      if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
+      for sig, handler in previous.items():
+        signal.signal(sig, handler)
       record = read_time(workdir) or {'train_s': 0.0, 'eval_s': 0.0, 'processes': 0}
       record[f'{stage}_s'] += time.perf_counter() - start
       record['processes'] += 1
       record['device_kind'] = device_kind
-      record['identity'] = identity
+      if latest_step(workdir):
+        record['identity'] = identity
+      else:
+        record.pop('identity', None)
       write_json(os.path.join(workdir, TIME_FILE), record)
+  displaced = previous.get(signal.SIGUSR2)
+  if signal.SIGUSR2 in received and child.returncode and callable(displaced):
+    displaced(signal.SIGUSR2, None)
   if child.returncode:
     why = (
       'was interrupted; run the study again to resume it'
@@ -211,3 +235,9 @@ class StudyJob:
       check_trained(self.workdir, self.num_steps, self.tag)
     else:
       check_evaluated(dict(self.results), self.tag)
+
+  def checkpoint(self) -> submitit_helpers.DelayedSubmission:
+    """What submitit requeues when Slurm's SIGUSR2 says the job's time is up (as on a
+    pre-emption): this same job, whose run resumes from the checkpoint it saved on that signal
+    (run_process passes it on). Without it submitit would not requeue a job that timed out."""
+    return submitit_helpers.DelayedSubmission(self)

@@ -1,6 +1,7 @@
 """Running a study: its pending processes in dependency order, with progress lines, an ETA, time
-records, and SIGTERM passed on to the run in progress; or only their commands; or (launcher)
-submitting them as cluster jobs (slurm.py)."""
+records, and SIGTERM and SIGUSR2 (a cluster's pre-emption or time limit) passed on to the run in
+progress, which saves; or only their commands; or (launcher) submitting them as cluster jobs
+(slurm.py)."""
 
 from __future__ import annotations
 

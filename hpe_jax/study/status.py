@@ -26,10 +26,13 @@ def missing_evals(cell: plan_lib.Cell) -> list[str]:
 
 def check_identities(plan: plan_lib.Plan) -> None:
   """Raises StudyError if a run was made with other flags than the study now gives it (its
-  results would not be what the study config says)."""
+  results would not be what the study config says). A run without a checkpoint was not made:
+  what a failed process recorded (as earlier versions did) does not hold its workdir."""
   for run in plan.runs:
     recorded = processes.read_time(run.workdir).get('identity')
-    if recorded is not None and plan_lib.comparable_identity(recorded) != run.identity():
+    if recorded is None or not processes.latest_step(run.workdir):
+      continue
+    if plan_lib.comparable_identity(recorded) != run.identity():
       raise spec.StudyError(
         f'{run.workdir} was made by another config: {recorded}; the study now asks for '
         f'{run.identity()}. Restore the study config, or delete {run.workdir} to train it '

@@ -4,9 +4,10 @@ Re-running the same command on the same workdir resumes from its latest readable
 (model, optimiser, step and data position) and continues exactly as an uninterrupted run would;
 the workdir's rules (one run at a time, which config changes a resume accepts, metrics.jsonl
 exact after a crash) are in storage/workdir.py. Every logged step and evaluation also goes to
-<workdir>/tensorboard/ (training/summaries.py; train.tensorboard=False turns it off). Ctrl-C or
-SIGTERM (a cluster's pre-emption) saves a checkpoint before exiting. A non-finite loss, gradient
-or weight stops the run with TrainingDiverged before anything of that step is saved.
+<workdir>/tensorboard/ (training/summaries.py; train.tensorboard=False turns it off). Ctrl-C,
+SIGTERM or SIGUSR2 (a cluster's pre-emption or time limit) saves a checkpoint before exiting. A
+non-finite loss, gradient or weight stops the run with TrainingDiverged before anything of that
+step is saved.
 
 The loop (`_train`), in its parts: `_start_or_resume`, then per step the batch from
 `pipeline.DeviceBatches` (put on the devices two steps ahead; checkpoints hold the position of the
@@ -55,23 +56,29 @@ def _log(*args) -> None:
 
 
 class _StopRequest:
-  """SIGINT / SIGTERM ask the loop to stop after the current step (a second Ctrl-C aborts).
+  """SIGINT, SIGTERM or SIGUSR2 ask the loop to stop after the current step, saved (a second
+  Ctrl-C aborts). SIGUSR2 is what Slurm sends before a job's time limit or pre-emption when asked
+  to (submitit's --signal=USR2@90): the run saves, exits 130 and is requeued or resumed.
 
   A flag rather than an exception: an exception could land between a step that consumed the
   donated state and the assignment of its result, leaving nothing valid to save.
   """
 
+  SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+
   def __init__(self):
     self.requested = False
-    self._previous = {
-      sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+    self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
 
   def _handle(self, signum, frame):
     if self.requested and signum == signal.SIGINT:
       raise KeyboardInterrupt
+    if not self.requested:  # a signal may come twice: from Slurm and passed on by the study
+      _log(
+        f'{signal.Signals(signum).name}: stopping after this step (Ctrl-C again to abort '
+        'without saving)...'
+      )
     self.requested = True
-    _log('Stopping after this step (Ctrl-C again to abort without saving)...')
 
   def restore(self):
     for sig, handler in self._previous.items():
@@ -190,8 +197,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   Raises:
     ConfigError, DatasetError: the config or its data cannot work.
-    WorkdirError: another run holds the workdir, it cannot be written, or the config changes what
-      its checkpoints hold.
+    WorkdirError: another run holds the workdir, it or its checkpoints/ cannot be written, or the
+      config changes what its checkpoints hold.
     CheckpointError: no checkpoint can be read, or (CheckpointIOError) saving one failed.
     TrainingDiverged: a step produced non-finite values.
   """
@@ -209,6 +216,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir_lib.exclusive(workdir) if lead else contextlib.nullcontext(),
     contextlib.closing(board),
   ):
+    # A checkpoints/ that cannot be written would fail only at the first save, steps later.
+    workdir_lib.check_writable(os.path.join(workdir, 'checkpoints'))
     return _train_and_evaluate(run, workdir, lead, board)
 
 
@@ -445,8 +454,8 @@ class _Saver:
 
 def _train(run, state, train_step, batches, start, saver, evaluate, log, board) -> dict:
   """Steps start + 1 .. train.num_steps (or until stopped), logging, evaluating and saving as
-  `_Schedule` says -> the final evaluation's results ({} without one). Ctrl-C or SIGTERM ends it
-  after the current step, saved, with SystemExit(130)."""
+  `_Schedule` says -> the final evaluation's results ({} without one). Ctrl-C, SIGTERM or SIGUSR2
+  end it after the current step, saved, with SystemExit(130)."""
   config = run.config
   num_steps = config.train.num_steps
   _log(

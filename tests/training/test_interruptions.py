@@ -1,6 +1,7 @@
-"""Interrupted training: a SIGKILL resumes with each step once and the same losses, SIGTERM saves
-the current step."""
+"""Interrupted training: a SIGKILL resumes with each step once and the same losses, SIGTERM and
+SIGUSR2 save the current step."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from conftest import tiny_main_command
 import pytest
 
 from hpe_jax.storage import checkpoint
+from hpe_jax.storage import workdir as workdir_lib
 from hpe_jax.training import train
 
 
@@ -127,3 +129,54 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step(data_dir, tmp_path):
   last_logged = metrics_records(workdir)[-1]['step']
   saved = checkpoint.manager(workdir / 'checkpoints', read_only=True).latest_step()
   assert 3 <= saved == last_logged < 500
+
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGUSR2])
+def test_a_stop_signal_sets_the_flag_and_the_handlers_come_back(sig):
+  """The stop flag alone (no training): the fast check of what the two tests around it train."""
+  previous = signal.signal(sig, signal.SIG_IGN)
+  try:
+    stop = train._StopRequest()
+    os.kill(os.getpid(), sig)
+    os.kill(os.getpid(), sig)  # Slurm's, then the study's: a second one only stops too
+    assert stop.requested
+    stop.restore()
+    assert signal.getsignal(sig) == signal.SIG_IGN
+  finally:
+    signal.signal(sig, previous)
+
+
+@pytest.mark.slow  # two tiny trainings in process, ~10 s
+def test_sigusr2_saves_the_current_step_and_the_rerun_has_the_same_losses(
+  tiny_2d_run, data_dir, tmp_path, monkeypatch
+):
+  """Slurm's warning before a time limit or pre-emption (submitit's --signal=USR2@90), in
+  process: SIGUSR2 once step 4 is logged saves step 4 (not a checkpoint_every step) and exits
+  130; the re-run logs what the uninterrupted `tiny_2d_run` did."""
+  unhandled = []  # the handler the run must displace: were SIGUSR2 to reach it, nothing stopped
+  previous = signal.signal(signal.SIGUSR2, lambda signum, frame: unhandled.append(signum))
+  write = workdir_lib.MetricsLog.write
+
+  def write_then_signal(self, record):
+    written = write(self, record)
+    if record['step'] == 4 and 'split' not in record:
+      os.kill(os.getpid(), signal.SIGUSR2)
+    return written
+
+  workdir = str(tmp_path / 'signalled')
+  monkeypatch.setattr(workdir_lib.MetricsLog, 'write', write_then_signal)
+  try:
+    with pytest.raises(SystemExit) as stopped:
+      train.train_and_evaluate(tiny_config(data_dir), workdir)
+  finally:
+    signal.signal(signal.SIGUSR2, previous)
+  assert stopped.value.code == 130 and not unhandled
+  assert [r['step'] for r in metrics_records(workdir)] == [1, 2, 3, 4]
+  assert checkpoint.manager(os.path.join(workdir, 'checkpoints'), read_only=True).latest_step() == 4
+
+  monkeypatch.setattr(workdir_lib.MetricsLog, 'write', write)
+  train.train_and_evaluate(tiny_config(data_dir), workdir)
+  untimed = lambda records: [
+    {k: v for k, v in r.items() if k not in ('images_per_s', 'time')} for r in records
+  ]
+  assert untimed(metrics_records(workdir)) == untimed(metrics_records(tiny_2d_run))
