@@ -40,6 +40,11 @@ filters each person's joints over time (a One-Euro filter: --smooth_min_cutoff, 
 --analyze then analyses each video's movement into <stem>_analysis/ (joint angles, repetitions,
 TRC/C3D/BVH motion files, report.html: `hpe-analyze --help`), with its flags.
 
+A directory given stands for its images (the files OpenCV reads as images, in name order; not
+its subdirectories'): its other files are skipped with one warning counting them. Files given by
+name are all predicted: any that is missing or not an image or video stops the run before the
+model loads, with one error naming every such file.
+
 One person per image: without --bbox each whole image is the person's box. One --bbox applies to
 every image; otherwise give one --bbox per image, in the order of the images, with --bbox=none
 for an image to be used whole. A box is padded by 1.25 into the square the model sees.
@@ -49,7 +54,11 @@ format, [{"image_id" or "file_name", "bbox": [x, y, w, h], "score", "category_id
 "file_name" matches an image's path or base name, "image_id" an image whose name is that number
 (COCO's 000000001163.jpg is 1163) or that string. Boxes scoring below --box_threshold or of
 another category than 1 (person) are dropped, boxes for images not given ignored; images left
-without a box are skipped with a warning naming them, as are boxes wholly outside their image.
+without a box are skipped with a warning naming them. One rule for every box, --bbox's and
+--boxes': the model cannot be given a box that lies wholly outside its image or frame, or one
+over 10 times its size (a typo, or not pixels). A --bbox that breaks it stops the run before the
+model loads; a --boxes box is skipped with a warning naming it (one bad detection), and a file
+that keeps no box for any image stops the run, saying why its boxes were dropped.
 For videos, entries have "frame" (0-based) instead, and "file_name" to name one of several
 videos; a frame without a box is written with no people.
 
@@ -73,9 +82,14 @@ keypoints and these ids with pycocotools, the sigmas replacing COCO's 17:
 
 Warnings (stderr) name the image and box (for a video, the frames): a box mostly outside its
 image, a person whose every joint scores below 0.3 (an untrained model, or no person in the box).
-Inputs and boxes are checked before the model loads: a file that is missing or not an image or
-video, a camera that does not open, a box count that fits neither rule or a boxes file that cannot
-be used stops the run with an error naming it (nothing is skipped).
+Inputs and boxes are checked before the model loads, and nothing is created before: a file that
+is missing or not an image or video, a camera that does not open, a box count that fits neither
+rule, a --bbox outside the rule above or a boxes file that cannot be used stops the run with an
+error naming it.
+
+One --out_dir, one writer: hpe-predict locks the output directory (the directory itself: no file
+is added) until its last file is written, and a second hpe-predict into the same directory stops
+with an error naming the first's PID (before loading the model if the directory exists).
 """
 
 from __future__ import annotations
@@ -228,6 +242,22 @@ def main(args: list[str]) -> None:
   if _ANALYZE.value and _CAMERA.value is None and not any(map(video.is_video, args)):
     raise app.UsageError('--analyze analyses videos and cameras: give a video file or --camera=N')
 
+  def finish(result: dict) -> None:  # the output directory still held
+    if result['written']:  # --format=coco: write_coco's files
+      coco = result['written']
+      people = f'{coco["people"]} {"person" if coco["people"] == 1 else "people"}'
+      images = f'{coco["images"]} {"image" if coco["images"] == 1 else "images"}'
+      images += ' (video frames included)' if result['videos'] else ''
+      print(
+        f'COCO keypoints of {people} in {images}: {coco["results"]} (image ids, joint order and '
+        f'OKS sigmas: {coco["names"]})'
+      )
+    if _ANALYZE.value:
+      analyze_command.analyze_files(
+        [video['files']['jsonl'] for video in result['videos']],
+        log=lambda line: print(line, flush=True),
+      )
+
   result = predict_run.predict(
     args,
     workdir=_WORKDIR.value,
@@ -243,22 +273,9 @@ def main(args: list[str]) -> None:
     smoothing=smoothing,
     on_image=_print_saved,
     on_video=_print_video,
+    finish=finish,
     log=lambda line: print(line, flush=True),
   )
-  if result['written']:  # --format=coco: write_coco's files
-    coco = result['written']
-    people = f'{coco["people"]} {"person" if coco["people"] == 1 else "people"}'
-    images = f'{coco["images"]} {"image" if coco["images"] == 1 else "images"}'
-    images += ' (video frames included)' if result['videos'] else ''
-    print(
-      f'COCO keypoints of {people} in {images}: {coco["results"]} (image ids, joint order and '
-      f'OKS sigmas: {coco["names"]})'
-    )
-  if _ANALYZE.value:
-    analyze_command.analyze_files(
-      [video['files']['jsonl'] for video in result['videos']],
-      log=lambda line: print(line, flush=True),
-    )
   if result['interrupted']:
     sys.exit(130)
 

@@ -27,6 +27,7 @@ import os
 from typing import Sequence
 
 from hpe_jax import errors
+from hpe_jax.inference import crops
 
 PERSON_CATEGORY = 1  # COCO's category id of a person
 # A box with more than this fraction of its area outside the image is predicted with a warning:
@@ -75,21 +76,58 @@ def parse_box(text: str) -> Box | None:
   return check_box(text.split(','), f'--bbox={text}')
 
 
+def _format_value(value: float) -> str:
+  """A box value as --bbox takes it: at most 1 decimal, or 3 significant digits from a million
+  on (1e+308, not its 309 digits)."""
+  if abs(value) >= 1e6:
+    return f'{value:.3g}'
+  return f'{value:.1f}'.removesuffix('.0')
+
+
 def format_box(box: Box | None) -> str:
-  """'x,y,w,h' as --bbox takes it (at most 1 decimal), or 'the whole image' for None."""
+  """'box x,y,w,h' as --bbox takes it (`_format_value`), or 'the whole image' for None."""
   if box is None:
     return 'the whole image'
-  return 'box ' + ','.join(f'{v:.1f}'.removesuffix('.0') for v in box)
+  return 'box ' + ','.join(_format_value(v) for v in box)
 
 
 def outside_fraction(box: Box, image_shape) -> float:
   """The fraction of the box's area outside an image of (H, W, ...): 0 inside, 1 wholly
-  outside. Pixel edges: the image spans [0, W] x [0, H] as COCO's boxes do."""
+  outside. Pixel edges: the image spans [0, W] x [0, H] as COCO's boxes do. Finite for any
+  finite box (no area product that overflows)."""
   height, width = image_shape[:2]
   x, y, w, h = box
   inside_w = max(0.0, min(x + w, width) - max(x, 0.0))
   inside_h = max(0.0, min(y + h, height) - max(y, 0.0))
-  return 1.0 - inside_w * inside_h / (w * h)
+  return 1.0 - (inside_w / w) * (inside_h / h)
+
+
+def wholly_outside(box: Box, image_shape) -> bool:
+  """Whether `box` has no pixel in an image of (H, W, ...) (edges as `outside_fraction`'s)."""
+  height, width = image_shape[:2]
+  x, y, w, h = box
+  return x >= width or y >= height or x + w <= 0 or y + h <= 0
+
+
+def too_large(box: Box, image_shape) -> bool:
+  """Whether `box`'s longer side is over crops.MAX_BOX_TO_IMAGE times the image's."""
+  return max(box[2], box[3]) > crops.MAX_BOX_TO_IMAGE * max(image_shape[:2])
+
+
+def unusable(box: Box, image_shape, what: str = 'image') -> str | None:
+  """Why the model cannot be given `box` in an image (or a video frame: `what`) of (H, W, ...),
+  or None if it can: the one rule for every box, --bbox's and a boxes file's. A box that lies
+  wholly outside the image cannot, nor one whose side is over crops.MAX_BOX_TO_IMAGE times the
+  image's (a typo, or not pixels: the person would be a few pixels of what the model sees)."""
+  height, width = image_shape[:2]
+  if wholly_outside(box, image_shape):
+    return f'lies wholly outside the {width} x {height} {what}'
+  if too_large(box, image_shape):
+    return (
+      f'is over {crops.MAX_BOX_TO_IMAGE} times the {width} x {height} {what} (a typo, or not '
+      'pixels?)'
+    )
+  return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,8 +149,11 @@ class Detections:
   per_image: dict[str, list[PersonBox]]  # image path -> kept boxes in file order; [] for none
   # video path -> frame index -> kept boxes in file order (frames without any absent)
   per_video: dict[str, dict[int, list[PersonBox]]] = dataclasses.field(default_factory=dict)
-  below_threshold: int = 0  # entries for given images dropped for their score
-  not_person: int = 0  # entries for given images dropped for their category_id
+  below_threshold: int = 0  # entries for given images and videos dropped for their score
+  not_person: int = 0  # entries for given images and videos dropped for their category_id
+  # The same two counts for the images alone (what `no_image_box` explains).
+  images_below_threshold: int = 0
+  images_not_person: int = 0
   other_images: int = 0  # entries for no given image or video, ignored
 
 
@@ -215,9 +256,11 @@ def read_boxes(
       continue
     if str(category) != str(PERSON_CATEGORY):
       detections.not_person += len(matched)
+      detections.images_not_person += len(matched) if frame is None else 0
       continue
     if score < threshold:
       detections.below_threshold += len(matched)
+      detections.images_below_threshold += len(matched) if frame is None else 0
       continue
     if frame is not None:
       for video in matched:
@@ -240,3 +283,31 @@ def read_boxes(
   if not entries:
     raise BoxError(f'--boxes={path} holds no boxes (an empty list): {_FORMAT_HINT}')
   return detections
+
+
+def no_image_box(detections: Detections, unusable_boxes: int = 0) -> str:
+  """The message of a boxes file that keeps no box for any image given, saying why each of its
+  boxes for them was dropped and what to do (`unusable_boxes`: those `unusable` dropped)."""
+  reasons = []
+  if detections.images_below_threshold:
+    reasons.append(
+      f'{detections.images_below_threshold} scored below --box_threshold='
+      f'{detections.threshold:g} (lower it to keep them)'
+    )
+  if detections.images_not_person:
+    reasons.append(
+      f'{detections.images_not_person} had a "category_id" other than {PERSON_CATEGORY} (a '
+      f"person): give person boxes, COCO's category {PERSON_CATEGORY}"
+    )
+  if unusable_boxes:
+    reasons.append(
+      f'{unusable_boxes} lay wholly outside their image or were over '
+      f'{crops.MAX_BOX_TO_IMAGE} times its size (each named above): check that "bbox" is x, y, '
+      'w, h in pixels'
+    )
+  if not reasons:
+    return (
+      f'--boxes={detections.path} has no box for any image given (only "frame" entries, for '
+      'videos): give "image_id" or "file_name" entries for the images'
+    )
+  return f'--boxes={detections.path} keeps no box for any image given: ' + '; '.join(reasons)

@@ -7,6 +7,10 @@ import os
 
 import cv2
 import numpy as np
+from PIL import Image
+
+# EXIF orientations that turn the image by 90 degrees (OpenCV's imread applies them).
+_TURNED = (5, 6, 7, 8)
 
 from hpe_jax import errors
 
@@ -38,6 +42,27 @@ def check_readable(path: str) -> None:
   """
   if not os.path.isfile(path) or not cv2.haveImageReader(path):
     read_image(path)  # raises the error naming the file
+
+
+def is_image(path: str) -> bool:
+  """Whether `path` is a file whose signature OpenCV reads as an image (`check_readable`)."""
+  return os.path.isfile(path) and cv2.haveImageReader(path)
+
+
+def image_size(path: str) -> tuple[int, int]:
+  """The (height, width) `read_image` gives the image at `path`, from its header where Pillow
+  reads it (EXIF orientation applied), else by decoding it.
+
+  Raises:
+    ImageError: as `read_image`.
+  """
+  try:
+    with Image.open(path) as image:
+      width, height = image.size
+      orientation = image.getexif().get(0x0112, 1)
+  except Exception:  # pylint: disable=broad-except  (any format Pillow lacks: OpenCV decodes)
+    return read_image(path).shape[:2]
+  return (width, height) if orientation in _TURNED else (height, width)
 
 
 def save_image(path: str, image_rgb: np.ndarray) -> None:

@@ -44,6 +44,8 @@ def predict_images(
   Raises:
     ImageError: an image that cannot be read or a box it cannot be cropped at, or a file that
       cannot be written.
+    BoxError: a --bbox `boxes.unusable` refuses in the decoded image (`inputs.check` applies
+      the rule from the image's header first).
   """
   results = []
   skipped_outside = 0
@@ -55,15 +57,17 @@ def predict_images(
       who += f' (--boxes entry {entry})' if entry is not None else ''
       warnings = []
       if box is not None:
-        outside = boxes_lib.outside_fraction(box, image.shape)
-        if outside >= 1 and entry is not None:
-          # A detector's box off the image is one bad detection: the others still count.
-          outputs.warn(
-            f'{who} lies wholly outside the {image.shape[1]} x {image.shape[0]} image: skipped'
-          )
+        # `inputs.check` applied this rule from the image's header; here it holds for the pixels.
+        reason = boxes_lib.unusable(box, image.shape)
+        if reason and entry is None:
+          inputs.check_bbox(path, box, image.shape)  # raises: --bbox is the user's own box
+        if reason:
+          # A detector's unusable box is one bad detection: the others still count.
+          outputs.warn(f'{who} {reason}: skipped')
           skipped_outside += 1
           continue
-        if boxes_lib.MOSTLY_OUTSIDE < outside < 1:
+        outside = boxes_lib.outside_fraction(box, image.shape)
+        if outside > boxes_lib.MOSTLY_OUTSIDE:
           warnings.append(
             f'{outside:.0%} of the box lies outside the {image.shape[1]} x {image.shape[0]} '
             'image: the model sees mostly padding'
@@ -89,6 +93,9 @@ def predict_images(
       persons.append(person)
       predicted.append({'prediction': prediction, 'image_id': image_id})
     files = outputs.output_paths(out_dir, path)
+    # The JSON first: it holds every person, whatever the pictures cost or fail to write.
+    record = records.joints_record(path, image.shape, persons, run)
+    outputs.write_image_json(files['json'], record)
     image_io.save_image(files['2d'], visualize.draw_people(image, persons))
     with_3d = [p for p in persons if p['joints_3d'] is not None]
     if run['depth'] and with_3d:
@@ -100,11 +107,9 @@ def predict_images(
       )
     else:
       files['3d'] = None
-    record = records.joints_record(path, image.shape, persons, run)
-    outputs.write_image_json(files['json'], record)
     results.append({'image': path, 'files': files, 'record': record, 'people': predicted})
     if on_saved:
       on_saved(results[-1])
   if skipped_outside > 1:
-    outputs.warn(f'{skipped_outside} boxes lay wholly outside their images and were skipped')
+    outputs.warn(f'{skipped_outside} boxes could not be used in their images and were skipped')
   return results

@@ -1,8 +1,13 @@
 """What `hpe-predict` does with its inputs: images, videos and a camera checked
-before the model loads (`inputs.check`), the model loaded once (`loading.load_model`), then every
-image (`image_loop.predict_images`) and every video or camera (`video.predict_video`) predicted
-into one output directory, and last what the output format adds (`outputs.FORMATS`: with coco,
-all of their people as COCO keypoint results).
+before the model loads (`inputs.check`: nothing is loaded or created before), the model loaded
+once (`loading.load_model`), then every image (`image_loop.predict_images`) and every video or
+camera (`video.predict_video`) predicted into one output directory, and last what the output
+format adds (`outputs.FORMATS`: with coco, all of their people as COCO keypoint results).
+
+One output directory has one writer: a predict holds a lock on the directory itself
+(`locks.exclusive_directory`, released when it ends, however it ends) from before the model loads
+(where the directory exists; else from its creation) until its last file, and a second predict
+into it stops with an error naming the first's PID.
 
   result = predict_run.predict(['a.jpg', 'walk.mp4'], workdir='runs/finetune')
   results = predict_run.predict_files('runs/finetune', ['a.jpg', 'b.jpg'], [(x, y, w, h)])
@@ -10,15 +15,42 @@ all of their people as COCO keypoint results).
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Callable
 from typing import Sequence
 
+from hpe_jax import locks
+from hpe_jax.inference import image_io
 from hpe_jax.inference import image_loop
 from hpe_jax.inference import inputs
 from hpe_jax.inference import loading
 from hpe_jax.inference import outputs
 from hpe_jax.inference import tracking
 from hpe_jax.inference import video
+
+
+@contextlib.contextmanager
+def _one_writer(out_dir: str):
+  """Holds `out_dir`'s lock for the block (module doc).
+
+  Raises:
+    ImageError: another predict holds it (naming its PID), or the directory cannot be opened.
+  """
+  held = contextlib.ExitStack()
+  try:
+    held.enter_context(locks.exclusive_directory(out_dir))
+  except locks.LockHeld as e:
+    raise image_io.ImageError(
+      f'--out_dir={out_dir} is being written by another hpe-predict (PID {e.pid}): wait for it '
+      'to end, or choose another --out_dir'
+    ) from None
+  except OSError as e:
+    raise image_io.ImageError(
+      f'--out_dir={out_dir} cannot be used ({e.strerror or e}): choose another output directory'
+    ) from None
+  with held:
+    yield
 
 
 def predict(
@@ -38,6 +70,7 @@ def predict(
   smoothing: tracking.OneEuroParams | None = None,
   on_image: Callable[[dict], None] | None = None,
   on_video: Callable[[dict], None] | None = None,
+  finish: Callable[[dict], None] | None = None,
   log: Callable[[str], None] = print,
   warn: Callable[[str], None] = outputs.warn,
 ) -> dict:
@@ -57,6 +90,8 @@ def predict(
     batch_size: people per device call; None: video.DEFAULT_BATCH_SIZE, 1 with a camera.
     smoothing: One-Euro parameters for videos and the camera; None: raw per-frame poses.
     on_image, on_video: called with each image's result as it is saved, each video's summary.
+    finish: called with the result once every file is written, the output directory still
+      held (what the caller writes there: hpe-predict's --analyze).
     log, warn: take the videos' progress lines and the warnings.
   Returns:
     {'images': image_loop.predict_images' results, 'written': the output format's writer's result
@@ -66,7 +101,7 @@ def predict(
     ValueError: not exactly one of `workdir` and `model`, or an output format outputs.FORMATS
       does not name.
     ImageError, VideoError, BoxError: an input, box or output that cannot be used (inputs and
-      boxes before the model loads).
+      boxes before the model loads), or an output directory another predict is writing.
     CheckpointError, ExportError: no usable model.
   """
   if (workdir is None) == (model is None):
@@ -84,10 +119,16 @@ def predict(
     images_only=images_only,
   )
   pending = list(checked.videos)
+  held = contextlib.ExitStack()
   try:
+    locked = os.path.isdir(out_dir)
+    if locked:  # a second writer stops before loading
+      held.enter_context(_one_writer(out_dir))
     batch_size = batch_size or (1 if camera is not None else video.DEFAULT_BATCH_SIZE)
     loaded, run = loading.load_model(workdir, model, batch_size, step=step)
     outputs.make_out_dir(out_dir)
+    if not locked:
+      held.enter_context(_one_writer(out_dir))
     images = image_loop.predict_images(loaded, run, checked.people, out_dir, on_saved=on_image)
     result = {'images': images, 'written': None, 'videos': [], 'interrupted': False}
     while pending:
@@ -117,8 +158,11 @@ def predict(
       result['written'] = write(
         result['images'], out_dir, images=checked.images, videos=result['videos']
       )
+    if finish:
+      finish(result)
     return result
   finally:
+    held.close()
     for given in pending:  # those not predicted (predict_video releases its own)
       given.source.capture.release()
 

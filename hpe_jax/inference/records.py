@@ -4,6 +4,7 @@ frames, and the warning of a person no joint of which the model is confident abo
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -19,10 +20,13 @@ NO_DEPTH_NOTE = (
 
 def low_confidence_warning(scores: np.ndarray) -> str:
   """A warning if no joint scores as confident as visualize.MIN_CONFIDENT_SCORE, else ''."""
-  if np.max(scores) >= visualize.MIN_CONFIDENT_SCORE:
+  best = float(np.max(scores))
+  if best >= visualize.MIN_CONFIDENT_SCORE:
     return ''
+  # Rounded down, so that the best never reads as the threshold it is below (0.2999 -> 0.29).
+  shown = min(math.floor(best * 100 + 1e-9) / 100, visualize.MIN_CONFIDENT_SCORE - 0.01)
   return (
-    f'no joint scores above {visualize.MIN_CONFIDENT_SCORE} (best {np.max(scores):.2f}): '
+    f'no joint scores above {visualize.MIN_CONFIDENT_SCORE} (best {shown:.2f}): '
     'the box holds no person the model recognises, or the model is barely trained; the '
     'pose is a guess'
   )
