@@ -12,6 +12,7 @@ import functools
 import io
 import json
 import os
+import sys
 from typing import Callable
 import zipfile
 
@@ -25,6 +26,7 @@ from hpe_jax.inference import exported
 from hpe_jax.inference import predictor as predictor_lib
 from hpe_jax.inference import readout
 from hpe_jax.models import xla_cpu
+from hpe_jax.storage import checkpoint
 
 PLATFORMS = ('cpu', 'cuda')
 KNOWN_PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')  # jax.export's names
@@ -95,8 +97,13 @@ def export(
     )
   # Checked first: a path that cannot be written should not cost the export.
   _write(out, lambda file: None)
-  predictor = predictor_lib.load(
-    workdir, step=step, flip_test=flip_test, subpixel=subpixel, batch_size=1
+  # The checkpoint is held while it is read: a run still training may delete it meanwhile.
+  predictor = checkpoint.read_held(
+    lambda: predictor_lib.load(
+      workdir, step=step, flip_test=flip_test, subpixel=subpixel, batch_size=1
+    ),
+    step,
+    warn=lambda line: print(line, file=sys.stderr, flush=True),
   )
   exported_fn, weights = export_predictor(predictor, platforms)
   config = predictor.config
@@ -119,6 +126,9 @@ def export(
     'weights': [{'shape': list(w.shape), 'dtype': str(w.dtype)} for w in weights],
     'jax_version': jax.__version__,
   }
+  # The header describes the module as load_exported checks it: a field that drifts from what
+  # export_predictor lowers fails here, not in a user's hpe-predict.
+  exported.check_header(out, header, exported_fn)
 
   def write_archive(file) -> None:
     with zipfile.ZipFile(file, 'w', zipfile.ZIP_DEFLATED) as archive:

@@ -17,10 +17,12 @@ The file is a zip archive:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
 import zipfile
+import zlib
 
 import jax
 from jax import export as jax_export
@@ -91,25 +93,34 @@ class ExportedModel(pose_model.PoseModel):
 
 
 def load_exported(path: str) -> ExportedModel:
-  """Loads a model written by `hpe-export`.
+  """Loads a model written by `hpe-export`, its header checked against its module.
 
   Raises:
-    ExportError: `path` is missing, not an exported model, of another format version, damaged,
-      or exported for another platform.
+    ExportError: `path` is missing, not an exported model, of another format version, damaged
+      (a part that does not read back, a header field missing or of the wrong type, a header
+      that disagrees with the module: image size, depth, joints, weights), or exported for
+      another platform.
   """
   with _open(path) as archive:
     header = _header(path, archive)
+    module = _read(path, archive, MODULE)
     try:
-      exported = jax_export.deserialize(bytearray(archive.read(MODULE)))
-      weights = []
-      for index in range(len(header['weights'])):
-        with archive.open(WEIGHTS.format(index)) as f:
-          weights.append(np.lib.format.read_array(f, allow_pickle=False))
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as e:
+      exported = jax_export.deserialize(bytearray(module))
+    except Exception as e:  # pylint: disable=broad-except  (flatbuffers' errors are untyped)
       raise ExportError(
-        f'{path} is damaged ({type(e).__name__}: {e}): export the run again'
+        f'{path} is damaged ({MODULE} does not deserialise: {type(e).__name__}): export the run '
+        'again'
       ) from None
-  avals = exported.in_avals[: len(weights)]
+    count = check_header(path, header, exported)
+    weights = []
+    for index in range(count):
+      name = WEIGHTS.format(index)
+      data = _read(path, archive, name)
+      try:
+        weights.append(np.lib.format.read_array(io.BytesIO(data), allow_pickle=False))
+      except (ValueError, OSError, EOFError) as e:
+        raise ExportError(f'{path} is damaged ({name}: {e}): export the run again') from None
+  avals = exported.in_avals[:count]
   # .npy has no bfloat16: such weights come back as raw 2-byte records, read as the module's.
   weights = [
     w.view(a.dtype) if w.dtype.kind == 'V' and w.dtype.itemsize == a.dtype.itemsize else w
@@ -117,8 +128,101 @@ def load_exported(path: str) -> ExportedModel:
   ]
   expected = [(tuple(a.shape), str(a.dtype)) for a in avals]
   if [(tuple(w.shape), str(w.dtype)) for w in weights] != expected:
-    raise ExportError(f'{path} is damaged: its weights do not fit its module; export it again')
+    raise ExportError(f'{path} is damaged: its weights do not fit its module; export the run again')
   return ExportedModel(path, header, exported, weights)
+
+
+# The header's fields that loading and predicting read, and their JSON types.
+_FIELDS = {
+  'image_size': int,
+  'num_joints': int,
+  'has_depth': bool,
+  'step': int,
+  'weights': list,
+  'platforms': list,
+}
+
+
+def check_header(path: str, header: dict, exported: jax_export.Exported) -> int:
+  """Checks that `header` has the fields loading reads and that they describe `exported` (its
+  image size, depth, joints and weights); -> the number of weights.
+
+  Raises:
+    ExportError: naming the field.
+  """
+  again = 'export the run again (hpe-export --workdir=RUN --out=FILE)'
+  for field, kind in _FIELDS.items():
+    if field not in header:
+      raise ExportError(f'{path} is damaged: its {HEADER} lacks "{field}"; {again}')
+    value = header[field]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+      raise ExportError(
+        f'{path} is damaged: its {HEADER} "{field}" is {json.dumps(value)[:40]}, not '
+        f'{"a number" if kind is int else "true or false" if kind is bool else "a list"}; {again}'
+      )
+  options = header.get('compiler_options', {})
+  if not isinstance(options, dict) or not all(isinstance(o, dict) for o in options.values()):
+    raise ExportError(
+      f'{path} is damaged: its {HEADER} "compiler_options" is not per platform a dict of '
+      f'options; {again}'
+    )
+  outputs = jax.tree.unflatten(exported.out_tree, exported.out_avals)
+  images = exported.in_avals[-1] if exported.in_avals else None
+  if (
+    images is None
+    or len(images.shape) != 4
+    or not isinstance(outputs, dict)
+    or 'pred_xy' not in outputs
+    or len(outputs['pred_xy'].shape) != 3
+  ):
+    raise ExportError(f'{path} is damaged: its {MODULE} is not a predict step; {again}')
+  disagree = f'{path} is damaged: its {HEADER} disagrees with its {MODULE}:'
+  size, joints_out = images.shape[1], outputs['pred_xy'].shape[1]
+  if header['image_size'] != size:
+    raise ExportError(
+      f'{disagree} "image_size" is {header["image_size"]}, the module takes {size} x {size} '
+      f'images; {again}'
+    )
+  if header['has_depth'] != ('pred_depth' in outputs):
+    raise ExportError(
+      f'{disagree} "has_depth" is {json.dumps(header["has_depth"])}, the module predicts '
+      f'{"depth" if "pred_depth" in outputs else "2D only"}; {again}'
+    )
+  if header['num_joints'] != joints_out:
+    raise ExportError(
+      f'{disagree} "num_joints" is {header["num_joints"]}, the module predicts {joints_out}; '
+      f'{again}'
+    )
+  count = len(exported.in_avals) - 1
+  listed = header['weights']
+  if len(listed) != count:
+    raise ExportError(
+      f'{disagree} "weights" lists {len(listed)} arrays, the module takes {count}; {again}'
+    )
+  for index, (entry, aval) in enumerate(zip(listed, exported.in_avals)):
+    want = {'shape': list(aval.shape), 'dtype': str(aval.dtype)}
+    if not isinstance(entry, dict) or {k: entry.get(k) for k in want} != want:
+      raise ExportError(
+        f'{disagree} "weights"[{index}] is {json.dumps(entry)[:60]}, the module takes '
+        f'{json.dumps(want)}; {again}'
+      )
+  return count
+
+
+def _read(path: str, archive: zipfile.ZipFile, name: str) -> bytes:
+  """The bytes of `name` in the archive.
+
+  Raises:
+    ExportError: it is missing or does not read back (a CRC or deflate error: flipped bytes).
+  """
+  try:
+    return archive.read(name)
+  except KeyError:
+    raise ExportError(f'{path} is damaged (it holds no {name}): export the run again') from None
+  except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as e:
+    raise ExportError(
+      f'{path} is damaged ({name} does not read back: {e}): export the run again'
+    ) from None
 
 
 def _open(path: str) -> zipfile.ZipFile:
@@ -135,10 +239,16 @@ def _open(path: str) -> zipfile.ZipFile:
 
 
 def _header(path: str, archive: zipfile.ZipFile) -> dict:
-  try:
-    header = json.loads(archive.read(HEADER))
-  except (KeyError, ValueError, zipfile.BadZipFile):
+  if HEADER not in archive.namelist():
     header = None
+  else:
+    data = _read(path, archive, HEADER)
+    try:
+      header = json.loads(data)
+    except ValueError as e:  # not JSON, or not UTF-8
+      raise ExportError(
+        f'{path} is damaged (its {HEADER} is not JSON: {e}): export the run again'
+      ) from None
   if not isinstance(header, dict) or header.get('format') != FORMAT:
     raise ExportError(
       f'{path} is not an exported model (a zip without our {HEADER}): write one with '

@@ -6,6 +6,7 @@ and video frames in COCO's keypoint-results layout (`write_coco`).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -51,10 +52,22 @@ def write_image_json(path: str, record: dict) -> None:
   Raises:
     ImageError: it cannot be written.
   """
+  write_json(path, record, indent=2)
+
+
+def write_json(path: str, content, indent: int | None = None) -> None:
+  """Writes `content` as JSON to `path`, whole or not at all: a write the OS refuses (e.g. a full
+  disk) removes the partial file.
+
+  Raises:
+    ImageError: it cannot be written.
+  """
   try:
     with open(path, 'w') as f:
-      json.dump(record, f, indent=2)
+      json.dump(content, f, indent=indent)
   except OSError as e:
+    with contextlib.suppress(OSError):
+      os.remove(path)
     raise image_io.ImageError(cannot_write(path, e)) from None
 
 
@@ -245,12 +258,12 @@ def write_coco(
     'results': os.path.join(out_dir, COCO_FILE),
     'names': os.path.join(out_dir, COCO_NAMES_FILE),
   }
-  for key, content in (('results', entries), ('names', names)):
-    try:
-      with open(paths[key], 'w') as f:
-        json.dump(content, f, indent=None if key == 'results' else 2)
-    except OSError as e:
-      raise image_io.ImageError(cannot_write(paths[key], e)) from None
+  write_json(paths['results'], entries)
+  try:
+    write_json(paths['names'], names, indent=2)
+  except image_io.ImageError:
+    os.remove(paths['results'])  # its image ids mean nothing without the names
+    raise
   return {**paths, 'people': len(entries), 'images': len(listed)}
 
 

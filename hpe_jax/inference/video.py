@@ -261,7 +261,14 @@ class _Predicted:
 
 class FrameWriter(_Worker):
   """Writes predicted frames in order on a background thread: tracks people (and smooths their
-  joints), appends the record to the .jsonl and the overlay to the .mp4."""
+  joints), appends the record to the .jsonl and the overlay to the .mp4.
+
+  The files agree whatever fails: a frame counts once its line is on disk and its overlay is
+  with the encoder; a write the OS refuses (e.g. a full disk) cuts the .jsonl back to the frames
+  that count (no torn line), an overlay that cannot be finished (its index is written last) is
+  removed, and the header (<stem>.json) says how many frames the .jsonl holds, whether the
+  overlay is there and, after a failure, the error.
+  """
 
   def __init__(
     self, source: Source, paths: dict[str, str], tracker: tracking.Tracker, header: dict
@@ -271,9 +278,11 @@ class FrameWriter(_Worker):
     self.written = 0
     self.unconfident: list[int] = []  # frames with a person whose every joint scores low
     self.mostly_outside: list[int] = []  # frames with a box mostly outside the frame
+    self._jsonl_bytes = 0  # the .jsonl's length after the frames that count
+    self._video_failed = False
     self._write_header(frames=None)
     try:
-      self.jsonl = open(paths['jsonl'], 'w')
+      self.jsonl = open(paths['jsonl'], 'wb')
     except OSError as e:
       raise VideoError(outputs.cannot_write(paths['jsonl'], e)) from None
     try:
@@ -283,11 +292,18 @@ class FrameWriter(_Worker):
       raise VideoError(str(e)) from None
     self.thread.start()
 
-  def _write_header(self, frames: int | None) -> None:
-    header = dict(self.header, frames=frames)
+  def _write_header(self, frames: int | None, **fields) -> None:
+    """Writes the header whole or not at all (the previous one stays)."""
+    header = dict(self.header, frames=frames, **fields)
+    partial = f'{self.paths["json"]}.partial'
     try:
-      with open(self.paths['json'], 'w') as f:
-        json.dump(header, f, indent=2)
+      try:
+        with open(partial, 'w') as f:
+          json.dump(header, f, indent=2)
+        os.replace(partial, self.paths['json'])
+      finally:
+        if os.path.exists(partial):
+          os.remove(partial)
     except OSError as e:
       raise VideoError(outputs.cannot_write(self.paths['json'], e)) from None
 
@@ -320,37 +336,68 @@ class FrameWriter(_Worker):
         person['warning'] = '; '.join(warnings)
       persons.append(person)
     overlay = visualize.draw_people(frame.image, persons)
-    try:
-      self.video.write(overlay)
-    except video_writer.VideoWriteError as e:
-      raise VideoError(str(e)) from None
     line = {'frame': frame.index, 'time_s': round(frame.time_s, 4), 'people': persons}
     for person in persons:  # shorter lines; the digits dropped are below the model's precision
       for key, digits in _DIGITS.items():
         if person[key] is not None:
           person[key] = np.round(np.asarray(person[key]), digits).tolist()
-    try:
-      self.jsonl.write(json.dumps(line) + '\n')
+    data = (json.dumps(line) + '\n').encode()
+    try:  # on disk before the frame counts (a buffered line could tear at close)
+      self.jsonl.write(data)
+      self.jsonl.flush()
     except OSError as e:
       raise VideoError(outputs.cannot_write(self.paths['jsonl'], e)) from None
+    try:
+      self.video.write(overlay)
+    except video_writer.VideoWriteError as e:
+      self._video_failed = True
+      raise VideoError(str(e)) from None
+    self._jsonl_bytes += len(data)
     self.written += 1
 
   def close(self) -> None:
-    """Writes what is queued, then closes the files (each whole, whatever came before)."""
+    """Writes what is queued, then closes the files, each whole and agreeing with the others
+    (the class doc), whatever came before; raises the first error."""
     if self.error is None:
-      self.put(_END)
-      self.thread.join()
+      try:
+        self.put(_END)
+      except BaseException as e:  # pylint: disable=broad-except
+        if e is not self.error:  # the writer's own error (it has stopped): handled below
+          raise
     else:
       self.stop.set()
+    self.thread.join()
     try:
       self.video.close()
     except video_writer.VideoWriteError as e:
+      self._video_failed = True
       self.error = self.error or VideoError(str(e))
     try:
       self.jsonl.close()
     except OSError as e:
-      raise VideoError(outputs.cannot_write(self.paths['jsonl'], e)) from None
-    self._write_header(frames=self.written)
+      self.error = self.error or VideoError(outputs.cannot_write(self.paths['jsonl'], e))
+    fields = {}
+    if self.error is not None:
+      # The frames that count: a torn or uncounted last line goes.
+      with contextlib.suppress(OSError):
+        if os.path.getsize(self.paths['jsonl']) > self._jsonl_bytes:
+          os.truncate(self.paths['jsonl'], self._jsonl_bytes)
+      fields['error'] = str(self.error)
+    if self._video_failed:
+      # An MP4 whose index was never written plays nowhere: no file rather than a broken one.
+      with contextlib.suppress(OSError):
+        os.remove(self.paths['mp4'])
+      fields['overlay_file'] = None
+      if isinstance(self.error, VideoError):
+        self.error = VideoError(
+          f'{self.error}; {self.paths["mp4"]} is removed, {self.paths["jsonl"]} holds the '
+          f'{self.written} frames done'
+        )
+        fields['error'] = str(self.error)
+    try:
+      self._write_header(frames=self.written, **fields)
+    except VideoError as e:
+      self.error = self.error or e
     if self.error is not None:
       raise self.error
 

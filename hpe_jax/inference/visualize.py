@@ -12,22 +12,31 @@ the person's left).
 
 from __future__ import annotations
 
+import os
+
 import cv2
 from matplotlib import figure
 from matplotlib.backends import backend_agg
 import numpy as np
 
 from hpe_jax import joints
+from hpe_jax.inference import image_io
+from hpe_jax.inference import outputs
 
 # RGB colours of the three sides of the skeleton (matplotlib's tab:blue, tab:red, tab:green).
 SIDE_RGB = {'left': (31, 119, 180), 'right': (214, 39, 40), 'centre': (44, 160, 44)}
 # Joints whose heatmap maximum is below this are drawn hollow, and their bones thin: the model is
 # unsure of them (a confident joint scores about 1).
 MIN_CONFIDENT_SCORE = 0.3
-# RGB of the person boxes' outlines in draw_people: light grey, apart from the three sides.
+# RGB of the person boxes' outlines in draw_people: light grey, apart from the three sides,
+# 1 px, over a 3 px dark grey edge: the light line shows on dark images, the edge on light ones.
 BOX_RGB = (200, 200, 200)
+BOX_EDGE_RGB = (40, 40, 40)
 # The 3D pictures of many people: at most this many front/side pairs side by side.
 PAIRS_PER_ROW = 2
+# ... and at most this many people in one picture (the first ones; 4 rows, about 1.6 s to draw):
+# the figure grows with every person, and 300 took minutes and 1.5 GB.
+MAX_PEOPLE_3D = 8
 # Fixed-point bits of OpenCV's drawing coordinates: joints are drawn at sub-pixel positions.
 _SHIFT_BITS = 4
 
@@ -107,8 +116,8 @@ _VIEWS = (
 
 
 def draw_people(image: np.ndarray, people) -> np.ndarray:
-  """Every person's box outline (thin, grey; none for a whole-image person) and skeleton
-  (`draw_2d`) over a copy of the image.
+  """Every person's box outline (thin, light grey on a dark edge, so that it shows on any
+  image; none for a whole-image person) and skeleton (`draw_2d`) over a copy of the image.
 
   Args:
     image: (H, W, 3) uint8 RGB.
@@ -126,6 +135,7 @@ def draw_people(image: np.ndarray, people) -> np.ndarray:
         tuple(int(v) for v in np.round(np.array(p) * (1 << _SHIFT_BITS)))
         for p in ((x - 0.5, y - 0.5), (x + w - 0.5, y + h - 0.5))
       ]
+      cv2.rectangle(canvas, *corners, BOX_EDGE_RGB, 3, cv2.LINE_AA, _SHIFT_BITS)
       cv2.rectangle(canvas, *corners, BOX_RGB, 1, cv2.LINE_AA, _SHIFT_BITS)
   for person in people:
     canvas = draw_2d(canvas, np.asarray(person['joints_2d']), np.asarray(person['scores']))
@@ -175,22 +185,37 @@ def plot_3d(joints_3d: np.ndarray, path: str, title: str | None = None) -> None:
   plot_3d_people([joints_3d], path, title=title)
 
 
-def plot_3d_people(poses, path: str, labels=None, title: str | None = None) -> None:
+def plot_3d_people(
+  poses, path: str, labels=None, title: str | None = None, max_people: int | None = None
+) -> None:
   """Writes a PNG of each person's 3D skeleton from the front and the side (`plot_3d`'s pair),
   the pairs in a grid of up to PAIRS_PER_ROW per row; each pair has its own equal mm scale
-  (the poses are root-relative, each about its own pelvis).
+  (the poses are root-relative, each about its own pelvis). Of more than `max_people` poses the
+  first `max_people` are drawn, and a line in the figure and a warning on stderr say so.
 
   Args:
     poses: P (16, 3) poses in mm, as `plot_3d` takes one.
     path: the PNG to write.
     labels: P lines, one above each pair (e.g. which box); None: none.
     title: a line above everything.
+    max_people: the most pairs drawn; None: MAX_PEOPLE_3D.
+  Raises:
+    ImageError: the PNG cannot be written (no partial file is left).
   """
   poses = [np.asarray(pose, np.float64) for pose in poses]
+  max_people = MAX_PEOPLE_3D if max_people is None else max_people
+  if len(poses) > max_people:
+    shown = f'the first {max_people} of {len(poses)} people'
+    outputs.warn(f'{path}: the 3D figure shows {shown} (the JSON holds every person)')
+    title = f'{title}\n{shown} shown' if title else f'{shown} shown'
+    poses, labels = poses[:max_people], labels[:max_people] if labels else labels
   pairs_per_row = min(len(poses), PAIRS_PER_ROW)
   rows = -(-len(poses) // pairs_per_row)
   label_height = 0.3 if labels else 0.0
-  fig = figure.Figure(figsize=(10 * pairs_per_row, (5.0 + label_height) * rows + 0.4), dpi=100)
+  title_height = 0.2 * title.count('\n') if title else 0.0
+  fig = figure.Figure(
+    figsize=(10 * pairs_per_row, (5.0 + label_height) * rows + 0.4 + title_height), dpi=100
+  )
   backend_agg.FigureCanvasAgg(fig)
   for index, pose in enumerate(poses):
     axes = _plot_views(fig, pose, 2 * index + 1, rows, 2 * pairs_per_row)
@@ -204,4 +229,9 @@ def plot_3d_people(poses, path: str, labels=None, title: str | None = None) -> N
   if title:
     fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(path)
+  try:
+    fig.savefig(path)
+  except OSError as e:
+    if os.path.exists(path):
+      os.remove(path)
+    raise image_io.ImageError(outputs.cannot_write(path, e)) from None
