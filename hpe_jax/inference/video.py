@@ -531,7 +531,8 @@ def predict_video(
     writer.close()
   seconds = time.monotonic() - start
   if outside:
-    warn(f'{source.name}: {outside} boxes lay wholly outside their frames and were skipped')
+    boxes_lay = '1 box lay' if outside == 1 else f'{outside} boxes lay'
+    warn(f'{source.name}: {boxes_lay} wholly outside their frames and were skipped')
   if writer.mostly_outside:
     warn(
       f'{source.name}: in {_describe_frames(writer.mostly_outside)} a box lies mostly outside '

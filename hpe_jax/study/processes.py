@@ -48,12 +48,22 @@ def latest_step(workdir: str) -> int:
 
 
 def read_time(directory: str) -> dict:
-  """The time record of a run's workdir or of a study dir ({} if none)."""
+  """The time record of a run's workdir or of a study dir ({} if none).
+
+  Raises:
+    ProcessError: the record is damaged (hpe-study sets damaged records aside before it starts).
+  """
   path = os.path.join(directory, TIME_FILE)
   if not os.path.isfile(path):
     return {}
   with open(path) as f:
-    return json.load(f)
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as e:
+      raise ProcessError(
+        f'{path} is damaged (not JSON: {e}): run hpe-study again, which sets it aside and starts '
+        'the record again'
+      ) from None
 
 
 def write_json(path: str, record: dict) -> None:

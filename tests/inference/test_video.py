@@ -173,7 +173,7 @@ def test_every_person_of_a_frame_with_joints_inside_its_own_square_and_a_stable_
 
 def test_boxes_outside_the_frame_are_counted_and_reported(boxes_run):
   stderr = boxes_run['process'].stderr
-  assert 'pan.mp4: 1 boxes lay wholly outside their frames and were skipped' in stderr
+  assert 'pan.mp4: 1 box lay wholly outside their frames and were skipped' in stderr
   assert len(boxes_run['lines'][3]['people']) == 2
 
 

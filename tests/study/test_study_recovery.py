@@ -120,3 +120,15 @@ def test_sigusr2_goes_on_to_the_run_then_to_submitits_handler(tmp_path):
   # What submitit requeues on a time limit (it needs a checkpoint method): the same job.
   job = processes.StudyJob('[cell 1/1]', workdir, 'train', ('true',), identity, '.', '.')
   assert job.checkpoint().function == job
+
+
+def test_a_damaged_time_record_read_by_the_library_is_one_line(tmp_path):
+  """hpe-study sets damaged records aside first (test_study_slurm_faults.py); a caller of the
+  library that reads one gets a typed line, not json's traceback."""
+  (tmp_path / processes.TIME_FILE).write_text('{"train_s": 1.5, "ev')
+  with pytest.raises(processes.ProcessError) as damaged:
+    processes.read_time(str(tmp_path))
+  message = str(damaged.value)
+  assert '\n' not in message
+  assert message.startswith(f'{tmp_path / processes.TIME_FILE} is damaged (not JSON: ')
+  assert message.endswith('run hpe-study again, which sets it aside and starts the record again')

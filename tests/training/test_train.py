@@ -60,10 +60,11 @@ def test_finetune_grafts_the_2d_weights_and_reports_3d_metrics(tiny_2d_run, data
 @pytest.mark.parametrize(
   'overrides',
   [
-    # Each compiles a train step of its own (the hourglass for most of a minute): slow. The fast
-    # suite checks their forward passes (test_models.py) and trains resnet18 in float32.
+    # Each compiles a train step of its own: slow. The fast suite checks their forward passes
+    # (tests/models/test_models.py) and trains resnet18 in float32. One stack: the loss over
+    # several stacks is tests/test_losses.py's, and two stacks compile twice as long.
     pytest.param(
-      {'model.name': 'hourglass', 'model.num_stacks': 2, 'model.hourglass_features': 16},
+      {'model.name': 'hourglass', 'model.num_stacks': 1, 'model.hourglass_features': 16},
       id='hourglass',
       marks=pytest.mark.slow,
     ),
