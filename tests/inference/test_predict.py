@@ -324,6 +324,7 @@ def people_run(tiny_depth_run, tmp_path_factory):
   }
 
 
+@pytest.mark.slow  # people_run: a CLI run on three photos (about 20 s)
 def test_two_people_each_with_its_own_box_and_joints_inside_its_own_square(people_run):
   two = people_run['images'][0]
   record = people_run['records'][two]
@@ -351,6 +352,7 @@ def test_two_people_each_with_its_own_box_and_joints_inside_its_own_square(peopl
     np.testing.assert_array_equal(pose[joints.PELVIS], 0)
 
 
+@pytest.mark.slow  # people_run: a CLI run on three photos (about 20 s)
 def test_boxes_outside_and_images_without_a_box_are_warned_and_skipped(people_run):
   two, edge, empty = people_run['images']
   stderr = people_run['stderr']
@@ -380,6 +382,7 @@ def test_boxes_outside_and_images_without_a_box_are_warned_and_skipped(people_ru
   assert f'{two}: 2 people' in people_run['stdout'] and f'{edge}: 1 person' in people_run['stdout']
 
 
+@pytest.mark.slow  # people_run: a CLI run on three photos (about 20 s)
 def test_the_overlay_draws_every_person_and_the_3d_plot_a_pair_each(people_run):
   two = people_run['images'][0]
   files = people_run['outputs'][two]
@@ -395,6 +398,7 @@ def test_the_overlay_draws_every_person_and_the_3d_plot_a_pair_each(people_run):
   assert plot.shape[1] == 2 * single.shape[1]  # two front/side pairs side by side
 
 
+@pytest.mark.slow  # people_run: a CLI run on three photos (about 20 s)
 def test_coco_keypoints_one_entry_per_person_with_the_joint_order_beside(people_run):
   coco, records = people_run['coco'], people_run['records']
   two, edge, empty = people_run['images']

@@ -79,10 +79,11 @@ _KILLED_AFTER_STEP_4 = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a training command, killed, then resumed (about 12 s)
 def test_sigkill_after_a_logged_step_resumes_with_each_step_once_and_the_same_losses(
   tiny_2d_run, data_dir, tmp_path
 ):
-  """The SIGKILL resume on `tiny_2d_run`'s 6 steps (the fast twin of the test above): killed with
+  """The SIGKILL resume on `tiny_2d_run`'s 6 steps (the cheaper twin of the test above): killed with
   step 4 logged past the checkpoint of step 3, then resumed, the run logs what `tiny_2d_run` did."""
   interrupted = tmp_path / 'interrupted'
   process = subprocess.run(
