@@ -80,6 +80,12 @@ class _StopRequest:
       )
     self.requested = True
 
+  def __enter__(self) -> '_StopRequest':
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.restore()
+
   def restore(self):
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
@@ -218,13 +224,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ):
     # A checkpoints/ that cannot be written would fail only at the first save, steps later.
     workdir_lib.check_writable(os.path.join(workdir, 'checkpoints'))
-    return _train_and_evaluate(run, workdir, lead, board)
+    # From the start: a pre-emption while the data loads or the steps compile (minutes) stops
+    # the run after its first step, saved, rather than killing it.
+    with _StopRequest() as stop:
+      return _train_and_evaluate(run, workdir, lead, board, stop)
 
 
 def _train_and_evaluate(
-  run: default_config.RunSpec, workdir: str, lead: bool, board: summaries.TensorBoardLog
+  run: default_config.RunSpec,
+  workdir: str,
+  lead: bool,
+  board: summaries.TensorBoardLog,
+  stop: _StopRequest,
 ) -> dict:
-  """Prepares the run (the workdir's config, data, state, steps, logs), then trains it."""
+  """Prepares the run (the workdir's config, data, state, steps, logs), then trains it until done
+  or `stop`ped."""
   config = run.config
   warning = eval_source_warning(run)
   if warning:
@@ -263,7 +277,7 @@ def _train_and_evaluate(
     return evaluate(start, state['model']) if evaluate else {}
   saver = _Saver(mngr, batches, _RankedMetrics(run.keep_best), start, config, log)
   train_step = _logging_compilation(train_step, 'train')
-  return _train(run, state, train_step, batches, start, saver, evaluate, log, board)
+  return _train(run, state, train_step, batches, start, saver, evaluate, log, board, stop)
 
 
 def _record_config(
@@ -452,10 +466,11 @@ class _Saver:
       self.save(step, state, results)
 
 
-def _train(run, state, train_step, batches, start, saver, evaluate, log, board) -> dict:
+def _train(run, state, train_step, batches, start, saver, evaluate, log, board, stop) -> dict:
   """Steps start + 1 .. train.num_steps (or until stopped), logging, evaluating and saving as
   `_Schedule` says -> the final evaluation's results ({} without one). Ctrl-C, SIGTERM or SIGUSR2
-  end it after the current step, saved, with SystemExit(130)."""
+  (`stop`, also when it came before the first step) end it after the current step, saved, with
+  SystemExit(130)."""
   config = run.config
   num_steps = config.train.num_steps
   _log(
@@ -466,7 +481,6 @@ def _train(run, state, train_step, batches, start, saver, evaluate, log, board) 
   window = _LoggingWindow(
     num_steps, config.train.batch_size, optimizer_lib.learning_rate_schedule(config.train)
   )
-  stop = _StopRequest()
   step = start
   try:
     for step in range(start + 1, num_steps + 1):
@@ -491,7 +505,6 @@ def _train(run, state, train_step, batches, start, saver, evaluate, log, board) 
         break
     results = _finish(step, state, saver, None if stop.requested else evaluate)
   finally:
-    stop.restore()
     checkpoint.wait(saver.mngr)  # also when stopping on an error: the saves under way complete
   if stop.requested:
     _log(f'Stopped after step {step}; checkpoint saved. Run the same command to resume.')

@@ -16,6 +16,7 @@ import pytest
 
 from hpe_jax.storage import checkpoint
 from hpe_jax.storage import workdir as workdir_lib
+from hpe_jax.training import step as step_lib
 from hpe_jax.training import train
 
 
@@ -181,3 +182,29 @@ def test_sigusr2_saves_the_current_step_and_the_rerun_has_the_same_losses(
     {k: v for k, v in r.items() if k not in ('images_per_s', 'time')} for r in records
   ]
   assert untimed(metrics_records(workdir)) == untimed(metrics_records(tiny_2d_run))
+
+
+@pytest.mark.slow  # a tiny training in process, ~5 s
+def test_sigusr2_while_the_steps_compile_stops_after_the_first_step_saved(
+  data_dir, tmp_path, monkeypatch
+):
+  """A pre-emption before training is under way (data loading, compilation: minutes on a GPU
+  node) does not kill the run: it stops after its first step, which it saves."""
+  unhandled = []
+  previous = signal.signal(signal.SIGUSR2, lambda signum, frame: unhandled.append(signum))
+  jit_steps = step_lib.jit_steps
+
+  def signal_then_compile(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGUSR2)
+    return jit_steps(*args, **kwargs)
+
+  monkeypatch.setattr(step_lib, 'jit_steps', signal_then_compile)
+  workdir = str(tmp_path / 'preempted')
+  try:
+    with pytest.raises(SystemExit) as stopped:
+      train.train_and_evaluate(tiny_config(data_dir), workdir)
+  finally:
+    signal.signal(signal.SIGUSR2, previous)
+  assert stopped.value.code == 130 and not unhandled
+  assert [r['step'] for r in metrics_records(workdir)] == [1]
+  assert checkpoint.manager(os.path.join(workdir, 'checkpoints'), read_only=True).latest_step() == 1
