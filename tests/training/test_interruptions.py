@@ -148,6 +148,20 @@ def test_a_stop_signal_sets_the_flag_and_the_handlers_come_back(sig):
     signal.signal(sig, previous)
 
 
+def _stopped_by_sigusr2(config, workdir: str) -> None:
+  """Runs train_and_evaluate(config, workdir), which the test arranges to get SIGUSR2, and checks
+  that the run took it: SystemExit(130), the signal not reaching the handler it displaced (a
+  stand-in here: were it reached, nothing stopped and pytest lives on)."""
+  unhandled = []
+  previous = signal.signal(signal.SIGUSR2, lambda signum, frame: unhandled.append(signum))
+  try:
+    with pytest.raises(SystemExit) as stopped:
+      train.train_and_evaluate(config, workdir)
+  finally:
+    signal.signal(signal.SIGUSR2, previous)
+  assert stopped.value.code == 130 and not unhandled
+
+
 @pytest.mark.slow  # two tiny trainings in process, ~10 s
 def test_sigusr2_saves_the_current_step_and_the_rerun_has_the_same_losses(
   tiny_2d_run, data_dir, tmp_path, monkeypatch
@@ -167,12 +181,7 @@ def test_sigusr2_saves_the_current_step_and_the_rerun_has_the_same_losses(
 
   workdir = str(tmp_path / 'signalled')
   monkeypatch.setattr(workdir_lib.MetricsLog, 'write', write_then_signal)
-  try:
-    with pytest.raises(SystemExit) as stopped:
-      train.train_and_evaluate(tiny_config(data_dir), workdir)
-  finally:
-    signal.signal(signal.SIGUSR2, previous)
-  assert stopped.value.code == 130 and not unhandled
+  _stopped_by_sigusr2(tiny_config(data_dir), workdir)
   assert [r['step'] for r in metrics_records(workdir)] == [1, 2, 3, 4]
   assert checkpoint.manager(os.path.join(workdir, 'checkpoints'), read_only=True).latest_step() == 4
 
@@ -190,8 +199,6 @@ def test_sigusr2_while_the_steps_compile_stops_after_the_first_step_saved(
 ):
   """A pre-emption before training is under way (data loading, compilation: minutes on a GPU
   node) does not kill the run: it stops after its first step, which it saves."""
-  unhandled = []
-  previous = signal.signal(signal.SIGUSR2, lambda signum, frame: unhandled.append(signum))
   jit_steps = step_lib.jit_steps
 
   def signal_then_compile(*args, **kwargs):
@@ -200,11 +207,6 @@ def test_sigusr2_while_the_steps_compile_stops_after_the_first_step_saved(
 
   monkeypatch.setattr(step_lib, 'jit_steps', signal_then_compile)
   workdir = str(tmp_path / 'preempted')
-  try:
-    with pytest.raises(SystemExit) as stopped:
-      train.train_and_evaluate(tiny_config(data_dir), workdir)
-  finally:
-    signal.signal(signal.SIGUSR2, previous)
-  assert stopped.value.code == 130 and not unhandled
+  _stopped_by_sigusr2(tiny_config(data_dir), workdir)
   assert [r['step'] for r in metrics_records(workdir)] == [1]
   assert checkpoint.manager(os.path.join(workdir, 'checkpoints'), read_only=True).latest_step() == 1
