@@ -9,9 +9,6 @@ import cv2
 import numpy as np
 from PIL import Image
 
-# EXIF orientations that turn the image by 90 degrees (OpenCV's imread applies them).
-_TURNED = (5, 6, 7, 8)
-
 from hpe_jax import errors
 
 
@@ -40,13 +37,17 @@ def check_readable(path: str) -> None:
   Raises:
     ImageError: naming the file, as `read_image` does.
   """
-  if not os.path.isfile(path) or not cv2.haveImageReader(path):
+  if not is_image(path):
     read_image(path)  # raises the error naming the file
 
 
 def is_image(path: str) -> bool:
   """Whether `path` is a file whose signature OpenCV reads as an image (`check_readable`)."""
   return os.path.isfile(path) and cv2.haveImageReader(path)
+
+
+# EXIF orientations that turn the image by 90 degrees (OpenCV's imread applies them).
+_TURNED = (5, 6, 7, 8)
 
 
 def image_size(path: str) -> tuple[int, int]:
