@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 import numpy as np
 
 from hpe_jax import errors
+from hpe_jax import files
 from hpe_jax.analysis import angles as angles_lib
 from hpe_jax.inference import outputs
 
@@ -252,13 +253,9 @@ def _spans(repetitions) -> list[list[tuple[float, float]]]:
 
 def _save_atomically(path: str, write) -> None:
   """Runs write(temporary path), then renames it to `path`; an OS error becomes ReportError."""
-  temporary = f'{path}.tmp'
   try:
-    write(temporary)
-    os.replace(temporary, path)
+    files.replace_atomically(path, write)
   except OSError as e:
-    if os.path.exists(temporary):
-      os.remove(temporary)
     raise ReportError(outputs.cannot_write(path, e)) from None
 
 

@@ -12,6 +12,7 @@ from typing import Sequence
 
 from hpe_jax import default_config
 from hpe_jax import errors
+from hpe_jax import files
 from hpe_jax import inference
 from hpe_jax.data import datasets
 from hpe_jax.evaluation import report
@@ -141,7 +142,7 @@ def evaluate_run(
       'subpixel': bool(config.eval.subpixel),
       **results,
     }
-    workdir_lib.write_atomically(  # a study counts a result file as done
+    files.write_text(  # a study counts a result file as done
       result_path(workdir, str(ref)),
       json.dumps(workdir_lib.strict_json(record), indent=2, allow_nan=False),
     )

@@ -6,7 +6,6 @@ and video frames in COCO's keypoint-results layout (`write_coco`).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
@@ -15,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from hpe_jax import files
 from hpe_jax import joints
 from hpe_jax.inference import boxes as boxes_lib
 from hpe_jax.inference import image_io
@@ -63,11 +63,8 @@ def write_json(path: str, content, indent: int | None = None) -> None:
     ImageError: it cannot be written.
   """
   try:
-    with open(path, 'w') as f:
-      json.dump(content, f, indent=indent)
+    files.write_text(path, json.dumps(content, indent=indent))
   except OSError as e:
-    with contextlib.suppress(OSError):
-      os.remove(path)
     raise image_io.ImageError(cannot_write(path, e)) from None
 
 

@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from hpe_jax import errors
+from hpe_jax import files
 from hpe_jax import progress
 from hpe_jax.inference import boxes as boxes_lib
 from hpe_jax.inference import crops
@@ -295,15 +296,8 @@ class FrameWriter(_Worker):
   def _write_header(self, frames: int | None, **fields) -> None:
     """Writes the header whole or not at all (the previous one stays)."""
     header = dict(self.header, frames=frames, **fields)
-    partial = f'{self.paths["json"]}.partial'
     try:
-      try:
-        with open(partial, 'w') as f:
-          json.dump(header, f, indent=2)
-        os.replace(partial, self.paths['json'])
-      finally:
-        if os.path.exists(partial):
-          os.remove(partial)
+      files.write_text(self.paths['json'], json.dumps(header, indent=2))
     except OSError as e:
       raise VideoError(outputs.cannot_write(self.paths['json'], e)) from None
 

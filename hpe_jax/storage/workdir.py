@@ -25,6 +25,7 @@ import ml_collections
 
 from hpe_jax import default_config
 from hpe_jax import errors
+from hpe_jax import files
 from hpe_jax import locks
 
 LOCK_FILE = 'lock'
@@ -186,16 +187,7 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
       and name[len('config.') : -len('.json')].isdigit()
     ]
     os.replace(path, os.path.join(workdir, f'config.{max(taken, default=0) + 1}.json'))
-  write_atomically(path, text)
-
-
-def write_atomically(path: str, text: str) -> None:
-  """Writes `text` to `path` through a temporary file: an interruption leaves the old file or the
-  new one, never half of one."""
-  temporary = path + '.tmp'
-  with open(temporary, 'w') as f:
-    f.write(text)
-  os.replace(temporary, path)
+  files.write_text(path, text)
 
 
 def strict_json(value):
@@ -251,7 +243,7 @@ class MetricsLog:
         kept.append(line)
     if not later and not torn:
       return ''
-    write_atomically(self.path, b''.join(line + b'\n' for line in kept).decode())
+    files.write_text(self.path, b''.join(line + b'\n' for line in kept).decode())
     parts = [f'{later} record(s) after step {step}'] if later else []
     parts += [f'{torn} torn line(s)'] if torn else []
     return f'{self.path}: dropped {" and ".join(parts)}'

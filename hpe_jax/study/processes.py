@@ -22,6 +22,7 @@ import time
 from submitit import helpers as submitit_helpers
 
 from hpe_jax import errors
+from hpe_jax import files
 
 CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
 TIME_FILE = 'study_time.json'  # in each run's workdir and in the study dir
@@ -67,10 +68,8 @@ def read_time(directory: str) -> dict:
 
 
 def write_json(path: str, record: dict) -> None:
-  """Writes through a temporary file, so that an interruption never leaves half a record."""
-  with open(path + '.tmp', 'w') as f:
-    json.dump(record, f, indent=2)
-  os.replace(path + '.tmp', path)
+  """Writes whole or not at all: an interruption never leaves half a record."""
+  files.write_text(path, json.dumps(record, indent=2))
 
 
 def subprocess_env(study_dir: str) -> dict[str, str]:

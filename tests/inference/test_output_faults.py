@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from hpe_jax import errors
+from hpe_jax import files
 from hpe_jax import inference
 from hpe_jax.inference import export_run
 from hpe_jax.inference import exported
@@ -209,7 +210,7 @@ def test_a_full_disk_under_an_image_json_leaves_no_partial_file(tmp_path, monkey
   def full_open(name, mode='r', *args, **kwargs):
     return _FullFile(open(name, mode.replace('w', 'wb'), *args, **kwargs), 100)
 
-  monkeypatch.setattr(outputs, 'open', full_open, raising=False)
+  monkeypatch.setattr(files, 'open', full_open, raising=False)
   with pytest.raises(image_io.ImageError) as error:
     outputs.write_image_json(path, {'people': [{'joints_2d': [[1.0, 2.0]] * 16}] * 4})
   _one_line(error.value, path, 'No space left on device')
