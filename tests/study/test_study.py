@@ -204,6 +204,12 @@ def _config_value(config: ml_collections.ConfigDict, key: str):
   return config
 
 
+def _printed_commands(*flags: str) -> str:
+  """What `hpe-study --print_commands` with `flags` prints (it must succeed)."""
+  command = [sys.executable, '-m', 'hpe_jax.commands.study', *flags, '--print_commands']
+  return subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True).stdout
+
+
 def _commands_and_table(lines: list[str]) -> tuple[list[str], list[str]]:
   """--print_commands' output -> (its commands, its closing plan table without the comment
   marks); every line of the table is a shell comment."""
@@ -221,20 +227,7 @@ def test_print_commands_in_dependency_order(tiny_study, data_dir, tmp_path):
   assert table[0].startswith('Plan of study tiny_study: 3 training runs, 2 cells')
 
   fresh_dir = str(tmp_path / 'fresh')
-  output = subprocess.run(
-    [
-      sys.executable,
-      '-m',
-      'hpe_jax.commands.study',
-      f'--study={tiny_study.flag}',
-      f'--study_dir={fresh_dir}',
-      '--print_commands',
-    ],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    check=True,
-  ).stdout
+  output = _printed_commands(f'--study={tiny_study.flag}', f'--study_dir={fresh_dir}')
   lines, _ = _commands_and_table(output.splitlines())
   export, *commands = [shlex.split(line) for line in lines]
   assert export[0] == 'export' and not os.path.exists(fresh_dir)  # printing runs nothing
@@ -290,21 +283,9 @@ def test_print_commands_write_nothing_and_carry_the_data_dir(tmp_path):
   data_dir.mkdir()
   (root / 'earlier_study').mkdir()  # listings that are not empty, to tell apart
   before = _tree(root, data_dir)
-  output = subprocess.run(
-    [
-      sys.executable,
-      '-m',
-      'hpe_jax.commands.study',
-      f'--study={flag}',
-      f'--study_dir={root / "fresh"}',
-      f'--data_dir={data_dir}',
-      '--print_commands',
-    ],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    check=True,
-  ).stdout
+  output = _printed_commands(
+    f'--study={flag}', f'--study_dir={root / "fresh"}', f'--data_dir={data_dir}'
+  )
   assert _tree(root, data_dir) == before
   lines, _ = _commands_and_table(output.splitlines())
   export, *commands = [shlex.split(line) for line in lines]
